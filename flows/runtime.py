@@ -1,0 +1,98 @@
+"""What a flow needs from its stack, resolved once per run: component objects and the Prefect set-up.
+
+Flows call ``resolve_stack`` at their start and pass the resulting objects into steps; nothing below this
+module branches on a stack's name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from stacks.components.artifact_store import ArtifactStore
+from stacks.components.data_validator import WhylogsValidator
+from stacks.config import Stack
+from stacks.loader import load_stack, selected_stack_name
+from stacks.paths import flywheel_home
+
+
+@dataclass(frozen=True)
+class StackContext:
+    """The resolved stack: its configuration and the runtime objects steps receive."""
+
+    stack: Stack
+    store: ArtifactStore
+    validator: WhylogsValidator
+    tuner_storage: str | None
+    sampler: str
+    pruner: str
+    device: str
+    n_jobs: int | None
+    storage_options: dict[str, Any]
+
+
+def resolve_stack(name: str | None = None) -> StackContext:
+    """Load the selected stack, check its secrets resolve, and build the components a run uses."""
+    from stacks.components.tracking import configure_mlflow
+
+    stack = load_stack(selected_stack_name(name))
+    stack.require_secrets()
+    configure_mlflow(stack)
+    tuner = stack.tuner.configuration if stack.tuner else None
+    compute = stack.compute.configuration if stack.compute else None
+    return StackContext(
+        stack=stack,
+        store=ArtifactStore.from_stack(stack),
+        validator=WhylogsValidator.from_stack(stack),
+        tuner_storage=stack.optuna_storage(),
+        sampler=tuner.sampler if tuner else "tpe",
+        pruner=tuner.pruner if tuner else "median",
+        device=compute.device if compute else "cpu",
+        n_jobs=compute.n_jobs if compute else None,
+        storage_options=stack.storage_options(),
+    )
+
+
+def prepare_prefect(name: str | None = None) -> Stack:
+    """Point Prefect at the stack's API before Prefect is imported (settings are read at import).
+
+    With no API URL the local stack keeps Prefect's database under the Flywheel home, so the runs of
+    ``make run`` show up in ``prefect server start`` launched with the same ``PREFECT_HOME``.
+    """
+    stack = load_stack(selected_stack_name(name))
+    os.environ.setdefault("FLYWHEEL_STACK", stack.name)
+    config = stack.orchestrator.configuration
+    if config.api_url:
+        os.environ["PREFECT_API_URL"] = config.api_url
+    else:
+        home = flywheel_home() / "prefect"
+        home.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("PREFECT_HOME", str(home))
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "steps,flows")
+    logging.getLogger("steps").setLevel(logging.INFO)  # tuning progress shows in the Prefect UI
+    os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
+    # no telemetry: it also races the ephemeral server's SQLite at start-up ("database is locked")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    return stack
+
+
+def task_runner(stack: Stack) -> Any:
+    """The stack's task runner: Prefect's thread pool, or Dask (a LocalCluster or a scheduler address)."""
+    config = stack.orchestrator.configuration
+    if config.task_runner == "dask":
+        from prefect_dask import DaskTaskRunner  # type: ignore[import-not-found]
+
+        if config.dask_address:
+            return DaskTaskRunner(address=config.dask_address)
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": config.dask_n_workers,
+                "threads_per_worker": config.dask_threads_per_worker,
+            }
+        )
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    return ThreadPoolTaskRunner(max_workers=config.max_workers)

@@ -1,0 +1,1 @@
+"""Flywheel: the command-line front of the flows, stacks and service."""

@@ -1,0 +1,103 @@
+"""The ``flywheel`` command. Heavy libraries (Prefect, MLflow, XGBoost) are imported inside commands so
+``flywheel --help`` answers at once."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from stacks.cli import stack_app
+
+app = typer.Typer(help="Flywheel: train, register, serve and monitor models, on the stack you choose.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+run_app = typer.Typer(help="Run a flow once on a stack.", no_args_is_help=True)
+app.add_typer(run_app, name="run")
+app.add_typer(stack_app, name="stack")
+
+StackOption = Annotated[str | None, typer.Option("--stack", "-s", help="stack name or file (default: "
+                                                 "FLYWHEEL_STACK, then `flywheel stack use`, then local)")]
+
+
+@run_app.command("training")
+def run_training(
+    stack: StackOption = None,
+    problem: Annotated[str, typer.Option(help="problem spec name (flows/problems/NAME.yaml) or path")] = "flights",
+    trials: Annotated[int | None, typer.Option(help="Optuna trials (default: the spec's)")] = None,
+    timeout: Annotated[float | None, typer.Option(help="tuning time budget in seconds")] = None,
+    sample_rows: Annotated[int | None, typer.Option(help="train on a seeded sample of this many rows")] = None,
+    no_pruning: Annotated[bool, typer.Option("--no-pruning", help="disable Optuna pruning")] = False,
+    seed: int = 42,
+    reason: str = "manual",
+) -> None:
+    """Ingest, validate, tune, train, evaluate, explain, register and (if it passes the gate) promote."""
+    from flows.runtime import prepare_prefect, task_runner
+
+    chosen = prepare_prefect(stack)
+    from flows.training import training
+    from steps.data.sources import SourceError
+    from steps.data.validate import DataValidationError
+    from steps.problem import SpecError
+
+    try:
+        result = training.with_options(task_runner=task_runner(chosen))(
+            stack=stack or chosen.name, problem=problem, n_trials=trials, timeout_s=timeout, sample_rows=sample_rows,
+            pruning=not no_pruning, seed=seed, reason=reason,
+        )
+    except (DataValidationError, SourceError, SpecError, ValueError) as exc:
+        typer.secho(f"training failed: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    _print_where_to_look(chosen, result)
+
+
+def _print_where_to_look(stack: object, result: dict[str, object]) -> None:
+    from stacks.paths import flywheel_home
+
+    tracking = stack.mlflow_tracking_uri()  # type: ignore[attr-defined]
+    metrics = result.get("metrics", {})
+    typer.echo("")
+    typer.secho(f"Model {result['model_name']} v{result['version']}: "
+                f"{'promoted to champion' if result['promoted'] else 'not promoted'} ({result['reason']})",
+                bold=True)
+    typer.echo("Test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()  # type: ignore[union-attr]
+                                             if k != "test_rows"))
+    typer.echo(f"Champion: {result['model_name']}@champion = v{result['champion_version']}")
+    typer.echo("")
+    typer.echo("Where to look:")
+    typer.echo(f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {tracking} --port 5000   "
+               "then http://127.0.0.1:5000")
+    if not stack.orchestrator.configuration.api_url:  # type: ignore[attr-defined]
+        typer.echo(f"  Prefect UI:  PREFECT_HOME={flywheel_home() / 'prefect'} .venv/bin/prefect server start   "
+                   "then http://127.0.0.1:4200")
+    typer.echo(f"  Lineage:     .venv/bin/flywheel lineage {result['model_name']}@champion")
+
+
+@app.command()
+def lineage(
+    reference: Annotated[str, typer.Argument(help="MODEL@ALIAS or MODEL/VERSION, e.g. flight-delay@champion")],
+    stack: StackOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Walk a model version back to the data it learned from."""
+    from mlflow.exceptions import MlflowException
+
+    from flywheel.lineage import lineage as walk
+    from stacks.components.tracking import configure_mlflow
+    from stacks.loader import load_stack, selected_stack_name
+
+    configure_mlflow(load_stack(selected_stack_name(stack)))
+    try:
+        found = walk(reference)
+    except MlflowException as exc:
+        typer.secho(f"no such model version {reference!r}: {exc.message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    if as_json:
+        typer.echo(json.dumps(found.__dict__, indent=2))
+    else:
+        typer.echo("\n".join(found.lines()))
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app(sys.argv[1:])

@@ -1,0 +1,325 @@
+"""`flywheel stack check`: can this machine reach every component of a stack, right now?
+
+A training run that fails after an hour because the artifact store's credentials are missing
+or the MLflow server is down wastes the hour; this answers in seconds, per component, with one
+line saying what worked or why not. Every check runs in its own daemon thread with a deadline,
+so an unroutable host costs `timeout` seconds, not a TCP retry schedule, and checks run in
+parallel. Secrets are resolved to connect but never appear in a detail line.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from stacks import secrets
+from stacks.config import (
+    ArtifactStoreComponent,
+    Component,
+    ComponentType,
+    ComputeConfig,
+    LocalDeployerConfig,
+    OrchestratorComponent,
+    Stack,
+)
+
+__all__ = ["ComponentCheck", "check_stack"]
+
+
+@dataclass(frozen=True)
+class ComponentCheck:
+    """The verdict for one component: reachable (ok) or not, and a one-line reason."""
+
+    component_type: str
+    name: str
+    flavor: str
+    ok: bool
+    detail: str
+
+
+class _NotOk(Exception):
+    """A check's negative verdict, with the reason as its message."""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+# --------------------------------------------------------------------------- probes
+
+
+def _http_get(url: str, timeout: float) -> str:
+    """GET a health URL; return a short description or raise _NotOk with the reason."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return f"{url} answered {resp.status}"
+    except urllib.error.HTTPError as exc:
+        raise _NotOk(f"{url} answered HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise _NotOk(
+            f"cannot reach {url}: {_one_line(reason) if isinstance(reason, BaseException) else reason}"
+        ) from None
+
+
+def _tcp_open(host: str, port: int, timeout: float) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _writable_folder(folder: Path) -> None:
+    """Create `folder` if needed and prove it is writable with a temporary file."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".flywheel-check-"):
+            pass
+    except OSError as exc:
+        raise _NotOk(f"folder {folder} is not writable: {_one_line(exc)}") from None
+
+
+def _database(uri: str, timeout: float, what: str) -> str:
+    """SQLite: its folder is writable (and an existing file opens); others: connect and SELECT 1."""
+    if uri.startswith("sqlite:"):
+        if not uri.startswith("sqlite:///"):
+            return f"{what}: in-memory SQLite"
+        db = uri.split("?", 1)[0].removeprefix("sqlite:///")
+        if not db or db == ":memory:":
+            return f"{what}: in-memory SQLite"
+        path = Path(db)
+        _writable_folder(path.parent)
+        if not path.exists():
+            return f"{what}: {path} will be created (folder writable)"
+    from sqlalchemy import create_engine, text  # lazy: heavy import
+
+    scheme = uri.split(":", 1)[0]
+    connect_args: dict[str, Any] = {}
+    if scheme.startswith(("postgresql", "mysql", "mariadb")):
+        connect_args["connect_timeout"] = max(1, math.ceil(timeout))
+    elif scheme.startswith("sqlite"):
+        connect_args["timeout"] = timeout
+    try:
+        engine = create_engine(uri, connect_args=connect_args)
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        finally:
+            engine.dispose()
+    except Exception as exc:
+        raise _NotOk(f"{what}: cannot connect to {_safe_url(uri)}: {_one_line(exc)}") from None
+    return f"{what}: connected to {_safe_url(uri)}"
+
+
+def _safe_url(uri: str) -> str:
+    """A URL for display with any password replaced (a resolved storage URL may carry one)."""
+    try:
+        parsed = urlparse(uri)
+    except ValueError:
+        return "<url>"
+    if parsed.password:
+        netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
+        return parsed._replace(netloc=netloc).geturl()
+    return uri
+
+
+def _mlflow_uri(uri: str, timeout: float, what: str) -> str:
+    if uri.startswith(("http://", "https://")):
+        return f"{what}: " + _http_get(f"{uri.rstrip('/')}/health", timeout)
+    if uri == "databricks" or uri.startswith("databricks"):
+        return f"{what}: Databricks (not probed)"
+    if "://" in uri and not uri.startswith("file://"):
+        return _database(uri, timeout, what)
+    folder = Path(uri.removeprefix("file://"))
+    _writable_folder(folder)
+    return f"{what}: file store {folder} writable"
+
+
+# --------------------------------------------------------------------------- per type
+
+
+def _check_orchestrator(stack: Stack, timeout: float) -> str:
+    orch: OrchestratorComponent = stack.orchestrator
+    cfg = orch.configuration
+    parts = []
+    if cfg.api_url is None:
+        parts.append("ephemeral local API (started by the first flow run)")
+    else:
+        url = secrets.resolve(cfg.api_url).rstrip("/")
+        parts.append("Prefect API " + _http_get(f"{url}/health", timeout))
+    if cfg.dask_address:
+        addr = urlparse(cfg.dask_address)
+        if not addr.hostname or not addr.port:
+            raise _NotOk(f"dask_address {cfg.dask_address!r} has no host:port")
+        if not _tcp_open(addr.hostname, addr.port, timeout):
+            raise _NotOk(f"{parts[0]}; but the Dask scheduler {cfg.dask_address} does not answer")
+        parts.append(f"Dask scheduler {cfg.dask_address} answers")
+    return "; ".join(parts)
+
+
+def _check_artifact_store(stack: Stack, timeout: float) -> str:
+    store: ArtifactStoreComponent = stack.artifact_store
+    root = stack.artifact_root()
+    options = stack.storage_options()
+    import fsspec  # lazy
+
+    if store.flavor == "s3":
+        # fail fast on a dead endpoint instead of botocore's retry schedule
+        config_kwargs = {"connect_timeout": timeout, "read_timeout": timeout, "retries": {"max_attempts": 1}}
+        options["config_kwargs"] = {**config_kwargs, **(options.get("config_kwargs") or {})}
+    try:
+        fs, path = fsspec.core.url_to_fs(root, skip_instance_cache=True, **options)
+        fs.makedirs(path, exist_ok=True)
+        probe = f"{path.rstrip('/')}/.flywheel-check-{uuid.uuid4().hex}"
+        fs.pipe_file(probe, b"flywheel")
+        if fs.cat_file(probe) != b"flywheel":
+            raise _NotOk(f"{root}: the probe file read back different bytes")
+        fs.rm_file(probe)
+    except _NotOk:
+        raise
+    except ImportError as exc:
+        raise _NotOk(f"{root}: {_one_line(exc)}") from None
+    except Exception as exc:
+        raise _NotOk(f"{root}: write/read/delete failed: {_one_line(exc)}") from None
+    return f"{root}: write, read and delete ok"
+
+
+def _check_tracker(stack: Stack, timeout: float) -> str:
+    uri = stack.mlflow_tracking_uri()
+    assert uri is not None
+    return _mlflow_uri(uri, timeout, "tracking")
+
+
+def _check_registry(stack: Stack, timeout: float) -> str:
+    uri = stack.mlflow_registry_uri()
+    assert uri is not None
+    return _mlflow_uri(uri, timeout, "registry")
+
+
+def _check_validator(stack: Stack, timeout: float) -> str:
+    if importlib.util.find_spec("whylogs") is None:
+        raise _NotOk("whylogs is not installed (pip install 'whylogs[viz]')")
+    note = (
+        ""
+        if os.environ.get("WHYLOGS_NO_ANALYTICS")
+        else " (set WHYLOGS_NO_ANALYTICS=True to stop usage analytics)"
+    )
+    return f"whylogs importable{note}"
+
+
+def _check_deployer(stack: Stack, timeout: float) -> str:
+    deployer = stack.model_deployer
+    assert deployer is not None
+    cfg = deployer.configuration
+    if isinstance(cfg, LocalDeployerConfig):
+        if not _tcp_open(cfg.host, cfg.port, timeout):
+            return f"port {cfg.host}:{cfg.port} is free"
+        try:
+            answer = _http_get(f"http://{cfg.host}:{cfg.port}/health", timeout)
+        except _NotOk as exc:
+            raise _NotOk(
+                f"port {cfg.host}:{cfg.port} is taken by something that is not a Flywheel service ({exc})"
+            ) from None
+        return f"service already running: {answer}"
+    tool = "docker" if deployer.flavor == "docker" else "kubectl"
+    found = shutil.which(tool)
+    if found is None:
+        raise _NotOk(f"'{tool}' is not on PATH")
+    return f"'{tool}' found at {found}"
+
+
+def _check_tuner(stack: Stack, timeout: float) -> str:
+    storage = stack.optuna_storage()
+    if storage is None:
+        return "in-memory study (trials are not shared between processes)"
+    return _database(storage, timeout, "study storage")
+
+
+def _check_compute(stack: Stack, timeout: float) -> str:
+    compute = stack.compute
+    assert compute is not None
+    cfg: ComputeConfig = compute.configuration
+    needs_dask = cfg.engine == "dask" or compute.flavor == "dask"
+    missing = [m for m in ("dask", "distributed") if needs_dask and importlib.util.find_spec(m) is None]
+    if missing:
+        raise _NotOk(f"engine needs {', '.join(missing)}, not installed")
+    if cfg.device == "cuda" and shutil.which("nvidia-smi") is None:
+        raise _NotOk("device 'cuda' but no NVIDIA driver (nvidia-smi not on PATH)")
+    jobs = cfg.n_jobs or os.cpu_count() or 1
+    return f"{cfg.device}, {jobs} jobs, {cfg.engine} engine"
+
+
+_CHECKS: dict[ComponentType, Callable[[Stack, float], str]] = {
+    ComponentType.ORCHESTRATOR: _check_orchestrator,
+    ComponentType.ARTIFACT_STORE: _check_artifact_store,
+    ComponentType.EXPERIMENT_TRACKER: _check_tracker,
+    ComponentType.MODEL_REGISTRY: _check_registry,
+    ComponentType.DATA_VALIDATOR: _check_validator,
+    ComponentType.MODEL_DEPLOYER: _check_deployer,
+    ComponentType.TUNER: _check_tuner,
+    ComponentType.COMPUTE: _check_compute,
+}
+
+
+def _unresolved_secrets(component: Component[Any]) -> list[str]:
+    problems = []
+    for key, ref in secrets.find_refs(component.configuration.model_dump()):
+        try:
+            secrets.resolve(ref)
+        except secrets.SecretNotFoundError:
+            problems.append(f"key '{key}' ({ref}: set {secrets.env_var_for(ref)})")
+    return problems
+
+
+def _run_one(stack: Stack, component: Component[Any], timeout: float) -> ComponentCheck:
+    def verdict(ok: bool, detail: str) -> ComponentCheck:
+        return ComponentCheck(component.type.value, component.name, component.flavor, ok, detail)
+
+    missing = _unresolved_secrets(component)
+    if missing:
+        return verdict(False, "unresolvable secret " + "; ".join(missing))
+    try:
+        return verdict(True, _CHECKS[component.type](stack, timeout))
+    except _NotOk as exc:
+        return verdict(False, str(exc))
+    except Exception as exc:  # a check must report, never crash the command
+        return verdict(False, f"{type(exc).__name__}: {_one_line(exc)}")
+
+
+def check_stack(stack: Stack, timeout: float = 5.0) -> list[ComponentCheck]:
+    """Check every component in parallel; each verdict arrives within about `timeout` seconds."""
+    components = stack.components()
+    results: dict[int, ComponentCheck] = {}
+    threads = []
+    for i, component in enumerate(components):
+
+        def work(i: int = i, component: Component[Any] = component) -> None:
+            results[i] = _run_one(stack, component, timeout)
+
+        thread = threading.Thread(target=work, name=f"stack-check-{component.type.value}", daemon=True)
+        thread.start()
+        threads.append(thread)
+    deadline = time.monotonic() + timeout + 2.0  # checks honour `timeout` themselves; this is the backstop
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return [
+        results.get(i)
+        or ComponentCheck(c.type.value, c.name, c.flavor, False, f"no answer within {timeout:g} s")
+        for i, c in enumerate(components)
+    ]

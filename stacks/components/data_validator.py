@@ -1,0 +1,312 @@
+"""The whylogs data validator: profiles, constraints and drift scores behind one module.
+
+whylogs 1.6.4 is the last release and is unmaintained upstream. It breaks on NumPy 2 through exactly one
+removed alias, ``np.unicode_`` (whylogs issue #1600), so the alias is restored here before whylogs is imported
+instead of pinning the whole stack to NumPy 1 (see README, "Dependencies"). Every other module goes through
+this one, so replacing whylogs later touches a single file. Importing it is deferred to first use because it
+costs about a second.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from whylogs.core import DatasetProfileView
+
+_WHYLOGS_READY = False
+
+
+def _whylogs() -> Any:
+    """Import whylogs once, with its analytics off and the NumPy 2 alias restored."""
+    global _WHYLOGS_READY
+    if not _WHYLOGS_READY:
+        os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
+        import numpy as np
+
+        if not hasattr(np, "unicode_"):
+            np.unicode_ = np.str_  # type: ignore[attr-defined]  # whylogs #1600, the only NumPy 2 break
+        _WHYLOGS_READY = True
+    import whylogs
+
+    return whylogs
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One constraint outcome, worded for the person reading the report."""
+
+    name: str
+    column: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class ValidationReport:
+    """All constraint outcomes for one data set; ``failures`` is what stops a flow."""
+
+    dataset: str
+    rows: int
+    results: list[CheckResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [r for r in self.results if not r.passed]
+
+    def to_markdown(self) -> str:
+        status = "PASSED" if self.passed else f"FAILED ({len(self.failures)} constraint(s))"
+        lines = [
+            f"# Data validation: {self.dataset}",
+            "",
+            f"**{status}** on {self.rows:,} rows.",
+            "",
+            "| check | column | result | detail |",
+            "|---|---|---|---|",
+        ]
+        for r in self.results:
+            lines.append(f"| {r.name} | `{r.column}` | {'pass' if r.passed else '**FAIL**'} | {r.detail} |")
+        if self.notes:
+            lines += ["", *[f"- {n}" for n in self.notes]]
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        """A one-paragraph message naming each failure, for exceptions and logs."""
+        if self.passed:
+            return f"{self.dataset}: all {len(self.results)} checks passed"
+        parts = [f"{r.column}: {r.detail}" for r in self.failures]
+        return f"{self.dataset}: {len(parts)} check(s) failed: " + "; ".join(parts)
+
+
+class WhylogsValidator:
+    """Profiles data sets and compares profiles; thresholds come from the stack's data_validator config."""
+
+    def __init__(
+        self,
+        drift_algorithm: str = "hellinger",
+        drift_threshold: float = 0.15,
+        max_nan_fraction: float = 0.2,
+        min_rows: int = 50,
+        min_minority_fraction: float = 0.01,
+    ) -> None:
+        self.drift_algorithm = drift_algorithm
+        self.drift_threshold = drift_threshold
+        self.max_nan_fraction = max_nan_fraction
+        self.min_rows = min_rows
+        self.min_minority_fraction = min_minority_fraction
+
+    @classmethod
+    def from_stack(cls, stack: Any) -> WhylogsValidator:
+        component = stack.data_validator
+        if component is None:
+            return cls()
+        c = component.configuration
+        return cls(
+            drift_algorithm=c.drift_algorithm,
+            drift_threshold=c.drift_threshold,
+            max_nan_fraction=c.max_nan_fraction,
+            min_rows=c.min_rows,
+            min_minority_fraction=c.min_minority_fraction,
+        )
+
+    # profiles -------------------------------------------------------------------------------------------
+    def profile(self, frame: pd.DataFrame) -> DatasetProfileView:
+        why = _whylogs()
+        return why.log(pandas=_profilable(frame)).profile().view()
+
+    @staticmethod
+    def to_bytes(view: DatasetProfileView) -> bytes:
+        data: bytes = view.serialize()
+        return data
+
+    @staticmethod
+    def from_bytes(data: bytes) -> DatasetProfileView:
+        _whylogs()
+        from whylogs.core import DatasetProfileView
+
+        return DatasetProfileView.deserialize(data)
+
+    @staticmethod
+    def merge(views: list[DatasetProfileView]) -> DatasetProfileView:
+        merged = views[0]
+        for view in views[1:]:
+            merged = merged.merge(view)
+        return merged
+
+    @staticmethod
+    def summary_frame(view: DatasetProfileView) -> pd.DataFrame:
+        return view.to_pandas()
+
+    # constraints ----------------------------------------------------------------------------------------
+    def check_profile(
+        self,
+        view: DatasetProfileView,
+        *,
+        dataset: str,
+        rows: int,
+        nan_limits: dict[str, float],
+        ranges: dict[str, tuple[float | None, float | None]],
+        label: str | None = None,
+    ) -> ValidationReport:
+        """Run whylogs constraints for NaN fractions, value ranges and label balance on a profile."""
+        _whylogs()
+        from whylogs.core.constraints import ConstraintsBuilder
+        from whylogs.core.constraints.factories import (
+            is_in_range,
+            mean_between_range,
+            null_percentage_below_number,
+        )
+
+        report = ValidationReport(dataset=dataset, rows=rows)
+        passed_rows = rows >= self.min_rows
+        report.results.append(
+            CheckResult("row count", "*", passed_rows, f"{rows:,} rows (minimum {self.min_rows:,})")
+        )
+        columns = view.get_columns()
+        summary = view.to_pandas()
+        checks: list[tuple[str, str, str, Any]] = []
+        for column, limit in nan_limits.items():
+            if column in columns:
+                constraint = null_percentage_below_number(column_name=column, number=limit)
+                checks.append(("missing values", column, f"at most {limit:.1%} missing", constraint))
+        for column, (low, high) in ranges.items():
+            if column in columns:
+                lower = -math.inf if low is None else low
+                upper = math.inf if high is None else high
+                constraint = is_in_range(column_name=column, lower=lower, upper=upper)
+                checks.append(("value range", column, f"values within [{lower}, {upper}]", constraint))
+        if label is not None and label in columns:
+            low, high = self.min_minority_fraction, 1.0 - self.min_minority_fraction
+            constraint = mean_between_range(column_name=label, lower=low, upper=high)
+            checks.append(("label balance", label, f"positive rate within [{low:.1%}, {high:.1%}]", constraint))
+        for name, column, expectation, constraint in checks:
+            # one builder per constraint: whylogs reports results grouped by column, not in insertion order
+            builder = ConstraintsBuilder(dataset_profile_view=view)
+            builder.add_constraint(constraint)
+            (outcome,) = builder.build().generate_constraints_report()
+            report.results.append(
+                CheckResult(name, column, bool(outcome.passed), _observed(summary, column, name, expectation))
+            )
+        return report
+
+    # drift ----------------------------------------------------------------------------------------------
+    def drift_scores(
+        self, reference: DatasetProfileView, target: DatasetProfileView
+    ) -> dict[str, dict[str, Any]]:
+        """Per-column drift, scored with the stack's algorithm (Hellinger by default: an effect size)."""
+        _whylogs()
+        from whylogs.viz.drift.column_drift_algorithms import calculate_drift_scores
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scores = calculate_drift_scores(
+                target_view=target,
+                reference_view=reference,
+                drift_map=_drift_map(self.drift_algorithm, reference),
+                with_thresholds=True,
+            )
+        result: dict[str, dict[str, Any]] = {}
+        for column, score in scores.items():
+            if not score and self.drift_algorithm == "hellinger":
+                score = _discrete_hellinger(reference, target, column)
+            if not score:
+                continue
+            statistic = float(score.get("statistic", math.nan))
+            result[column] = {
+                "algorithm": score.get("algorithm"),
+                "statistic": statistic,
+                "drifted": bool(statistic >= self.drift_threshold)
+                if self.drift_algorithm == "hellinger"
+                else score.get("drift_category") == "DRIFT",
+            }
+        return result
+
+
+def _profilable(frame: pd.DataFrame) -> pd.DataFrame:
+    """whylogs does not understand pandas categoricals: profile their values as strings."""
+    import pandas as pd
+
+    out = frame.copy(deep=False)
+    for name in out.columns:
+        if isinstance(out[name].dtype, pd.CategoricalDtype):
+            out[name] = out[name].astype(object)
+        elif pd.api.types.is_string_dtype(out[name].dtype) and not pd.api.types.is_object_dtype(out[name]):
+            out[name] = out[name].astype(object)
+    return out
+
+
+def _observed(summary: pd.DataFrame, column: str, name: str, expectation: str) -> str:
+    """Describe what the profile saw next to what was expected, so a failure reads as a diagnosis."""
+    if column not in summary.index:
+        return expectation
+    row = summary.loc[column]
+    count = float(row.get("counts/n", 0) or 0)
+    nulls = float(row.get("counts/null", 0) or 0)  # whylogs counts NaN among nulls too
+    if name == "missing values":
+        frac = nulls / count if count else 1.0
+        return f"{expectation}; observed {frac:.1%} ({int(nulls):,} of {int(count):,})"
+    if name == "value range":
+        lo, hi = row.get("distribution/min"), row.get("distribution/max")
+        return f"{expectation}; observed range [{_fmt(lo)}, {_fmt(hi)}]"
+    if name == "label balance":
+        return f"{expectation}; observed positive rate {_fmt(row.get('distribution/mean'))}"
+    return expectation
+
+
+def _fmt(value: Any) -> str:
+    try:
+        return f"{float(value):.4g}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _drift_map(algorithm: str, reference: DatasetProfileView) -> dict[str, Any] | None:
+    """Hellinger for every column (an effect size); None keeps whylogs' p-value tests (KS, chi-square)."""
+    if algorithm != "hellinger":
+        return None
+    from whylogs.viz.drift.column_drift_algorithms import Hellinger
+
+    return {column: Hellinger() for column in reference.get_columns()}
+
+
+def _discrete_hellinger(
+    reference: DatasetProfileView, target: DatasetProfileView, column: str
+) -> dict[str, Any] | None:
+    """Hellinger distance between frequent-item distributions, for the string columns whylogs skips.
+
+    Items outside both top-k lists are pooled into one "other" bucket so the two PMFs each sum to one.
+    """
+    from whylogs.viz.utils.frequent_items_calculations import get_frequent_stats
+
+    ref_column, tgt_column = reference.get_column(column), target.get_column(column)
+    if ref_column is None or tgt_column is None:
+        return None
+    ref_stats = get_frequent_stats(ref_column, config=None)
+    tgt_stats = get_frequent_stats(tgt_column, config=None)
+    if not ref_stats or not tgt_stats or not ref_stats["total_count"] or not tgt_stats["total_count"]:
+        return None
+
+    def pmf(stats: Any) -> dict[str, float]:
+        total = float(stats["total_count"])
+        return {str(item["value"]): float(item["estimate"]) / total for item in stats["frequent_items"]}
+
+    ref_pmf, tgt_pmf = pmf(ref_stats), pmf(tgt_stats)
+    keys = sorted(set(ref_pmf) | set(tgt_pmf))
+    p = [ref_pmf.get(k, 0.0) for k in keys]
+    q = [tgt_pmf.get(k, 0.0) for k in keys]
+    p.append(max(0.0, 1.0 - sum(p)))
+    q.append(max(0.0, 1.0 - sum(q)))
+    distance = math.sqrt(
+        sum((math.sqrt(a) - math.sqrt(b)) ** 2 for a, b in zip(p, q, strict=True))
+    ) / math.sqrt(2)
+    return {"algorithm": "hellinger", "statistic": min(1.0, distance)}

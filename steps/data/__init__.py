@@ -1,0 +1,1 @@
+"""Data steps: ingest, validate, features, split."""

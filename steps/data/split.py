@@ -1,0 +1,67 @@
+"""Split: train on earlier periods, test on later ones; never a random split across time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from steps.data.features import EVENT_TIME, Dataset
+from steps.problem import ProblemSpec
+
+
+@dataclass
+class Splits:
+    """``train`` = ``fit`` + ``valid`` (the latest part of the training period, for early stopping)."""
+
+    train: Dataset
+    fit: Dataset
+    valid: Dataset
+    test: Dataset
+    info: dict[str, Any]
+
+
+def split(dataset: Dataset, spec: ProblemSpec) -> Splits:
+    frame = dataset.frame
+    cfg = spec.split
+    if len(frame) < 10:
+        raise ValueError(f"only {len(frame)} labelled rows: too few to split into train, validation and test")
+    if spec.time:
+        order = frame[EVENT_TIME].sort_values(kind="stable").index
+        n_test = max(1, int(round(len(order) * cfg.test_fraction)))
+        train_idx, test_idx = order[:-n_test], order[-n_test:]
+        n_valid = max(1, int(round(len(train_idx) * cfg.valid_fraction)))
+        fit_idx, valid_idx = train_idx[:-n_valid], train_idx[-n_valid:]
+        times = frame[EVENT_TIME]
+        info: dict[str, Any] = {
+            "split.method": "time",
+            "split.train_from": str(times.loc[train_idx].min()),
+            "split.train_to": str(times.loc[train_idx].max()),
+            "split.test_from": str(times.loc[test_idx].min()),
+            "split.test_to": str(times.loc[test_idx].max()),
+        }
+    else:
+        from sklearn.model_selection import train_test_split
+
+        stratify = dataset.y if spec.task == "binary" else None
+        train_idx, test_idx = train_test_split(
+            frame.index, test_size=cfg.test_fraction, random_state=cfg.seed, stratify=stratify
+        )
+        strat_fit = dataset.y.loc[train_idx] if spec.task == "binary" else None
+        fit_idx, valid_idx = train_test_split(
+            train_idx, test_size=cfg.valid_fraction, random_state=cfg.seed, stratify=strat_fit
+        )
+        info = {"split.method": "stratified" if stratify is not None else "random", "split.seed": cfg.seed}
+    info |= {
+        "split.train_rows": len(train_idx),
+        "split.valid_rows": len(valid_idx),
+        "split.test_rows": len(test_idx),
+    }
+    parts = {name: dataset.subset(idx) for name, idx in (("train", train_idx), ("fit", fit_idx),
+                                                          ("valid", valid_idx), ("test", test_idx))}
+    if spec.task == "binary":
+        for name in ("fit", "test"):
+            if np.unique(parts[name].y).size < 2:
+                raise ValueError(f"the {name} split has a single class: cannot train or evaluate a classifier")
+    return Splits(parts["train"], parts["fit"], parts["valid"], parts["test"], info)

@@ -1,0 +1,1 @@
+"""Model steps: tune, train, evaluate, explain, register, promote."""

@@ -1,0 +1,164 @@
+"""Promote: champion/challenger with MLflow aliases, gated on the same test data.
+
+The candidate takes the ``champion`` alias only if its metric is no worse than the champion's by more than
+the tolerance, and no slice with enough rows regresses beyond the bound. Either way the decision and its
+reason are tags on the candidate version; a rejected candidate keeps the ``challenger`` alias.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from steps.data.features import Dataset
+from steps.model.evaluate import score, slice_metrics
+from steps.model.register import TAG
+from steps.model.xgb import predict
+from steps.problem import ProblemSpec
+
+log = logging.getLogger(__name__)
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+@dataclass
+class PromotionDecision:
+    promoted: bool
+    reason: str
+    candidate_version: str
+    champion_version: str | None
+    candidate_metric: float
+    champion_metric: float | None
+    slice_regressions: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_markdown(self, metric: str) -> str:
+        verdict = "PROMOTED to champion" if self.promoted else "NOT promoted (kept as challenger)"
+        champion = "none" if self.champion_metric is None else f"{self.champion_metric:.4f}"
+        lines = [
+            f"# Promotion: version {self.candidate_version} {verdict}",
+            "",
+            f"**Reason:** {self.reason}",
+            "",
+            f"| | version | {metric} |",
+            "|---|---|---|",
+            f"| candidate | {self.candidate_version} | {self.candidate_metric:.4f} |",
+            f"| champion | {self.champion_version or '-'} | {champion} |",
+        ]
+        if self.slice_regressions:
+            lines += ["", "| slice | value | rows | candidate | champion |", "|---|---|---|---|---|"]
+            lines += [
+                f"| {r['slice']} | {r['value']} | {r['rows']} | {r['candidate']:.4f} | {r['champion']:.4f} |"
+                for r in self.slice_regressions
+            ]
+        return "\n".join(lines)
+
+
+def current_champion(model_name: str) -> Any | None:
+    try:
+        return MlflowClient().get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def _delta(candidate: float, champion: float, lower_is_better: bool) -> float:
+    """How much better the candidate is (positive = better), whatever the metric's direction."""
+    return champion - candidate if lower_is_better else candidate - champion
+
+
+def decide(
+    spec: ProblemSpec,
+    candidate_p: np.ndarray,
+    champion_p: np.ndarray | None,
+    test: Dataset,
+    candidate_version: str,
+    champion_version: str | None,
+) -> PromotionDecision:
+    """The gate itself, pure: predictions of both models on the same test rows in, decision out."""
+    y = test.y.to_numpy(dtype="float64")
+    cand = score(y, candidate_p, spec.task, spec.threshold)[spec.metric]
+    if champion_p is None:
+        reason = "no champion yet" if champion_version is None else (
+            f"champion v{champion_version} cannot score this data (its features differ): replaced"
+        )
+        return PromotionDecision(True, reason, candidate_version, champion_version, cand, None)
+    champ = score(y, champion_p, spec.task, spec.threshold)[spec.metric]
+    gain = _delta(cand, champ, spec.lower_is_better)
+    tol = spec.promotion.tolerance
+    cand_slices = slice_metrics(test.frame, y, candidate_p, spec)
+    champ_slices = slice_metrics(test.frame, y, champion_p, spec)
+    merged = cand_slices.merge(champ_slices, on=["slice", "value", "rows"], suffixes=("_cand", "_champ"))
+    regressions = []
+    for row in merged.itertuples(index=False):
+        c, h = getattr(row, f"{spec.metric}_cand"), getattr(row, f"{spec.metric}_champ")
+        if row.rows < spec.promotion.min_slice_rows or not (np.isfinite(c) and np.isfinite(h)):
+            continue
+        if _delta(c, h, spec.lower_is_better) < -spec.promotion.max_slice_regression:
+            regressions.append({"slice": row.slice, "value": row.value, "rows": row.rows, "candidate": c,
+                                "champion": h})
+    if gain < -tol:
+        reason = (f"{spec.metric} {cand:.4f} is worse than champion v{champion_version}'s {champ:.4f} "
+                  f"by more than the tolerance {tol}")
+        return PromotionDecision(False, reason, candidate_version, champion_version, cand, champ, regressions)
+    if regressions:
+        worst = min(regressions, key=lambda r: _delta(r["candidate"], r["champion"], spec.lower_is_better))
+        reason = (f"{len(regressions)} slice(s) regress beyond {spec.promotion.max_slice_regression}, worst "
+                  f"{worst['slice']}={worst['value']}: {worst['candidate']:.4f} vs {worst['champion']:.4f}")
+        return PromotionDecision(False, reason, candidate_version, champion_version, cand, champ, regressions)
+    reason = (f"{spec.metric} {cand:.4f} vs champion v{champion_version}'s {champ:.4f} "
+              f"(change {gain:+.4f}, tolerance {tol}); no slice regresses beyond {spec.promotion.max_slice_regression}")
+    return PromotionDecision(True, reason, candidate_version, champion_version, cand, champ, regressions)
+
+
+def champion_predictions(model_name: str, champion: Any, test: Dataset) -> np.ndarray | None:
+    """The champion's predictions on the candidate's test rows, or None if it cannot read them."""
+    try:
+        booster = mlflow.xgboost.load_model(f"models:/{model_name}/{champion.version}")
+        names = list(booster.feature_names or [])
+        if names != list(test.X.columns):
+            return None
+        return predict(booster, test.X)
+    except (MlflowException, ValueError, KeyError, OSError) as exc:
+        log.warning("champion v%s could not be scored: %s", champion.version, exc)
+        return None
+
+
+def promote(spec: ProblemSpec, candidate_version: str, candidate_p: np.ndarray, test: Dataset) -> PromotionDecision:
+    """Compare with the champion, move the aliases, and tag the decision on the candidate version."""
+    client = MlflowClient()
+    name = spec.model_name
+    champion = current_champion(name)
+    champion_p = champion_predictions(name, champion, test) if champion is not None else None
+    decision = decide(spec, candidate_p, champion_p, test, candidate_version,
+                      None if champion is None else str(champion.version))
+    tags = {
+        f"{TAG}.promotion.decision": "promoted" if decision.promoted else "rejected",
+        f"{TAG}.promotion.reason": decision.reason,
+        f"{TAG}.promotion.metric": spec.metric,
+        f"{TAG}.promotion.candidate_metric": f"{decision.candidate_metric:.6f}",
+    }
+    if decision.champion_version is not None:
+        tags[f"{TAG}.promotion.champion_version"] = decision.champion_version
+    if decision.champion_metric is not None:
+        tags[f"{TAG}.promotion.champion_metric"] = f"{decision.champion_metric:.6f}"
+    for key, value in tags.items():
+        client.set_model_version_tag(name, candidate_version, key, value[:5000])
+    if decision.promoted:
+        client.set_registered_model_alias(name, CHAMPION, candidate_version)
+        try:
+            if client.get_model_version_by_alias(name, CHALLENGER).version == candidate_version:
+                client.delete_registered_model_alias(name, CHALLENGER)
+        except MlflowException:
+            pass
+    else:
+        client.set_registered_model_alias(name, CHALLENGER, candidate_version)
+    return decision
+
+
+def slices_table(decision: PromotionDecision) -> pd.DataFrame:
+    return pd.DataFrame(decision.slice_regressions)

@@ -1,0 +1,142 @@
+"""Tune: Optuna TPE over XGBoost parameters, with pruning through XGBoost's callback and early stopping.
+
+One Optuna trial is one booster trained with early stopping on the validation period; unpromising trials
+are pruned mid-training. The study lives in the stack's tuner storage, so several workers can share it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+import pandas as pd
+import xgboost as xgb
+
+from steps.data.features import Dataset
+from steps.model.xgb import EVAL_METRIC, base_params, best_rounds, matrix
+from steps.problem import ProblemSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TuningResult:
+    best_params: dict[str, Any]
+    best_value: float
+    best_rounds: int
+    n_trials: int
+    n_pruned: int
+    duration_s: float
+    study_name: str
+    trials: pd.DataFrame = field(repr=False)
+
+
+def search_space(trial: optuna.Trial, spec: ProblemSpec) -> dict[str, Any]:
+    """The searched parameters; bounds come from the spec (the best trials like deep trees here)."""
+    t = spec.tuning
+    return {
+        "max_depth": trial.suggest_int("max_depth", *t.max_depth),
+        "learning_rate": trial.suggest_float("learning_rate", *t.learning_rate, log=True),
+        "min_child_weight": trial.suggest_float("min_child_weight", 1.0, 50.0, log=True),
+        "subsample": trial.suggest_float("subsample", 0.6, 1.0),
+        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 1.0),
+        "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
+        "reg_alpha": trial.suggest_float("reg_alpha", 1e-3, 10.0, log=True),
+        "max_cat_threshold": trial.suggest_int("max_cat_threshold", 8, 64, log=True),
+    }
+
+
+def _pruner(kind: str) -> optuna.pruners.BasePruner:
+    if kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=10)
+    if kind == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=20, interval_steps=5)
+
+
+def _sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True)
+
+
+def tune(
+    fit: Dataset,
+    valid: Dataset,
+    spec: ProblemSpec,
+    *,
+    study_name: str,
+    storage: str | None = None,
+    n_trials: int | None = None,
+    timeout_s: float | None = None,
+    pruning: bool = True,
+    pruner: str = "median",
+    sampler: str = "tpe",
+    seed: int = 42,
+    n_jobs: int | None = None,
+    device: str = "cpu",
+) -> TuningResult:
+    """Run (or join) the study and return the best parameters with the rounds early stopping chose."""
+    from optuna_integration import XGBoostPruningCallback
+
+    n_trials = n_trials if n_trials is not None else spec.tuning.n_trials
+    timeout_s = timeout_s if timeout_s is not None else spec.tuning.timeout_s
+    direction = "minimize" if spec.lower_is_better else "maximize"
+    metric = EVAL_METRIC[spec.metric]
+    dfit = matrix(fit.X, fit.y)
+    dvalid = matrix(valid.X, valid.y, ref=dfit)
+    fixed = base_params(spec, n_jobs=n_jobs, device=device, seed=seed)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=storage,
+        direction=direction,
+        sampler=_sampler(sampler, seed),
+        pruner=_pruner(pruner) if pruning else optuna.pruners.NopPruner(),
+        load_if_exists=True,
+    )
+    started = time.perf_counter()
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {**fixed, **search_space(trial, spec)}
+        callbacks: list[xgb.callback.TrainingCallback] = []
+        if pruning:
+            callbacks.append(XGBoostPruningCallback(trial, f"validation-{metric}"))
+        booster = xgb.train(
+            params,
+            dfit,
+            num_boost_round=spec.tuning.num_boost_round,
+            evals=[(dvalid, "validation")],
+            early_stopping_rounds=spec.tuning.early_stopping_rounds,
+            callbacks=callbacks,
+            verbose_eval=False,
+        )
+        trial.set_user_attr("rounds", best_rounds(booster, spec.tuning.num_boost_round))
+        return float(booster.best_score)
+
+    def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        done = len(study.trials)
+        best = study.best_value if any(t.state.name == "COMPLETE" for t in study.trials) else float("nan")
+        value = "pruned" if trial.value is None else f"{metric}={trial.value:.4f}"
+        log.info("trial %d/%d %s, best %s=%.4f (%.0fs)", done, n_trials, value, metric, best,
+                 time.perf_counter() - started)
+
+    study.optimize(objective, n_trials=n_trials, timeout=timeout_s, callbacks=[progress], gc_after_trial=True)
+    duration = time.perf_counter() - started
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise RuntimeError(f"study {study_name!r}: no trial completed within {timeout_s}s")
+    best = study.best_trial
+    return TuningResult(
+        best_params={**fixed, **best.params},
+        best_value=float(best.value) if best.value is not None else float("nan"),
+        best_rounds=int(best.user_attrs.get("rounds", spec.tuning.num_boost_round)),
+        n_trials=len(study.trials),
+        n_pruned=sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
+        duration_s=duration,
+        study_name=study_name,
+        trials=study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration")),
+    )

@@ -1,0 +1,172 @@
+"""The problem spec: what to learn, from which data, judged how. Configuration, not code.
+
+A spec is a YAML file (``flows/problems/*.yaml``) validated by frozen pydantic models, so a user's own CSV or
+Parquet file trains, registers, serves and is monitored with a new spec and no code change. Schema,
+signature and the serving request model all follow from the spec and the data.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class SpecError(ValueError):
+    """A problem spec that cannot be used; the message names the file and the offending key."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TargetSpec(_Frozen):
+    """The label: a column, or a rule over columns (``arr_delay > 15``) evaluated with ``DataFrame.eval``.
+
+    Rows where a column the rule reads is missing get no label (cancelled flights have no arrival delay):
+    validation reports them and they are left out of training.
+    """
+
+    column: str
+    rule: str | None = None
+    name: str | None = Field(default=None, description="name of the derived label column (default: label)")
+
+    @property
+    def label(self) -> str:
+        return self.name or ("label" if self.rule else self.column)
+
+
+class TimeSpec(_Frozen):
+    """The event time used for time-based splits and point-in-time joins."""
+
+    column: str
+    add_minutes: str | None = Field(default=None, description="a column of minutes added to the time column")
+    timezone: str | None = Field(
+        default=None, description="local zone for calendar features (the column itself is read as UTC if naive)"
+    )
+    features: list[Literal["hour", "dayofweek", "month", "dayofyear"]] = Field(default_factory=list)
+
+
+class JoinSpec(_Frozen):
+    """A point-in-time join: for each row, the latest right-hand row at or before the row's event time."""
+
+    name: str
+    source: str
+    by: list[str]
+    time_column: str
+    columns: list[str]
+    tolerance: str = "3h"
+    prefix: str = ""
+
+
+class SplitSpec(_Frozen):
+    """Held-out test set: the latest ``test_fraction`` of rows by event time (seeded stratified without one)."""
+
+    test_fraction: float = Field(default=0.2, gt=0, lt=1)
+    valid_fraction: float = Field(default=0.15, gt=0, lt=1)
+    seed: int = 42
+
+
+class ValidationSpec(_Frozen):
+    ranges: dict[str, tuple[float | None, float | None]] = Field(default_factory=dict)
+    max_nan_fraction: dict[str, float] = Field(default_factory=dict)
+    max_label_nan_fraction: float = Field(default=0.1, ge=0, le=1)
+
+
+class TuningSpec(_Frozen):
+    n_trials: int = Field(default=20, ge=1)
+    timeout_s: float | None = Field(default=420, gt=0)
+    num_boost_round: int = Field(default=400, ge=1)
+    early_stopping_rounds: int = Field(default=30, ge=1)
+    max_depth: tuple[int, int] = (4, 12)
+    learning_rate: tuple[float, float] = (0.03, 0.3)
+
+
+class PromotionSpec(_Frozen):
+    """The gate: beat the champion on the same test data within ``tolerance``, no slice worse than the bound."""
+
+    tolerance: float = Field(default=0.002, ge=0)
+    max_slice_regression: float = Field(default=0.02, ge=0)
+    min_slice_rows: int = Field(default=500, ge=1)
+
+
+_METRICS = {
+    "binary": ("roc_auc", "pr_auc", "log_loss", "brier"),
+    "regression": ("rmse", "mae", "r2"),
+}
+LOWER_IS_BETTER = {"log_loss", "brier", "rmse", "mae"}
+
+
+class ProblemSpec(_Frozen):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    model_name: str
+    description: str = ""
+    source: str
+    task: Literal["binary", "regression"]
+    target: TargetSpec
+    features: list[str] | None = None
+    exclude: list[str] = Field(default_factory=list)
+    categorical: list[str] | None = Field(default=None, description="default: every non-numeric feature")
+    time: TimeSpec | None = None
+    joins: list[JoinSpec] = Field(default_factory=list)
+    slices: list[str] = Field(default_factory=list)
+    metric: str = "roc_auc"
+    threshold: float = Field(default=0.5, gt=0, lt=1)
+    split: SplitSpec = SplitSpec()
+    validation: ValidationSpec = ValidationSpec()
+    tuning: TuningSpec = TuningSpec()
+    promotion: PromotionSpec = PromotionSpec()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProblemSpec:
+        if self.metric not in _METRICS[self.task]:
+            raise ValueError(f"metric {self.metric!r} does not fit task {self.task!r}: use one of {_METRICS[self.task]}")
+        if self.features is not None and self.exclude:
+            raise ValueError("give either 'features' (a list) or 'exclude' (all but), not both")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.target.label
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.metric in LOWER_IS_BETTER
+
+    def target_source_columns(self) -> list[str]:
+        """Columns the target reads, so they are required and never used as features (leakage)."""
+        if not self.target.rule:
+            return [self.target.column]
+        names = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", self.target.rule))
+        return sorted({self.target.column} | names)
+
+
+PROBLEMS_DIR = Path(__file__).resolve().parent.parent / "flows" / "problems"
+
+
+def load_spec(name_or_path: str | Path) -> ProblemSpec:
+    """Load a spec by name (``flows/problems/NAME.yaml``) or by path, with errors naming file and key."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PROBLEMS_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PROBLEMS_DIR.glob("*.yaml"))
+        raise SpecError(f"{path}: no such problem spec (known: {', '.join(known)})")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: expected a mapping of keys, got {type(raw).__name__}")
+    try:
+        return ProblemSpec.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            lines.append(f"{path}: {where}: {msg}")
+        raise SpecError("\n".join(lines)) from None

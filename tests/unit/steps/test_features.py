@@ -1,0 +1,80 @@
+"""Features: the label rule, the event time, and the point-in-time weather join."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from steps.data.features import EVENT_TIME, FeatureError, build_dataset, event_time, make_label, point_in_time_join
+from steps.problem import load_spec
+
+SPEC = load_spec("flights")
+WEATHER = SPEC.joins[0]
+
+
+def test_label_is_missing_for_cancelled_flights() -> None:
+    frame = pd.DataFrame({"arr_delay": [30.0, 5.0, np.nan, 16.0, 15.0]})
+    label = make_label(frame, SPEC)
+    assert label.tolist()[:2] == [1.0, 0.0]
+    assert np.isnan(label.iloc[2])
+    assert label.tolist()[3:] == [1.0, 0.0]
+
+
+def test_event_time_is_scheduled_departure_in_utc(flights: pd.DataFrame) -> None:
+    first = flights.iloc[[0]]  # UA 1545 on 2013-01-01, scheduled 05:15 New York time
+    stamp = event_time(first, SPEC.time).iloc[0]  # type: ignore[arg-type]
+    assert stamp == pd.Timestamp("2013-01-01 10:15", tz="UTC")
+    assert stamp.tz_convert("America/New_York").strftime("%H:%M") == "05:15"
+
+
+def test_no_weather_observed_after_departure_synthetic() -> None:
+    """A distinctive observation one minute after departure must never reach the row."""
+    flights = pd.DataFrame(
+        {"origin": ["JFK", "JFK", "EWR"], EVENT_TIME: pd.to_datetime(
+            ["2013-03-01 12:30", "2013-03-01 13:00", "2013-03-01 12:30"], utc=True)}
+    )
+    cols = WEATHER.columns
+    weather = pd.DataFrame(
+        {
+            "origin": ["JFK", "JFK", "JFK", "EWR"],
+            "time_hour": ["2013-03-01T12:00:00Z", "2013-03-01T12:31:00Z", "2013-03-01T13:00:00Z",
+                          "2013-03-01T08:00:00Z"],
+            **{c: [1.0, 999.0, 2.0, 3.0] for c in cols},
+        }
+    )
+    joined = point_in_time_join(flights, weather, WEATHER)
+    assert joined["temp"].tolist()[:2] == [1.0, 2.0]  # 12:30 gets 12:00, not 12:31; 13:00 gets 13:00
+    assert np.isnan(joined["temp"].iloc[2])  # EWR's last observation is 4.5 h old: beyond the 3 h tolerance
+    assert 999.0 not in joined["temp"].tolist()
+
+
+def test_no_weather_observed_after_departure_real(flights: pd.DataFrame, weather: pd.DataFrame) -> None:
+    """On all 336,776 real flights: every joined observation is at or before the scheduled departure."""
+    frame = flights.assign(**{EVENT_TIME: event_time(flights, SPEC.time)})  # type: ignore[arg-type]
+    joined = point_in_time_join(frame, weather, WEATHER)
+    observed = joined["_weather_observed_at"]
+    matched = observed.notna()
+    assert matched.mean() > 0.99
+    assert (observed[matched] <= joined.loc[matched, EVENT_TIME]).all()
+    assert ((joined.loc[matched, EVENT_TIME] - observed[matched]) <= pd.Timedelta("3h")).all()
+    assert joined.index.equals(frame.index)  # row order and identity preserved
+
+
+def test_build_dataset_drops_unlabelled_and_makes_categoricals(
+    flights_sample: pd.DataFrame, weather: pd.DataFrame
+) -> None:
+    ds = build_dataset(flights_sample, SPEC, {"weather": weather})
+    assert ds.dropped_unlabelled == int(flights_sample["arr_delay"].isna().sum())
+    assert len(ds.frame) == flights_sample["arr_delay"].notna().sum()
+    assert isinstance(ds.X["carrier"].dtype, pd.CategoricalDtype)
+    kinds = {c.name: c.kind for c in ds.schema.columns}
+    assert kinds["carrier"] == "categorical" and kinds["temp"] == "numeric" and kinds["dayofweek"] == "numeric"
+    assert "arr_delay" not in ds.schema.names and "dep_delay" not in ds.schema.names
+    assert set(ds.y.unique()) == {0, 1}
+
+
+def test_a_feature_the_target_reads_is_rejected(flights_sample: pd.DataFrame, weather: pd.DataFrame) -> None:
+    leaky = SPEC.model_copy(update={"features": [*SPEC.features, "arr_delay"]})  # type: ignore[misc]
+    with pytest.raises(FeatureError, match="leak"):
+        build_dataset(flights_sample, leaky, {"weather": weather})
