@@ -28,7 +28,7 @@ class StepTimer:
             value = step(*a, **kw)
             return value, time.perf_counter() - started
 
-        wrapped = task(
+        wrapped = task(  # type: ignore[call-overload]  # prefect's overloads miss this valid call form
             timed,
             name=name,
             retries=retries,

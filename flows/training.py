@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.runtime import StackContext, resolve_stack
+from flows.runtime import resolve_stack
 from flows.tasks import StepTimer
 from steps.data import features, ingest, split, validate
 from steps.model import evaluate, explain, promote, register, train, tune
@@ -47,19 +47,34 @@ def training(
     logger.info("stack %r (%s), problem %r, reason: %s", ctx.stack.name, ctx.stack.source, spec.name, reason)
 
     raw, snapshot = timer.run(
-        ingest.ingest, "ingest", spec.source, ctx.store, ctx.validator, ctx.storage_options,
-        sample_rows=sample_rows, seed=seed, retries=2,
+        ingest.ingest,
+        "ingest",
+        spec.source,
+        ctx.store,
+        ctx.validator,
+        ctx.storage_options,
+        sample_rows=sample_rows,
+        seed=seed,
+        retries=2,
     )
     joined: dict[str, pd.DataFrame] = {}
     join_snapshots: dict[str, ingest.Snapshot] = {}
     for join in spec.joins:
         joined[join.name], join_snapshots[join.name] = timer.run(
-            ingest.ingest, f"ingest-{join.name}", join.source, ctx.store, ctx.validator, ctx.storage_options,
+            ingest.ingest,
+            f"ingest-{join.name}",
+            join.source,
+            ctx.store,
+            ctx.validator,
+            ctx.storage_options,
             retries=2,
         )
-    report = timer.run(validate.validate, "validate", raw, spec, ctx.validator, f"{spec.name} ({snapshot.digest})")
-    create_markdown_artifact(report.to_markdown(), key=_key(spec, "validation"),
-                             description="Data validation report")
+    report = timer.run(
+        validate.validate, "validate", raw, spec, ctx.validator, f"{spec.name} ({snapshot.digest})"
+    )
+    create_markdown_artifact(
+        report.to_markdown(), key=_key(spec, "validation"), description="Data validation report"
+    )
     if not report.passed:
         raise validate.DataValidationError(report)
 
@@ -67,8 +82,11 @@ def training(
     parts = timer.run(split.split, "split", dataset, spec)
 
     client = MlflowClient()
-    experiment = mlflow.set_experiment(ctx.stack.experiment_tracker.configuration.experiment_name
-                                       if ctx.stack.experiment_tracker else "flywheel")
+    experiment = mlflow.set_experiment(
+        ctx.stack.experiment_tracker.configuration.experiment_name
+        if ctx.stack.experiment_tracker
+        else "flywheel"
+    )
     run = client.create_run(
         experiment.experiment_id,
         run_name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -79,10 +97,21 @@ def training(
     try:
         _log_inputs(client, run_id, spec, snapshot, join_snapshots, parts.info, n_trials, sample_rows, seed)
         tuning = timer.run(
-            tune.tune, "tune", parts.fit, parts.valid, spec,
-            study_name=f"{spec.name}-{run_id}", storage=ctx.tuner_storage, n_trials=n_trials,
-            timeout_s=timeout_s, pruning=pruning, pruner=ctx.pruner, sampler=ctx.sampler, seed=seed,
-            n_jobs=ctx.n_jobs, device=ctx.device,
+            tune.tune,
+            "tune",
+            parts.fit,
+            parts.valid,
+            spec,
+            study_name=f"{spec.name}-{run_id}",
+            storage=ctx.tuner_storage,
+            n_trials=n_trials,
+            timeout_s=timeout_s,
+            pruning=pruning,
+            pruner=ctx.pruner,
+            sampler=ctx.sampler,
+            seed=seed,
+            n_jobs=ctx.n_jobs,
+            device=ctx.device,
         )
         booster = timer.run(train.train, "train", parts.train, tuning.best_params, tuning.best_rounds)
         evaluation = timer.run(evaluate.evaluate, "evaluate", booster, parts.test, spec)
@@ -92,10 +121,17 @@ def training(
         profile = ctx.validator.to_bytes(ctx.validator.profile(training_frame))
         _log_results(client, run_id, tuning, evaluation, explanation)
         registered = timer.run(
-            register.register, "register", booster, run_id=run_id, model_name=spec.model_name,
-            schema=dataset.schema, example=register.input_example(parts.test.frame, dataset.schema),
-            training_profile=profile, lineage=_lineage(snapshot, join_snapshots, reason),
-            threshold=spec.threshold, retries=2,
+            register.register,
+            "register",
+            booster,
+            run_id=run_id,
+            model_name=spec.model_name,
+            schema=dataset.schema,
+            example=register.input_example(parts.test.frame, dataset.schema),
+            training_profile=profile,
+            lineage=_lineage(snapshot, join_snapshots, reason),
+            threshold=spec.threshold,
+            retries=2,
         )
         ctx.store.write_bytes(f"models/{spec.model_name}/{registered.version}/training_profile.bin", profile)
         decision = timer.run(
@@ -111,10 +147,14 @@ def training(
         client.set_terminated(run_id, status)
 
     metrics_rows = [{"metric": k, "value": round(v, 5)} for k, v in evaluation.metrics.items()]
-    create_table_artifact(metrics_rows, key=_key(spec, "metrics"),
-                          description=f"Test metrics of {spec.model_name} v{registered.version}")
-    create_markdown_artifact(decision.to_markdown(spec.metric), key=_key(spec, "promotion"),
-                             description="Promotion decision")
+    create_table_artifact(
+        metrics_rows,
+        key=_key(spec, "metrics"),
+        description=f"Test metrics of {spec.model_name} v{registered.version}",
+    )
+    create_markdown_artifact(
+        decision.to_markdown(spec.metric), key=_key(spec, "promotion"), description="Promotion decision"
+    )
     champion = promote.current_champion(spec.model_name)
     summary = {
         "model_name": spec.model_name,
@@ -132,8 +172,13 @@ def training(
     }
     logger.info(
         "%s v%s: %s=%.4f; %s (%s). Champion: v%s",
-        spec.model_name, registered.version, spec.metric, evaluation.metrics[spec.metric],
-        "promoted" if decision.promoted else "not promoted", decision.reason, summary["champion_version"],
+        spec.model_name,
+        registered.version,
+        spec.metric,
+        evaluation.metrics[spec.metric],
+        "promoted" if decision.promoted else "not promoted",
+        decision.reason,
+        summary["champion_version"],
     )
     return summary
 
@@ -173,23 +218,36 @@ def _log_inputs(
     from mlflow.data.meta_dataset import MetaDataset
 
     params = {
-        "problem": spec.name, "task": spec.task, "metric": spec.metric, "n_trials": n_trials or spec.tuning.n_trials,
-        "sample_rows": sample_rows or "all", "seed": seed, "dataset.digest": snapshot.digest,
-        "dataset.source": snapshot.source_uri, **split_info,
+        "problem": spec.name,
+        "task": spec.task,
+        "metric": spec.metric,
+        "n_trials": n_trials or spec.tuning.n_trials,
+        "sample_rows": sample_rows or "all",
+        "seed": seed,
+        "dataset.digest": snapshot.digest,
+        "dataset.source": snapshot.source_uri,
+        **split_info,
     }
     for key, value in params.items():
         client.log_param(run_id, key, str(value)[:6000])
     with mlflow.start_run(run_id=run_id):
-        for name, snap, context in [(spec.name, snapshot, "training"),
-                                    *[(n, s, f"join:{n}") for n, s in joins.items()]]:
+        for name, snap, context in [
+            (spec.name, snapshot, "training"),
+            *[(n, s, f"join:{n}") for n, s in joins.items()],
+        ]:
             try:
                 source = resolve_dataset_source(snap.uri)
             except Exception:  # an unknown scheme still gets a record, as a plain URI
                 from mlflow.data.http_dataset_source import HTTPDatasetSource
 
                 source = HTTPDatasetSource(url=snap.uri)
-            mlflow.log_input(MetaDataset(source=source, name=name, digest=snap.digest), context=context,
-                             tags={"source_uri": snap.source_uri, "rows": str(snap.rows)})
+            # MetaDataset records a dataset by digest and source alone (its rows live in the snapshot)
+            dataset = MetaDataset(source=source, name=name, digest=snap.digest)  # type: ignore[abstract]
+            mlflow.log_input(
+                dataset,
+                context=context,
+                tags={"source_uri": snap.source_uri, "rows": str(snap.rows)},
+            )
 
 
 def _log_results(client: MlflowClient, run_id: str, tuning: Any, evaluation: Any, explanation: Any) -> None:
@@ -205,9 +263,12 @@ def _log_results(client: MlflowClient, run_id: str, tuning: Any, evaluation: Any
     register.log_figures(run_id, evaluation.figures)
     if explanation.figure is not None:
         register.log_figures(run_id, {"shap_importance": explanation.figure})
-    register.log_table(run_id, evaluation.slices.set_index(["slice", "value"]), "evaluation/slice_metrics.csv")
-    register.log_table(run_id, explanation.importance.rename("mean_abs_shap").to_frame(),
-                       "explain/shap_importance.csv")
+    register.log_table(
+        run_id, evaluation.slices.set_index(["slice", "value"]), "evaluation/slice_metrics.csv"
+    )
+    register.log_table(
+        run_id, explanation.importance.rename("mean_abs_shap").to_frame(), "explain/shap_importance.csv"
+    )
     register.log_table(run_id, tuning.trials, "tuning/trials.csv")
     import matplotlib.pyplot as plt
 

@@ -5,29 +5,45 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from stacks.cli import stack_app
 
-app = typer.Typer(help="Flywheel: train, register, serve and monitor models, on the stack you choose.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+if TYPE_CHECKING:
+    from stacks.config import Stack
+
+app = typer.Typer(
+    help="Flywheel: train, register, serve and monitor models, on the stack you choose.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 run_app = typer.Typer(help="Run a flow once on a stack.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
 app.add_typer(stack_app, name="stack")
 
-StackOption = Annotated[str | None, typer.Option("--stack", "-s", help="stack name or file (default: "
-                                                 "FLYWHEEL_STACK, then `flywheel stack use`, then local)")]
+StackOption = Annotated[
+    str | None,
+    typer.Option(
+        "--stack",
+        "-s",
+        help="stack name or file (default: FLYWHEEL_STACK, then `flywheel stack use`, then local)",
+    ),
+]
 
 
 @run_app.command("training")
 def run_training(
     stack: StackOption = None,
-    problem: Annotated[str, typer.Option(help="problem spec name (flows/problems/NAME.yaml) or path")] = "flights",
+    problem: Annotated[
+        str, typer.Option(help="problem spec name (flows/problems/NAME.yaml) or path")
+    ] = "flights",
     trials: Annotated[int | None, typer.Option(help="Optuna trials (default: the spec's)")] = None,
     timeout: Annotated[float | None, typer.Option(help="tuning time budget in seconds")] = None,
-    sample_rows: Annotated[int | None, typer.Option(help="train on a seeded sample of this many rows")] = None,
+    sample_rows: Annotated[
+        int | None, typer.Option(help="train on a seeded sample of this many rows")
+    ] = None,
     no_pruning: Annotated[bool, typer.Option("--no-pruning", help="disable Optuna pruning")] = False,
     seed: int = 42,
     reason: str = "manual",
@@ -43,8 +59,14 @@ def run_training(
 
     try:
         result = training.with_options(task_runner=task_runner(chosen))(
-            stack=stack or chosen.name, problem=problem, n_trials=trials, timeout_s=timeout, sample_rows=sample_rows,
-            pruning=not no_pruning, seed=seed, reason=reason,
+            stack=stack or chosen.name,
+            problem=problem,
+            n_trials=trials,
+            timeout_s=timeout,
+            sample_rows=sample_rows,
+            pruning=not no_pruning,
+            seed=seed,
+            reason=reason,
         )
     except (DataValidationError, SourceError, SpecError, ValueError) as exc:
         typer.secho(f"training failed: {exc}", fg=typer.colors.RED, err=True)
@@ -52,31 +74,38 @@ def run_training(
     _print_where_to_look(chosen, result)
 
 
-def _print_where_to_look(stack: object, result: dict[str, object]) -> None:
+def _print_where_to_look(stack: Stack, result: dict[str, Any]) -> None:
     from stacks.paths import flywheel_home
 
-    tracking = stack.mlflow_tracking_uri()  # type: ignore[attr-defined]
-    metrics = result.get("metrics", {})
+    tracking = stack.mlflow_tracking_uri()
+    metrics: dict[str, float] = result.get("metrics", {})
     typer.echo("")
-    typer.secho(f"Model {result['model_name']} v{result['version']}: "
-                f"{'promoted to champion' if result['promoted'] else 'not promoted'} ({result['reason']})",
-                bold=True)
-    typer.echo("Test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()  # type: ignore[union-attr]
-                                             if k != "test_rows"))
+    typer.secho(
+        f"Model {result['model_name']} v{result['version']}: "
+        f"{'promoted to champion' if result['promoted'] else 'not promoted'} ({result['reason']})",
+        bold=True,
+    )
+    typer.echo("Test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "test_rows"))
     typer.echo(f"Champion: {result['model_name']}@champion = v{result['champion_version']}")
     typer.echo("")
     typer.echo("Where to look:")
-    typer.echo(f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {tracking} --port 5000   "
-               "then http://127.0.0.1:5000")
-    if not stack.orchestrator.configuration.api_url:  # type: ignore[attr-defined]
-        typer.echo(f"  Prefect UI:  PREFECT_HOME={flywheel_home() / 'prefect'} .venv/bin/prefect server start   "
-                   "then http://127.0.0.1:4200")
+    typer.echo(
+        f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {tracking} --port 5000   "
+        "then http://127.0.0.1:5000"
+    )
+    if not stack.orchestrator.configuration.api_url:
+        typer.echo(
+            f"  Prefect UI:  PREFECT_HOME={flywheel_home() / 'prefect'} .venv/bin/prefect server start   "
+            "then http://127.0.0.1:4200"
+        )
     typer.echo(f"  Lineage:     .venv/bin/flywheel lineage {result['model_name']}@champion")
 
 
 @app.command()
 def lineage(
-    reference: Annotated[str, typer.Argument(help="MODEL@ALIAS or MODEL/VERSION, e.g. flight-delay@champion")],
+    reference: Annotated[
+        str, typer.Argument(help="MODEL@ALIAS or MODEL/VERSION, e.g. flight-delay@champion")
+    ],
     stack: StackOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:

@@ -28,8 +28,10 @@ class Lineage:
             f"  -> source      {self.source_uri}",
         ]
         for name, join in self.joins.items():
-            out.append(f"  joined {name}: digest {join.get('digest')} snapshot {join.get('snapshot')} "
-                       f"source {join.get('source')}")
+            out.append(
+                f"  joined {name}: digest {join.get('digest')} snapshot {join.get('snapshot')} "
+                f"source {join.get('source')}"
+            )
         out.append(f"promotion       {self.promotion}")
         return out
 
@@ -51,7 +53,11 @@ def lineage(reference: str) -> Lineage:
 
     client = MlflowClient()
     name, alias, version = parse_reference(reference)
-    mv: Any = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    mv: Any = (
+        client.get_model_version_by_alias(name, alias)
+        if alias
+        else client.get_model_version(name, str(version))
+    )
     tags = dict(mv.tags or {})
     run_id = mv.run_id or tags.get("flywheel.run_id", "")
     joins: dict[str, dict[str, str]] = {}
@@ -62,7 +68,7 @@ def lineage(reference: str) -> Lineage:
     digest = tags.get("flywheel.dataset.digest", "")
     if run_id and not digest:  # fall back on the run's dataset inputs
         run = client.get_run(run_id)
-        for dataset_input in run.inputs.dataset_inputs:
+        for dataset_input in run.inputs.dataset_inputs if run.inputs else []:
             digest = dataset_input.dataset.digest
             break
     decision = tags.get("flywheel.promotion.decision", "undecided")

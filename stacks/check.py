@@ -65,8 +65,11 @@ def _one_line(exc: BaseException) -> str:
 
 def _http_get(url: str, timeout: float) -> str:
     """GET a health URL; return a short description or raise _NotOk with the reason."""
+    # a loopback service is never behind the HTTP proxy the environment may name
+    loopback = urlparse(url).hostname in ("127.0.0.1", "localhost", "::1")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({})) if loopback else None
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with (opener.open if opener else urllib.request.urlopen)(url, timeout=timeout) as resp:
             return f"{url} answered {resp.status}"
     except urllib.error.HTTPError as exc:
         raise _NotOk(f"{url} answered HTTP {exc.code}") from None
@@ -315,7 +318,8 @@ def check_stack(stack: Stack, timeout: float = 5.0) -> list[ComponentCheck]:
         thread = threading.Thread(target=work, name=f"stack-check-{component.type.value}", daemon=True)
         thread.start()
         threads.append(thread)
-    deadline = time.monotonic() + timeout + 2.0  # checks honour `timeout` themselves; this is the backstop
+    # checks honour `timeout` themselves (a check may make two calls); this is the backstop
+    deadline = time.monotonic() + 1.5 * timeout + 0.5
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
     return [

@@ -277,7 +277,12 @@ def _convert(data: dict[str, Any], source: str, warn: list[str]) -> dict[str, An
         if ours is None:
             if extra is None:
                 warn.append(f"{key}: ZenML flavor '{zflavor}' has no Flywheel equivalent; skipped")
-            continue  # an orchestrator (ZenML `local`) is restored from the flywheel section below
+            elif not (ctype is ComponentType.ORCHESTRATOR and zflavor == "local"):  # not what we exported
+                warn.append(
+                    f"{key}: ZenML flavor '{zflavor}' has no Flywheel equivalent; using the "
+                    f"'{extra.get('flavor')}' one from the '{NATIVE_SECTION}' section"
+                )
+            continue  # restored from the flywheel section below
         zconfig = dict(entry.get("configuration") or {})
         native: dict[str, Any] | None = None
         if extra is not None and extra.get("name") == entry.get("name") and extra.get("flavor") == ours:

@@ -45,7 +45,8 @@ class TimeSpec(_Frozen):
     column: str
     add_minutes: str | None = Field(default=None, description="a column of minutes added to the time column")
     timezone: str | None = Field(
-        default=None, description="local zone for calendar features (the column itself is read as UTC if naive)"
+        default=None,
+        description="local zone for calendar features (the column itself is read as UTC if naive)",
     )
     features: list[Literal["hour", "dayofweek", "month", "dayofyear"]] = Field(default_factory=list)
 
@@ -63,7 +64,7 @@ class JoinSpec(_Frozen):
 
 
 class SplitSpec(_Frozen):
-    """Held-out test set: the latest ``test_fraction`` of rows by event time (seeded stratified without one)."""
+    """Held-out test set: the latest ``test_fraction`` of rows by event time (seeded split without one)."""
 
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
     valid_fraction: float = Field(default=0.15, gt=0, lt=1)
@@ -86,7 +87,7 @@ class TuningSpec(_Frozen):
 
 
 class PromotionSpec(_Frozen):
-    """The gate: beat the champion on the same test data within ``tolerance``, no slice worse than the bound."""
+    """The gate: beat the champion on the same test data within ``tolerance``; no slice worse than a bound."""
 
     tolerance: float = Field(default=0.002, ge=0)
     max_slice_regression: float = Field(default=0.02, ge=0)
@@ -123,7 +124,9 @@ class ProblemSpec(_Frozen):
     @model_validator(mode="after")
     def _consistent(self) -> ProblemSpec:
         if self.metric not in _METRICS[self.task]:
-            raise ValueError(f"metric {self.metric!r} does not fit task {self.task!r}: use one of {_METRICS[self.task]}")
+            raise ValueError(
+                f"metric {self.metric!r} does not fit task {self.task!r}: use one of {_METRICS[self.task]}"
+            )
         if self.features is not None and self.exclude:
             raise ValueError("give either 'features' (a list) or 'exclude' (all but), not both")
         return self

@@ -188,7 +188,9 @@ class WhylogsValidator:
         if label is not None and label in columns:
             low, high = self.min_minority_fraction, 1.0 - self.min_minority_fraction
             constraint = mean_between_range(column_name=label, lower=low, upper=high)
-            checks.append(("label balance", label, f"positive rate within [{low:.1%}, {high:.1%}]", constraint))
+            checks.append(
+                ("label balance", label, f"positive rate within [{low:.1%}, {high:.1%}]", constraint)
+            )
         for name, column, expectation, constraint in checks:
             # one builder per constraint: whylogs reports results grouped by column, not in insertion order
             builder = ConstraintsBuilder(dataset_profile_view=view)
@@ -238,9 +240,9 @@ def _profilable(frame: pd.DataFrame) -> pd.DataFrame:
 
     out = frame.copy(deep=False)
     for name in out.columns:
-        if isinstance(out[name].dtype, pd.CategoricalDtype):
-            out[name] = out[name].astype(object)
-        elif pd.api.types.is_string_dtype(out[name].dtype) and not pd.api.types.is_object_dtype(out[name]):
+        dtype = out[name].dtype
+        is_string = pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype)
+        if isinstance(dtype, pd.CategoricalDtype) or is_string:
             out[name] = out[name].astype(object)
     return out
 

@@ -72,7 +72,7 @@ class Dataset:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def X(self) -> pd.DataFrame:  # noqa: N802  (the usual name for a feature matrix)
+    def X(self) -> pd.DataFrame:
         return self.frame[self.schema.names]
 
     @property
@@ -132,7 +132,9 @@ def point_in_time_join(
         raise FeatureError(f"join {join.name!r}: column(s) {clash} exist on both sides; set a prefix")
     observed = f"_{join.name}_observed_at"
     rhs = right[needed].rename(columns=renamed).copy()
-    rhs[observed] = pd.to_datetime(rhs[join.time_column], utc=True, format="mixed").astype("datetime64[ns, UTC]")
+    rhs[observed] = pd.to_datetime(rhs[join.time_column], utc=True, format="mixed").astype(
+        "datetime64[ns, UTC]"
+    )
     rhs = rhs.drop(columns=[join.time_column]).dropna(subset=[observed]).sort_values(observed)
     lhs = left.reset_index(names="_row")
     lhs[left_time] = lhs[left_time].astype("datetime64[ns, UTC]")
@@ -176,7 +178,9 @@ def build_dataset(raw: pd.DataFrame, spec: ProblemSpec, joined: dict[str, pd.Dat
     frame[spec.label] = make_label(frame, spec)
     if spec.time:
         frame[EVENT_TIME] = event_time(frame, spec.time)
-        local = frame[EVENT_TIME].dt.tz_convert(spec.time.timezone) if spec.time.timezone else frame[EVENT_TIME]
+        local = (
+            frame[EVENT_TIME].dt.tz_convert(spec.time.timezone) if spec.time.timezone else frame[EVENT_TIME]
+        )
         for part in spec.time.features:
             frame[part] = getattr(local.dt, part).astype("int64")
     for join in spec.joins:
@@ -196,13 +200,17 @@ def build_dataset(raw: pd.DataFrame, spec: ProblemSpec, joined: dict[str, pd.Dat
         if is_cat:
             values = series.astype("string")
             categories = sorted(values.dropna().unique().tolist())
-            frame[name] = pd.Categorical(values.astype(object).where(values.notna(), None), categories=categories)
+            frame[name] = pd.Categorical(
+                values.astype(object).where(values.notna(), None), categories=categories
+            )
             columns.append(FeatureColumn(name, "categorical", categories=categories))
         else:
             try:
                 numeric = pd.to_numeric(series, errors="raise").astype("float64")
             except (ValueError, TypeError) as exc:
-                raise FeatureError(f"feature {name!r} is not numeric and not declared categorical: {exc}") from exc
+                raise FeatureError(
+                    f"feature {name!r} is not numeric and not declared categorical: {exc}"
+                ) from exc
             frame[name] = numeric
             columns.append(
                 FeatureColumn(name, "numeric", minimum=_finite(numeric.min()), maximum=_finite(numeric.max()))

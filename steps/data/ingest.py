@@ -38,7 +38,7 @@ class Snapshot:
 
 
 def content_digest(frame: pd.DataFrame) -> str:
-    """A SHA-256 over column names, dtypes and row hashes: equal data gives an equal digest, order included."""
+    """A SHA-256 over column names, dtypes and row hashes: equal data, equal digest (row order counts)."""
     h = hashlib.sha256()
     h.update(json.dumps([[str(c), str(t)] for c, t in frame.dtypes.items()]).encode())
     h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())

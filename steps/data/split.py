@@ -29,9 +29,9 @@ def split(dataset: Dataset, spec: ProblemSpec) -> Splits:
         raise ValueError(f"only {len(frame)} labelled rows: too few to split into train, validation and test")
     if spec.time:
         order = frame[EVENT_TIME].sort_values(kind="stable").index
-        n_test = max(1, int(round(len(order) * cfg.test_fraction)))
+        n_test = max(1, round(len(order) * cfg.test_fraction))
         train_idx, test_idx = order[:-n_test], order[-n_test:]
-        n_valid = max(1, int(round(len(train_idx) * cfg.valid_fraction)))
+        n_valid = max(1, round(len(train_idx) * cfg.valid_fraction))
         fit_idx, valid_idx = train_idx[:-n_valid], train_idx[-n_valid:]
         times = frame[EVENT_TIME]
         info: dict[str, Any] = {
@@ -58,10 +58,14 @@ def split(dataset: Dataset, spec: ProblemSpec) -> Splits:
         "split.valid_rows": len(valid_idx),
         "split.test_rows": len(test_idx),
     }
-    parts = {name: dataset.subset(idx) for name, idx in (("train", train_idx), ("fit", fit_idx),
-                                                          ("valid", valid_idx), ("test", test_idx))}
+    parts = {
+        name: dataset.subset(idx)
+        for name, idx in (("train", train_idx), ("fit", fit_idx), ("valid", valid_idx), ("test", test_idx))
+    }
     if spec.task == "binary":
         for name in ("fit", "test"):
             if np.unique(parts[name].y).size < 2:
-                raise ValueError(f"the {name} split has a single class: cannot train or evaluate a classifier")
+                raise ValueError(
+                    f"the {name} split has a single class: cannot train or evaluate a classifier"
+                )
     return Splits(parts["train"], parts["fit"], parts["valid"], parts["test"], info)

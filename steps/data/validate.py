@@ -59,8 +59,10 @@ def validate(
                 example = series[bad].iloc[0]
                 report.results.append(
                     CheckResult(
-                        "type", column, False, f"expected numbers, found {int(bad.sum()):,} non-numeric values "
-                        f"such as {example!r}"
+                        "type",
+                        column,
+                        False,
+                        f"expected numbers, found {int(bad.sum()):,} non-numeric values such as {example!r}",
                     )
                 )
     profiled = frame[checked].copy()
@@ -83,8 +85,11 @@ def validate(
         classes = sorted(labels.dropna().unique().tolist())
         report.results.append(
             CheckResult(
-                "label classes", spec.label, len(classes) == 2,
-                f"classes present: {classes}" + ("" if len(classes) == 2 else " (a binary task needs exactly 2)"),
+                "label classes",
+                spec.label,
+                len(classes) == 2,
+                f"classes present: {classes}"
+                + ("" if len(classes) == 2 else " (a binary task needs exactly 2)"),
             )
         )
         label = spec.label

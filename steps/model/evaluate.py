@@ -138,8 +138,9 @@ def _slice_figure(slices: pd.DataFrame, spec: ProblemSpec) -> Figure:
     groups = list(slices.groupby("slice", sort=False))
     fig, axes = plt.subplots(len(groups), 1, figsize=(8, 2.2 * len(groups) + 0.5), squeeze=False)
     for ax, (name, part) in zip(axes[:, 0], groups, strict=True):
-        part = part.sort_values("value", key=lambda s: pd.to_numeric(s, errors="coerce").fillna(0)
-                                if name == "month" else s)
+        part = part.sort_values(
+            "value", key=lambda s: pd.to_numeric(s, errors="coerce").fillna(0) if name == "month" else s
+        )
         ax.bar(part["value"], part[spec.metric], color="tab:blue")
         ax.set_ylabel(spec.metric)
         ax.set_title(f"{spec.metric} by {name}")

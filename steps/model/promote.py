@@ -83,8 +83,10 @@ def decide(
     y = test.y.to_numpy(dtype="float64")
     cand = score(y, candidate_p, spec.task, spec.threshold)[spec.metric]
     if champion_p is None:
-        reason = "no champion yet" if champion_version is None else (
-            f"champion v{champion_version} cannot score this data (its features differ): replaced"
+        reason = (
+            "no champion yet"
+            if champion_version is None
+            else (f"champion v{champion_version} cannot score this data (its features differ): replaced")
         )
         return PromotionDecision(True, reason, candidate_version, champion_version, cand, None)
     champ = score(y, champion_p, spec.task, spec.threshold)[spec.metric]
@@ -99,19 +101,27 @@ def decide(
         if row.rows < spec.promotion.min_slice_rows or not (np.isfinite(c) and np.isfinite(h)):
             continue
         if _delta(c, h, spec.lower_is_better) < -spec.promotion.max_slice_regression:
-            regressions.append({"slice": row.slice, "value": row.value, "rows": row.rows, "candidate": c,
-                                "champion": h})
+            regressions.append(
+                {"slice": row.slice, "value": row.value, "rows": row.rows, "candidate": c, "champion": h}
+            )
     if gain < -tol:
-        reason = (f"{spec.metric} {cand:.4f} is worse than champion v{champion_version}'s {champ:.4f} "
-                  f"by more than the tolerance {tol}")
+        reason = (
+            f"{spec.metric} {cand:.4f} is worse than champion v{champion_version}'s {champ:.4f} "
+            f"by more than the tolerance {tol}"
+        )
         return PromotionDecision(False, reason, candidate_version, champion_version, cand, champ, regressions)
     if regressions:
         worst = min(regressions, key=lambda r: _delta(r["candidate"], r["champion"], spec.lower_is_better))
-        reason = (f"{len(regressions)} slice(s) regress beyond {spec.promotion.max_slice_regression}, worst "
-                  f"{worst['slice']}={worst['value']}: {worst['candidate']:.4f} vs {worst['champion']:.4f}")
+        reason = (
+            f"{len(regressions)} slice(s) regress beyond {spec.promotion.max_slice_regression}, worst "
+            f"{worst['slice']}={worst['value']}: {worst['candidate']:.4f} vs {worst['champion']:.4f}"
+        )
         return PromotionDecision(False, reason, candidate_version, champion_version, cand, champ, regressions)
-    reason = (f"{spec.metric} {cand:.4f} vs champion v{champion_version}'s {champ:.4f} "
-              f"(change {gain:+.4f}, tolerance {tol}); no slice regresses beyond {spec.promotion.max_slice_regression}")
+    reason = (
+        f"{spec.metric} {cand:.4f} vs champion v{champion_version}'s {champ:.4f} "
+        f"(change {gain:+.4f}, tolerance {tol}); "
+        f"no slice regresses beyond {spec.promotion.max_slice_regression}"
+    )
     return PromotionDecision(True, reason, candidate_version, champion_version, cand, champ, regressions)
 
 
@@ -128,14 +138,22 @@ def champion_predictions(model_name: str, champion: Any, test: Dataset) -> np.nd
         return None
 
 
-def promote(spec: ProblemSpec, candidate_version: str, candidate_p: np.ndarray, test: Dataset) -> PromotionDecision:
+def promote(
+    spec: ProblemSpec, candidate_version: str, candidate_p: np.ndarray, test: Dataset
+) -> PromotionDecision:
     """Compare with the champion, move the aliases, and tag the decision on the candidate version."""
     client = MlflowClient()
     name = spec.model_name
     champion = current_champion(name)
     champion_p = champion_predictions(name, champion, test) if champion is not None else None
-    decision = decide(spec, candidate_p, champion_p, test, candidate_version,
-                      None if champion is None else str(champion.version))
+    decision = decide(
+        spec,
+        candidate_p,
+        champion_p,
+        test,
+        candidate_version,
+        None if champion is None else str(champion.version),
+    )
     tags = {
         f"{TAG}.promotion.decision": "promoted" if decision.promoted else "rejected",
         f"{TAG}.promotion.reason": decision.reason,

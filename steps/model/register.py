@@ -104,7 +104,9 @@ def register(
             )
     finally:
         quiet.setLevel(level)
-    version = mlflow.register_model(info.model_uri, model_name, tags={f"{TAG}.{k}": v for k, v in lineage.items()})
+    version = mlflow.register_model(
+        info.model_uri, model_name, tags={f"{TAG}.{k}": v for k, v in lineage.items()}
+    )
     extra = {
         f"{TAG}.training_profile": f"runs:/{run_id}/profiles/training.bin",
         f"{TAG}.feature_schema": f"runs:/{run_id}/model_meta/feature_schema.json",
@@ -113,7 +115,9 @@ def register(
     }
     for key, value in extra.items():
         client.set_model_version_tag(model_name, version.version, key, value)
-    return RegisteredModel(model_name, str(version.version), run_id, f"models:/{model_name}/{version.version}")
+    return RegisteredModel(
+        model_name, str(version.version), run_id, f"models:/{model_name}/{version.version}"
+    )
 
 
 def load_feature_schema(run_id: str) -> FeatureSchema:

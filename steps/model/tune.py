@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 import pandas as pd
@@ -84,7 +84,7 @@ def tune(
 
     n_trials = n_trials if n_trials is not None else spec.tuning.n_trials
     timeout_s = timeout_s if timeout_s is not None else spec.tuning.timeout_s
-    direction = "minimize" if spec.lower_is_better else "maximize"
+    direction: Literal["minimize", "maximize"] = "minimize" if spec.lower_is_better else "maximize"
     metric = EVAL_METRIC[spec.metric]
     dfit = matrix(fit.X, fit.y)
     dvalid = matrix(valid.X, valid.y, ref=dfit)
@@ -121,8 +121,15 @@ def tune(
         done = len(study.trials)
         best = study.best_value if any(t.state.name == "COMPLETE" for t in study.trials) else float("nan")
         value = "pruned" if trial.value is None else f"{metric}={trial.value:.4f}"
-        log.info("trial %d/%d %s, best %s=%.4f (%.0fs)", done, n_trials, value, metric, best,
-                 time.perf_counter() - started)
+        log.info(
+            "trial %d/%d %s, best %s=%.4f (%.0fs)",
+            done,
+            n_trials,
+            value,
+            metric,
+            best,
+            time.perf_counter() - started,
+        )
 
     study.optimize(objective, n_trials=n_trials, timeout=timeout_s, callbacks=[progress], gc_after_trial=True)
     duration = time.perf_counter() - started

@@ -21,7 +21,9 @@ EVAL_METRIC = {
 }
 
 
-def base_params(spec: ProblemSpec, *, n_jobs: int | None = None, device: str = "cpu", seed: int = 42) -> dict[str, Any]:
+def base_params(
+    spec: ProblemSpec, *, n_jobs: int | None = None, device: str = "cpu", seed: int = 42
+) -> dict[str, Any]:
     """Parameters every booster of this problem shares; tuning adds the searched ones on top."""
     params: dict[str, Any] = {
         "objective": "binary:logistic" if spec.task == "binary" else "reg:squarederror",
@@ -36,7 +38,9 @@ def base_params(spec: ProblemSpec, *, n_jobs: int | None = None, device: str = "
     return params
 
 
-def matrix(frame: pd.DataFrame, label: pd.Series | None = None, ref: xgb.DMatrix | None = None) -> xgb.DMatrix:
+def matrix(
+    frame: pd.DataFrame, label: pd.Series | None = None, ref: xgb.DMatrix | None = None
+) -> xgb.DMatrix:
     """A QuantileDMatrix (the hist method's own input, built once and reused across trials)."""
     return xgb.QuantileDMatrix(frame, label=label, enable_categorical=True, ref=ref)
 

@@ -48,7 +48,13 @@ def test_local_stack_all_ok(home: Path, free_port: int) -> None:
 def test_unreachable_api_url_fails_fast_naming_the_component(
     minimal: Callable[..., dict[str, Any]], free_port: int
 ) -> None:
-    doc = minimal(orchestrator={"name": "remote", "flavor": "prefect", "configuration": {"api_url": f"http://127.0.0.1:{free_port}/api"}})
+    doc = minimal(
+        orchestrator={
+            "name": "remote",
+            "flavor": "prefect",
+            "configuration": {"api_url": f"http://127.0.0.1:{free_port}/api"},
+        }
+    )
     started = time.monotonic()
     results = check_stack(parse_stack(doc, "f.yaml"), timeout=2.0)
     assert time.monotonic() - started < 4
@@ -61,7 +67,13 @@ def test_unreachable_api_url_fails_fast_naming_the_component(
 
 def test_unroutable_host_bounded_by_timeout(minimal: Callable[..., dict[str, Any]]) -> None:
     # 10.255.255.1 is never answered: either a connect timeout or an immediate "unreachable"
-    doc = minimal(orchestrator={"name": "o", "flavor": "prefect", "configuration": {"api_url": "http://10.255.255.1:4200/api"}})
+    doc = minimal(
+        orchestrator={
+            "name": "o",
+            "flavor": "prefect",
+            "configuration": {"api_url": "http://10.255.255.1:4200/api"},
+        }
+    )
     started = time.monotonic()
     results = check_stack(parse_stack(doc, "f.yaml"), timeout=1.0)
     assert time.monotonic() - started < 4.5
@@ -71,7 +83,11 @@ def test_unroutable_host_bounded_by_timeout(minimal: Callable[..., dict[str, Any
 def test_healthy_services_are_ok(minimal: Callable[..., dict[str, Any]], health_server: str) -> None:
     doc = minimal(
         orchestrator={"name": "o", "flavor": "prefect", "configuration": {"api_url": f"{health_server}/api"}},
-        experiment_tracker={"name": "t", "flavor": "mlflow", "configuration": {"tracking_uri": health_server}},
+        experiment_tracker={
+            "name": "t",
+            "flavor": "mlflow",
+            "configuration": {"tracking_uri": health_server},
+        },
         model_registry={"name": "r", "flavor": "mlflow", "configuration": {}},
     )
     by = _by_type(check_stack(parse_stack(doc, "f.yaml"), timeout=2.0))
@@ -80,7 +96,9 @@ def test_healthy_services_are_ok(minimal: Callable[..., dict[str, Any]], health_
     assert by["experiment_tracker"].ok and by["model_registry"].ok
 
 
-def test_unresolvable_secret_named(minimal: Callable[..., dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unresolvable_secret_named(
+    minimal: Callable[..., dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     doc = minimal(
         artifact_store={
             "name": "s3",
@@ -90,7 +108,9 @@ def test_unresolvable_secret_named(minimal: Callable[..., dict[str, Any]], monke
     )
     store = _by_type(check_stack(parse_stack(doc, "f.yaml"), timeout=1.0))["artifact_store"]
     assert not store.ok
-    assert store.detail == "unresolvable secret key 'storage_options.key' ({{s3.access_key}}: set S3_ACCESS_KEY)"
+    assert (
+        store.detail == "unresolvable secret key 'storage_options.key' ({{s3.access_key}}: set S3_ACCESS_KEY)"
+    )
 
 
 def test_secret_values_never_in_details(monkeypatch: pytest.MonkeyPatch, free_port: int) -> None:
@@ -98,9 +118,9 @@ def test_secret_values_never_in_details(monkeypatch: pytest.MonkeyPatch, free_po
     monkeypatch.setenv("S3_SECRET_KEY", "secret-LEAK-CHECK")
     monkeypatch.setenv("FLYWHEEL_OPTUNA_DB_URL", f"sqlite:///{'x' * 3}.db?pw=LEAK-CHECK")
     doc = load_stack("staging").to_dict()
-    doc["components"]["artifact_store"]["configuration"]["storage_options"]["client_kwargs"]["endpoint_url"] = (
-        f"http://127.0.0.1:{free_port}"
-    )
+    doc["components"]["artifact_store"]["configuration"]["storage_options"]["client_kwargs"][
+        "endpoint_url"
+    ] = f"http://127.0.0.1:{free_port}"
     started = time.monotonic()
     results = check_stack(parse_stack(doc, "staging.yaml"), timeout=2.0)
     assert time.monotonic() - started < 6
@@ -110,7 +130,9 @@ def test_secret_values_never_in_details(monkeypatch: pytest.MonkeyPatch, free_po
         assert "LEAK-CHECK" not in r.detail
 
 
-def test_password_in_database_url_is_masked(minimal: Callable[..., dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_password_in_database_url_is_masked(
+    minimal: Callable[..., dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DB_URL", "postgresql://user:s3cr3t-pw@127.0.0.1:1/optuna")
     doc = minimal(tuner={"name": "t", "flavor": "optuna", "configuration": {"storage": "${DB_URL}"}})
     tuner = _by_type(check_stack(parse_stack(doc, "f.yaml"), timeout=1.0))["tuner"]
@@ -122,7 +144,9 @@ def test_password_in_database_url_is_masked(minimal: Callable[..., dict[str, Any
 def test_existing_sqlite_study_connects(minimal: Callable[..., dict[str, Any]], home: Path) -> None:
     home.mkdir(parents=True)
     sqlite3.connect(home / "optuna.db").close()
-    doc = minimal(tuner={"name": "t", "flavor": "optuna", "configuration": {"storage": "sqlite:///optuna.db"}})
+    doc = minimal(
+        tuner={"name": "t", "flavor": "optuna", "configuration": {"storage": "sqlite:///optuna.db"}}
+    )
     tuner = _by_type(check_stack(parse_stack(doc, "f.yaml")))["tuner"]
     assert tuner.ok and tuner.detail.startswith("study storage: connected to sqlite:///")
 
@@ -162,7 +186,9 @@ def test_local_deployer_port_taken(minimal: Callable[..., dict[str, Any]], busy_
     doc = minimal(model_deployer={"name": "d", "flavor": "local", "configuration": {"port": busy_port}})
     deployer = _by_type(check_stack(parse_stack(doc, "f.yaml"), timeout=1.0))["model_deployer"]
     assert not deployer.ok
-    assert deployer.detail.startswith(f"port 127.0.0.1:{busy_port} is taken by something that is not a Flywheel")
+    assert deployer.detail.startswith(
+        f"port 127.0.0.1:{busy_port} is taken by something that is not a Flywheel"
+    )
 
 
 def test_local_deployer_service_answering(minimal: Callable[..., dict[str, Any]], health_server: str) -> None:
@@ -186,7 +212,9 @@ def test_deployer_tools_on_path(
     assert found.ok and found.detail == f"'{tool}' found at /usr/bin/{tool}"
 
 
-def test_hanging_check_is_cut_off(minimal: Callable[..., dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hanging_check_is_cut_off(
+    minimal: Callable[..., dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     release = threading.Event()
 
     def hang(stack: Stack, timeout: float) -> str:
@@ -206,7 +234,9 @@ def test_hanging_check_is_cut_off(minimal: Callable[..., dict[str, Any]], monkey
     assert _by_type(results)["orchestrator"].ok
 
 
-def test_crashing_check_reports(minimal: Callable[..., dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crashing_check_reports(
+    minimal: Callable[..., dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     def boom(stack: Stack, timeout: float) -> str:
         raise RuntimeError("exploded\nover two lines")
 

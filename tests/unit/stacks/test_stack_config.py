@@ -29,7 +29,10 @@ SHIPPED = ("local", "staging", "production")
 
 # (file in invalid/, the exact problem the message must state after "<file>: ")
 INVALID_CASES = [
-    ("unknown_top_level_key.yaml", "unknown top-level key 'description'; allowed: stack_name, components, zenml_version"),
+    (
+        "unknown_top_level_key.yaml",
+        "unknown top-level key 'description'; allowed: stack_name, components, zenml_version",
+    ),
     (
         "unknown_component_key.yaml",
         "component 'artifact_store' (name 'store', flavor 'local'): unknown key 'pth'; did you mean 'path'?",
@@ -46,8 +49,8 @@ INVALID_CASES = [
     ),
     (
         "unknown_component_type.yaml",
-        "unknown component type 'feature_store'; known types: orchestrator, artifact_store, experiment_tracker, "
-        "model_registry, data_validator, model_deployer, tuner, compute",
+        "unknown component type 'feature_store'; known types: orchestrator, artifact_store, "
+        "experiment_tracker, model_registry, data_validator, model_deployer, tuner, compute",
     ),
     ("missing_orchestrator.yaml", "missing required component 'orchestrator'"),
     ("missing_artifact_store.yaml", "missing required component 'artifact_store'"),
@@ -87,7 +90,10 @@ INVALID_CASES = [
         "duplicate_component_list.yaml",
         "component 'orchestrator': 2 components given ('first', 'second'); a stack has at most one per type",
     ),
-    ("duplicate_component_key.yaml", "invalid YAML: line 5, column 3: duplicate key 'orchestrator' (first at line 3)"),
+    (
+        "duplicate_component_key.yaml",
+        "invalid YAML: line 5, column 3: duplicate key 'orchestrator' (first at line 3)",
+    ),
     ("missing_stack_name.yaml", "missing required top-level key 'stack_name'"),
     (
         "registry_without_tracker.yaml",
@@ -127,7 +133,15 @@ def test_every_shipped_file_is_covered() -> None:
     assert sorted(p.stem for p in STACKS_DIR.glob("*.yaml")) == sorted(SHIPPED)
 
 
-SECRET_KEYS = {"key", "secret", "token", "tracking_password", "tracking_username", "tracking_token", "auth_token"}
+SECRET_KEYS = {
+    "key",
+    "secret",
+    "token",
+    "tracking_password",
+    "tracking_username",
+    "tracking_token",
+    "auth_token",
+}
 
 
 def _walk(obj: Any, key: str = "") -> list[tuple[str, Any]]:
@@ -159,7 +173,9 @@ def test_local_stack_values() -> None:
     assert stack.experiment_tracker.configuration.tracking_uri == "sqlite:///mlflow.db"
     assert stack.experiment_tracker.configuration.experiment_name == "flywheel"
     assert stack.model_registry is not None and stack.model_registry.configuration.registry_uri is None
-    assert stack.model_deployer is not None and isinstance(stack.model_deployer.configuration, LocalDeployerConfig)
+    assert stack.model_deployer is not None and isinstance(
+        stack.model_deployer.configuration, LocalDeployerConfig
+    )
     assert stack.model_deployer.configuration.port == 8080
     assert stack.tuner is not None and stack.tuner.configuration.storage == "sqlite:///optuna.db"
     assert stack.compute is not None and stack.compute.configuration.device == "cpu"
@@ -178,7 +194,9 @@ def test_staging_and_production_values() -> None:
     production = load_stack("production")
     assert production.orchestrator.configuration.task_runner == "dask"
     assert production.orchestrator.configuration.work_pool_type == "kubernetes"
-    assert production.orchestrator.configuration.job_variables["image"] == "ghcr.io/flywheel-ml/flywheel:latest"
+    assert (
+        production.orchestrator.configuration.job_variables["image"] == "ghcr.io/flywheel-ml/flywheel:latest"
+    )
     assert production.model_deployer is not None
     assert isinstance(production.model_deployer.configuration, KubernetesDeployerConfig)
     assert production.model_deployer.configuration.replicas == 3
@@ -259,7 +277,13 @@ def test_programmatic_construction_picks_config_by_flavor() -> None:
 
 @pytest.mark.parametrize(
     ("flavor", "path"),
-    [("s3", "s3://b/a"), ("gcs", "gs://b/a"), ("gcs", "gcs://b"), ("azure", "az://c/a"), ("azure", "abfs://c/a")],
+    [
+        ("s3", "s3://b/a"),
+        ("gcs", "gs://b/a"),
+        ("gcs", "gcs://b"),
+        ("azure", "az://c/a"),
+        ("azure", "abfs://c/a"),
+    ],
 )
 def test_artifact_schemes_accepted(flavor: str, path: str) -> None:
     store = ArtifactStoreComponent(name="a", flavor=flavor, configuration={"path": path})  # type: ignore[arg-type]
@@ -280,7 +304,8 @@ def test_require_secrets_names_file_component_and_key(monkeypatch: pytest.Monkey
     )
     assert lines[1] == (
         f"{shown}: component 'tuner' (name 'optuna-postgres', flavor 'optuna'): key 'storage': "
-        "secret reference ${FLYWHEEL_OPTUNA_DB_URL} is not set: set the environment variable FLYWHEEL_OPTUNA_DB_URL"
+        "secret reference ${FLYWHEEL_OPTUNA_DB_URL} is not set: "
+        "set the environment variable FLYWHEEL_OPTUNA_DB_URL"
     )
     assert len(lines) == 2
     assert "VALUE-THAT-MUST-NOT-LEAK" not in str(info.value)
@@ -327,8 +352,16 @@ def test_accessors_resolve_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_registry_uri_overrides_tracker(minimal: Callable[..., dict[str, Any]], home: Path) -> None:
     doc = minimal(
-        experiment_tracker={"name": "t", "flavor": "mlflow", "configuration": {"tracking_uri": "http://t:5000"}},
-        model_registry={"name": "r", "flavor": "mlflow", "configuration": {"registry_uri": "sqlite:///reg.db"}},
+        experiment_tracker={
+            "name": "t",
+            "flavor": "mlflow",
+            "configuration": {"tracking_uri": "http://t:5000"},
+        },
+        model_registry={
+            "name": "r",
+            "flavor": "mlflow",
+            "configuration": {"registry_uri": "sqlite:///reg.db"},
+        },
     )
     stack = parse_stack(doc, "f.yaml")
     assert stack.mlflow_registry_uri() == f"sqlite:///{home / 'reg.db'}"

@@ -23,7 +23,7 @@ from stacks.loader import (
 
 
 def test_stacks_dir_is_the_package() -> None:
-    assert STACKS_DIR == Path(__file__).resolve().parents[3] / "stacks"
+    assert Path(__file__).resolve().parents[3] / "stacks" == STACKS_DIR
 
 
 def test_selection_order(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,7 +57,9 @@ def test_unknown_name_lists_available_and_origin(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(StackError) as info:
         load_stack()
     message = str(info.value)
-    assert message.startswith("unknown stack 'stagign' (from $FLYWHEEL_STACK); available stacks: local, production, staging")
+    assert message.startswith(
+        "unknown stack 'stagign' (from $FLYWHEEL_STACK); available stacks: local, production, staging"
+    )
 
 
 def test_load_by_path(write_stack: Callable[..., Path], minimal: Callable[..., dict[str, Any]]) -> None:
@@ -86,7 +88,9 @@ def test_use_stack_validates_first(home: Path) -> None:
     assert not active_stack_file().exists()
 
 
-def test_use_stack_with_a_path(write_stack: Callable[..., Path], minimal: Callable[..., dict[str, Any]]) -> None:
+def test_use_stack_with_a_path(
+    write_stack: Callable[..., Path], minimal: Callable[..., dict[str, Any]]
+) -> None:
     path = write_stack(minimal(), "mine.yaml")
     use_stack(str(path))
     assert load_stack().name == "mini"

@@ -17,7 +17,9 @@ from stacks.secrets import (
 )
 
 
-@pytest.mark.parametrize("value", ["{{s3.access_key}}", "{{ s3.access_key }}", "${VAR}", "${_X1}", " ${VAR} "])
+@pytest.mark.parametrize(
+    "value", ["{{s3.access_key}}", "{{ s3.access_key }}", "${VAR}", "${_X1}", " ${VAR} "]
+)
 def test_references(value: str) -> None:
     assert is_secret_ref(value)
 
@@ -113,13 +115,26 @@ def test_env_references_never_use_prefect(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_resolve_tree(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("S3_ACCESS_KEY", "k")
-    tree = {"key": "{{s3.access_key}}", "client_kwargs": {"endpoint_url": "http://x"}, "n": 3, "l": ["${S3_ACCESS_KEY}"]}
-    assert resolve_tree(tree) == {"key": "k", "client_kwargs": {"endpoint_url": "http://x"}, "n": 3, "l": ["k"]}
+    tree = {
+        "key": "{{s3.access_key}}",
+        "client_kwargs": {"endpoint_url": "http://x"},
+        "n": 3,
+        "l": ["${S3_ACCESS_KEY}"],
+    }
+    assert resolve_tree(tree) == {
+        "key": "k",
+        "client_kwargs": {"endpoint_url": "http://x"},
+        "n": 3,
+        "l": ["k"],
+    }
 
 
 def test_find_refs_gives_dotted_paths() -> None:
     tree = {"storage_options": {"key": "{{s3.access_key}}", "list": ["x", "${V}"]}, "path": "s3://b"}
-    assert find_refs(tree) == [("storage_options.key", "{{s3.access_key}}"), ("storage_options.list.1", "${V}")]
+    assert find_refs(tree) == [
+        ("storage_options.key", "{{s3.access_key}}"),
+        ("storage_options.list.1", "${V}"),
+    ]
 
 
 def test_mask_shows_references_but_never_values() -> None:

@@ -307,3 +307,15 @@ def test_remote_tracker_without_credentials_warns() -> None:
     assert any("requires tracking_username/password or tracking_token" in w for w in warnings)
     _, warnings = to_zenml_dict(load_stack("production"))
     assert not any("requires tracking_username" in w for w in warnings)
+
+
+def test_replaced_orchestrator_falls_back_to_ours_with_warning(tmp_path: Path) -> None:
+    data, _ = to_zenml_dict(load_stack("production"))
+    data["components"]["orchestrator"]["flavor"] = "kubernetes"
+    (tmp_path / "z.yaml").write_text(yaml.safe_dump(data))
+    stack, warnings = import_zenml_with_warnings(tmp_path / "z.yaml", name="prod2")
+    assert stack.orchestrator == load_stack("production").orchestrator
+    assert warnings == [
+        "orchestrator: ZenML flavor 'kubernetes' has no Flywheel equivalent; using the 'prefect' one "
+        "from the 'flywheel' section"
+    ]

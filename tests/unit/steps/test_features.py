@@ -6,7 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steps.data.features import EVENT_TIME, FeatureError, build_dataset, event_time, make_label, point_in_time_join
+from steps.data.features import (
+    EVENT_TIME,
+    FeatureError,
+    build_dataset,
+    event_time,
+    make_label,
+    point_in_time_join,
+)
 from steps.problem import load_spec
 
 SPEC = load_spec("flights")
@@ -31,15 +38,23 @@ def test_event_time_is_scheduled_departure_in_utc(flights: pd.DataFrame) -> None
 def test_no_weather_observed_after_departure_synthetic() -> None:
     """A distinctive observation one minute after departure must never reach the row."""
     flights = pd.DataFrame(
-        {"origin": ["JFK", "JFK", "EWR"], EVENT_TIME: pd.to_datetime(
-            ["2013-03-01 12:30", "2013-03-01 13:00", "2013-03-01 12:30"], utc=True)}
+        {
+            "origin": ["JFK", "JFK", "EWR"],
+            EVENT_TIME: pd.to_datetime(
+                ["2013-03-01 12:30", "2013-03-01 13:00", "2013-03-01 12:30"], utc=True
+            ),
+        }
     )
     cols = WEATHER.columns
     weather = pd.DataFrame(
         {
             "origin": ["JFK", "JFK", "JFK", "EWR"],
-            "time_hour": ["2013-03-01T12:00:00Z", "2013-03-01T12:31:00Z", "2013-03-01T13:00:00Z",
-                          "2013-03-01T08:00:00Z"],
+            "time_hour": [
+                "2013-03-01T12:00:00Z",
+                "2013-03-01T12:31:00Z",
+                "2013-03-01T13:00:00Z",
+                "2013-03-01T08:00:00Z",
+            ],
             **{c: [1.0, 999.0, 2.0, 3.0] for c in cols},
         }
     )
@@ -69,7 +84,9 @@ def test_build_dataset_drops_unlabelled_and_makes_categoricals(
     assert len(ds.frame) == flights_sample["arr_delay"].notna().sum()
     assert isinstance(ds.X["carrier"].dtype, pd.CategoricalDtype)
     kinds = {c.name: c.kind for c in ds.schema.columns}
-    assert kinds["carrier"] == "categorical" and kinds["temp"] == "numeric" and kinds["dayofweek"] == "numeric"
+    assert (
+        kinds["carrier"] == "categorical" and kinds["temp"] == "numeric" and kinds["dayofweek"] == "numeric"
+    )
     assert "arr_delay" not in ds.schema.names and "dep_delay" not in ds.schema.names
     assert set(ds.y.unique()) == {0, 1}
 

@@ -28,13 +28,20 @@ def test_flights_is_binary_with_a_rule_and_a_weather_join() -> None:
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ("name: x\nmodel_name: m\nsource: a.csv\ntask: binary\ntarget: {column: y}\ncolour: red\n",
-         "colour: unknown key"),
+        (
+            "name: x\nmodel_name: m\nsource: a.csv\ntask: binary\ntarget: {column: y}\ncolour: red\n",
+            "colour: unknown key",
+        ),
         ("name: x\nmodel_name: m\nsource: a.csv\ntask: ranking\ntarget: {column: y}\n", "task:"),
-        ("name: x\nmodel_name: m\nsource: a.csv\ntask: regression\ntarget: {column: y}\nmetric: roc_auc\n",
-         "does not fit task 'regression'"),
-        ("name: x\nmodel_name: m\nsource: a.csv\ntask: binary\ntarget: {column: y}\nfeatures: [a]\nexclude: [b]\n",
-         "not both"),
+        (
+            "name: x\nmodel_name: m\nsource: a.csv\ntask: regression\ntarget: {column: y}\nmetric: roc_auc\n",
+            "does not fit task 'regression'",
+        ),
+        (
+            "name: x\nmodel_name: m\nsource: a.csv\ntask: binary\ntarget: {column: y}\n"
+            "features: [a]\nexclude: [b]\n",
+            "not both",
+        ),
         ("name: x\nmodel_name: m\ntask: binary\ntarget: {column: y}\n", "source: Field required"),
         ("[1, 2]\n", "expected a mapping"),
         ("name: x\n  bad: [\n", "not valid YAML"),
@@ -50,5 +57,5 @@ def test_invalid_specs_name_file_and_key(tmp_path: Path, body: str, expected: st
 
 
 def test_unknown_spec_name_lists_known() -> None:
-    with pytest.raises(SpecError, match="known: .*flights"):
+    with pytest.raises(SpecError, match=r"known: .*flights"):
         load_spec("no-such-problem")

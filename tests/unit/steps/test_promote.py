@@ -1,0 +1,71 @@
+"""The promotion gate as a pure function: same test rows, tolerance, slice bound."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from steps.data.features import Dataset, FeatureColumn, FeatureSchema
+from steps.model.promote import decide
+from steps.problem import load_spec
+
+SPEC = load_spec("flights")
+RNG = np.random.default_rng(0)
+
+
+def make_test(n: int = 4000) -> tuple[Dataset, np.ndarray]:
+    y = RNG.integers(0, 2, n)
+    carrier = np.where(np.arange(n) < n // 2, "AA", "UA")
+    frame = pd.DataFrame({"delayed": y, "carrier": carrier, "origin": "JFK", "month": 11})
+    schema = FeatureSchema([FeatureColumn("carrier", "categorical", ["AA", "UA"])], "delayed", "binary")
+    return Dataset(frame, schema), y
+
+
+def noisy(y: np.ndarray, noise: float) -> np.ndarray:
+    return np.clip(y * 0.6 + 0.2 + RNG.normal(0, noise, len(y)), 0.001, 0.999)
+
+
+def test_no_champion_promotes() -> None:
+    test, y = make_test()
+    d = decide(SPEC, noisy(y, 0.3), None, test, "1", None)
+    assert d.promoted and d.reason == "no champion yet"
+
+
+def test_better_candidate_promotes() -> None:
+    test, y = make_test()
+    d = decide(SPEC, noisy(y, 0.2), noisy(y, 0.4), test, "2", "1")
+    assert d.promoted and d.candidate_metric > d.champion_metric  # type: ignore[operator]
+
+
+def test_worse_beyond_tolerance_is_rejected() -> None:
+    test, y = make_test()
+    d = decide(SPEC, noisy(y, 0.5), noisy(y, 0.2), test, "2", "1")
+    assert not d.promoted and "worse than champion v1" in d.reason
+
+
+def test_equal_within_tolerance_promotes() -> None:
+    test, y = make_test()
+    p = noisy(y, 0.3)
+    assert decide(SPEC, p, p, test, "2", "1").promoted
+
+
+def test_slice_regression_blocks_promotion() -> None:
+    test, y = make_test()
+    champion = noisy(y, 0.35)
+    candidate = champion.copy()
+    ua = test.frame["carrier"].to_numpy() == "UA"
+    aa = ~ua
+    candidate[aa] = noisy(y[aa], 0.01)  # much better on AA ...
+    candidate[ua] = noisy(y[ua], 0.45)  # ... but worse on UA
+    assert decide(SPEC, candidate, champion, test, "2", "1").candidate_metric > 0.9
+    d = decide(SPEC, candidate, champion, test, "2", "1")
+    assert d.candidate_metric > d.champion_metric  # type: ignore[operator]  # better on average ...
+    assert not d.promoted  # ... yet not promoted
+    assert "carrier=UA" in d.reason
+    assert any(r["value"] == "UA" for r in d.slice_regressions)
+
+
+def test_incompatible_champion_is_replaced() -> None:
+    test, y = make_test()
+    d = decide(SPEC, noisy(y, 0.3), None, test, "3", "2")
+    assert d.promoted and "cannot score" in d.reason
