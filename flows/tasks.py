@@ -16,6 +16,15 @@ from prefect.cache_policies import NONE
 T = TypeVar("T")
 
 
+def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry IO that may recover (a connection), not data that is wrong (a missing or corrupt file)."""
+    try:
+        state.result()
+    except Exception as exc:
+        return bool(getattr(exc, "transient", not isinstance(exc, ValueError)))
+    return False
+
+
 class StepTimer:
     """Collects the wall time of each step, measured inside the task (Prefect's own overhead excluded)."""
 
@@ -33,6 +42,7 @@ class StepTimer:
             name=name,
             retries=retries,
             retry_delay_seconds=2,
+            retry_condition_fn=_worth_retrying,
             cache_policy=NONE,
             persist_result=False,
         )

@@ -10,17 +10,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import mlflow
 import pandas as pd
-from mlflow import MlflowClient
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.runtime import resolve_stack
 from flows.tasks import StepTimer
 from steps.data import features, ingest, split, validate
-from steps.model import evaluate, explain, promote, register, train, tune
-from steps.model.xgb import predict
+from steps.model import evaluate, explain, promote, reference, register, track, train, tune
 from steps.problem import ProblemSpec, load_spec
 
 
@@ -81,21 +78,28 @@ def training(
     dataset = timer.run(features.build_dataset, "features", raw, spec, joined)
     parts = timer.run(split.split, "split", dataset, spec)
 
-    client = MlflowClient()
-    experiment = mlflow.set_experiment(
+    experiment = (
         ctx.stack.experiment_tracker.configuration.experiment_name
         if ctx.stack.experiment_tracker
         else "flywheel"
     )
-    run = client.create_run(
-        experiment.experiment_id,
-        run_name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-        tags={"flywheel.problem": spec.name, "flywheel.stack": ctx.stack.name, "flywheel.reason": reason},
+    run_id = timer.run(
+        track.start_run,
+        "track-start",
+        experiment,
+        spec,
+        {"flywheel.stack": ctx.stack.name, "flywheel.reason": reason},
     )
-    run_id = run.info.run_id
     status = "FAILED"
     try:
-        _log_inputs(client, run_id, spec, snapshot, join_snapshots, parts.info, n_trials, sample_rows, seed)
+        params = {
+            "n_trials": n_trials or spec.tuning.n_trials,
+            "sample_rows": sample_rows or "all",
+            "seed": seed,
+            "pruning": pruning,
+            **parts.info,
+        }
+        timer.run(track.log_inputs, "track-inputs", run_id, spec, snapshot, join_snapshots, params, retries=2)
         tuning = timer.run(
             tune.tune,
             "tune",
@@ -116,10 +120,8 @@ def training(
         booster = timer.run(train.train, "train", parts.train, tuning.best_params, tuning.best_rounds)
         evaluation = timer.run(evaluate.evaluate, "evaluate", booster, parts.test, spec)
         explanation = timer.run(explain.explain, "explain", booster, parts.test.X, seed=seed)
-        training_frame = parts.train.frame[[*dataset.schema.names, spec.label]].copy()
-        training_frame["prediction"] = predict(booster, parts.train.X)
-        profile = ctx.validator.to_bytes(ctx.validator.profile(training_frame))
-        _log_results(client, run_id, tuning, evaluation, explanation)
+        profile = timer.run(reference.training_profile, "profile", booster, parts.train, ctx.validator)
+        timer.run(track.log_results, "track-results", run_id, tuning, evaluation, explanation, retries=2)
         registered = timer.run(
             register.register,
             "register",
@@ -129,22 +131,25 @@ def training(
             schema=dataset.schema,
             example=register.input_example(parts.test.frame, dataset.schema),
             training_profile=profile,
-            lineage=_lineage(snapshot, join_snapshots, reason),
+            lineage=track.lineage_tags(snapshot, join_snapshots, reason),
             threshold=spec.threshold,
             retries=2,
         )
-        ctx.store.write_bytes(f"models/{spec.model_name}/{registered.version}/training_profile.bin", profile)
+        timer.run(
+            reference.store_reference,
+            "store-reference",
+            ctx.store,
+            spec.model_name,
+            registered.version,
+            profile,
+            retries=2,
+        )
         decision = timer.run(
             promote.promote, "promote", spec, registered.version, evaluation.predictions, parts.test
         )
         status = "FINISHED"
     finally:
-        flow_seconds = time.perf_counter() - flow_started
-        for step, seconds in timer.seconds.items():
-            client.log_metric(run_id, f"timing.{step}_s", seconds)
-        client.log_metric(run_id, "timing.steps_total_s", timer.total)
-        client.log_metric(run_id, "timing.flow_s", flow_seconds)
-        client.set_terminated(run_id, status)
+        track.finish_run(run_id, dict(timer.seconds), time.perf_counter() - flow_started, status)
 
     metrics_rows = [{"metric": k, "value": round(v, 5)} for k, v in evaluation.metrics.items()]
     create_table_artifact(
@@ -185,91 +190,3 @@ def training(
 
 def _key(spec: ProblemSpec, what: str) -> str:
     return f"{spec.name}-{what}".lower().replace("_", "-")
-
-
-def _lineage(snapshot: ingest.Snapshot, joins: dict[str, ingest.Snapshot], reason: str) -> dict[str, str]:
-    tags = {
-        "dataset.digest": snapshot.digest,
-        "dataset.snapshot": snapshot.uri,
-        "dataset.source": snapshot.source_uri,
-        "dataset.rows": str(snapshot.rows),
-        "reason": reason[:4000],
-    }
-    for name, snap in joins.items():
-        tags[f"dataset.join.{name}.digest"] = snap.digest
-        tags[f"dataset.join.{name}.snapshot"] = snap.uri
-        tags[f"dataset.join.{name}.source"] = snap.source_uri
-    return tags
-
-
-def _log_inputs(
-    client: MlflowClient,
-    run_id: str,
-    spec: ProblemSpec,
-    snapshot: ingest.Snapshot,
-    joins: dict[str, ingest.Snapshot],
-    split_info: dict[str, Any],
-    n_trials: int | None,
-    sample_rows: int | None,
-    seed: int,
-) -> None:
-    """Parameters and dataset inputs, so the run says what it learned from."""
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.data.meta_dataset import MetaDataset
-
-    params = {
-        "problem": spec.name,
-        "task": spec.task,
-        "metric": spec.metric,
-        "n_trials": n_trials or spec.tuning.n_trials,
-        "sample_rows": sample_rows or "all",
-        "seed": seed,
-        "dataset.digest": snapshot.digest,
-        "dataset.source": snapshot.source_uri,
-        **split_info,
-    }
-    for key, value in params.items():
-        client.log_param(run_id, key, str(value)[:6000])
-    with mlflow.start_run(run_id=run_id):
-        for name, snap, context in [
-            (spec.name, snapshot, "training"),
-            *[(n, s, f"join:{n}") for n, s in joins.items()],
-        ]:
-            try:
-                source = resolve_dataset_source(snap.uri)
-            except Exception:  # an unknown scheme still gets a record, as a plain URI
-                from mlflow.data.http_dataset_source import HTTPDatasetSource
-
-                source = HTTPDatasetSource(url=snap.uri)
-            # MetaDataset records a dataset by digest and source alone (its rows live in the snapshot)
-            dataset = MetaDataset(source=source, name=name, digest=snap.digest)  # type: ignore[abstract]
-            mlflow.log_input(
-                dataset,
-                context=context,
-                tags={"source_uri": snap.source_uri, "rows": str(snap.rows)},
-            )
-
-
-def _log_results(client: MlflowClient, run_id: str, tuning: Any, evaluation: Any, explanation: Any) -> None:
-    for key, value in evaluation.metrics.items():
-        client.log_metric(run_id, f"test.{key}", float(value))
-    client.log_metric(run_id, "tuning.best_valid", tuning.best_value)
-    client.log_metric(run_id, "tuning.trials", tuning.n_trials)
-    client.log_metric(run_id, "tuning.pruned", tuning.n_pruned)
-    client.log_metric(run_id, "tuning.seconds", tuning.duration_s)
-    client.log_metric(run_id, "model.rounds", tuning.best_rounds)
-    for key, value in tuning.best_params.items():
-        client.log_param(run_id, f"xgb.{key}", str(value))
-    register.log_figures(run_id, evaluation.figures)
-    if explanation.figure is not None:
-        register.log_figures(run_id, {"shap_importance": explanation.figure})
-    register.log_table(
-        run_id, evaluation.slices.set_index(["slice", "value"]), "evaluation/slice_metrics.csv"
-    )
-    register.log_table(
-        run_id, explanation.importance.rename("mean_abs_shap").to_frame(), "explain/shap_importance.csv"
-    )
-    register.log_table(run_id, tuning.trials, "tuning/trials.csv")
-    import matplotlib.pyplot as plt
-
-    plt.close("all")

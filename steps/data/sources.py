@@ -17,7 +17,15 @@ SQL_DIALECTS = {"sqlite", "postgresql", "postgres", "mysql", "mariadb", "mssql",
 
 
 class SourceError(ValueError):
-    """The source cannot be read; the message names the URI and what went wrong."""
+    """The source cannot be read; the message names the URI and what went wrong.
+
+    ``transient`` says whether trying again may help (a connection failure) or not (a missing or corrupt
+    file): the flow retries only the former.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 def read_source(uri: str, storage_options: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -94,6 +102,9 @@ def _read_remote(uri: str, storage_options: dict[str, Any]) -> pd.DataFrame:
 
     fmt = _format_of(urllib.parse.urlsplit(uri).path)
     options = dict(storage_options)
+    if urllib.parse.urlsplit(uri).scheme in ("http", "https"):
+        _probe_url(uri)
+        return _read_file(uri, fmt, options or None)
     try:
         fs, path = fsspec.core.url_to_fs(uri, **options)
         if not fs.exists(path):
@@ -101,7 +112,9 @@ def _read_remote(uri: str, storage_options: dict[str, Any]) -> pd.DataFrame:
     except SourceError:
         raise
     except Exception as exc:  # fsspec backends raise their own connection errors
-        raise SourceError(f"{uri}: could not reach the source: {type(exc).__name__}: {exc}") from exc
+        raise SourceError(
+            f"{uri}: could not reach the source: {type(exc).__name__}: {exc}", transient=True
+        ) from exc
     return _read_file(uri, fmt, options or None)
 
 
@@ -122,7 +135,9 @@ def _read_sql(uri: str) -> pd.DataFrame:
                 return pd.read_sql_table(table, connection)
             return pd.read_sql_query(sa.text(str(query)), connection)
     except Exception as exc:  # SQLAlchemy's errors carry the driver's message
-        raise SourceError(f"{_redact(uri)}: SQL source failed: {type(exc).__name__}: {exc}") from exc
+        transient = isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+        message = f"{_redact(uri)}: SQL source failed: {type(exc).__name__}: {exc}"
+        raise SourceError(message, transient=transient) from exc
 
 
 def _redact(uri: str) -> str:
@@ -132,3 +147,19 @@ def _redact(uri: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
     return uri
+
+
+def _probe_url(uri: str) -> None:
+    """fsspec's HTTP filesystem reports every failure as "not found": tell unreachable from missing."""
+    import requests
+
+    try:
+        response = requests.head(uri, timeout=15, allow_redirects=True)
+    except requests.RequestException as exc:
+        raise SourceError(f"{uri}: could not reach the source: {type(exc).__name__}", transient=True) from exc
+    if response.status_code == 404:
+        raise SourceError(f"{uri}: no such file (HTTP 404)")
+    if response.status_code >= 500:
+        raise SourceError(f"{uri}: the server failed (HTTP {response.status_code})", transient=True)
+    if response.status_code >= 400 and response.status_code != 405:  # 405: HEAD not allowed, GET may work
+        raise SourceError(f"{uri}: refused (HTTP {response.status_code})")

@@ -86,7 +86,7 @@ def test_unknown_format(tmp_path: Path) -> None:
 
 
 def test_unreachable_url() -> None:
-    with pytest.raises(SourceError, match=re.escape("http://127.0.0.1:9/flights.csv")):
+    with pytest.raises(SourceError, match=re.escape("http://127.0.0.1:9/flights.csv: could not reach")):
         read_source("http://127.0.0.1:9/flights.csv")
 
 
@@ -99,3 +99,22 @@ def test_password_never_echoed() -> None:
     with pytest.raises(SourceError) as err:
         read_source("postgresql://user:hunter2@127.0.0.1:9/db?table=t")
     assert "hunter2" not in str(err.value)
+
+
+def test_http_url_served_locally(tmp_path: Path) -> None:
+    """A real HTTP server on loopback: a CSV is read, a missing path is a 404, not 'unreachable'."""
+    import functools
+    import http.server
+    import threading
+
+    pd.DataFrame({"a": [1, 2]}).to_csv(tmp_path / "d.csv", index=False)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        assert read_source(f"{base}/d.csv")["a"].tolist() == [1, 2]
+        with pytest.raises(SourceError, match="HTTP 404"):
+            read_source(f"{base}/missing.csv")
+    finally:
+        server.shutdown()
