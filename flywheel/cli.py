@@ -50,8 +50,13 @@ def run_training(
 ) -> None:
     """Ingest, validate, tune, train, evaluate, explain, register and (if it passes the gate) promote."""
     from flows.runtime import prepare_prefect, task_runner
+    from stacks.config import StackError
 
-    chosen = prepare_prefect(stack)
+    try:
+        chosen = prepare_prefect(stack)
+    except StackError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
     from flows.training import training
     from steps.data.sources import SourceError
     from steps.data.validate import DataValidationError
@@ -116,7 +121,13 @@ def lineage(
     from stacks.components.tracking import configure_mlflow
     from stacks.loader import load_stack, selected_stack_name
 
-    configure_mlflow(load_stack(selected_stack_name(stack)))
+    from stacks.config import StackError
+
+    try:
+        configure_mlflow(load_stack(selected_stack_name(stack)))
+    except StackError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
     try:
         found = walk(reference)
     except MlflowException as exc:

@@ -96,9 +96,9 @@ def test_second_run_is_gated_against_the_champion(first_run: dict[str, Any]) -> 
     assert tags["flywheel.promotion.champion_version"] == "1"
     assert "champion v1" in tags["flywheel.promotion.reason"]
     aliases = client.get_registered_model("flight-delay").aliases
-    assert aliases["champion"] == ("2" if second["promoted"] else "1")
+    assert str(aliases["champion"]) == ("2" if second["promoted"] else "1")
     if not second["promoted"]:
-        assert aliases["challenger"] == "2"
+        assert str(aliases["challenger"]) == "2"
 
 
 def test_regression_problem_from_a_users_csv(module_home: Path, tmp_path: Path) -> None:
@@ -116,3 +116,14 @@ def test_regression_problem_from_a_users_csv(module_home: Path, tmp_path: Path) 
     found = lineage("diamond-price@champion")
     assert found.source_uri == str(csv)
     assert len(pd.read_parquet(found.snapshot_uri)) == 6000
+
+
+def test_prefect_artifacts_show_validation_metrics_and_decision(first_run: dict[str, Any]) -> None:
+    from prefect.artifacts import Artifact
+
+    validation = Artifact.get(key="flights-validation")
+    metrics = Artifact.get(key="flights-metrics")
+    promotion = Artifact.get(key="flights-promotion")
+    assert validation is not None and "PASSED" in str(validation.data)
+    assert metrics is not None and "roc_auc" in str(metrics.data)
+    assert promotion is not None and "Promotion: version" in str(promotion.data)
