@@ -119,9 +119,8 @@ def lineage(
 
     from flywheel.lineage import lineage as walk
     from stacks.components.tracking import configure_mlflow
-    from stacks.loader import load_stack, selected_stack_name
-
     from stacks.config import StackError
+    from stacks.loader import load_stack, selected_stack_name
 
     try:
         configure_mlflow(load_stack(selected_stack_name(stack)))

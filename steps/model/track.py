@@ -7,6 +7,7 @@ timed step.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -72,7 +73,11 @@ def log_inputs(
     with mlflow.start_run(run_id=run_id):
         for name, snap, context in inputs:
             try:
-                source = resolve_dataset_source(snap.uri)
+                with (
+                    warnings.catch_warnings()
+                ):  # MLflow registers the local artifact source twice and says so
+                    warnings.simplefilter("ignore", UserWarning)
+                    source = resolve_dataset_source(snap.uri)
             except Exception:  # an unknown scheme still gets a record, as a plain URI
                 from mlflow.data.http_dataset_source import HTTPDatasetSource
 
