@@ -72,6 +72,7 @@ def prepare_prefect(name: str | None = None) -> Stack:
         os.environ.setdefault("PREFECT_HOME", str(home))
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "steps,flows")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")  # steps used outside flows
     logging.getLogger("steps").setLevel(logging.INFO)  # tuning progress shows in the Prefect UI
     os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
     # no telemetry: it also races the ephemeral server's SQLite at start-up ("database is locked")

@@ -107,6 +107,41 @@ def _print_where_to_look(stack: Stack, result: dict[str, Any]) -> None:
 
 
 @app.command()
+def serve(
+    stack: StackOption = None,
+    host: Annotated[str | None, typer.Option(help="default: the stack's model_deployer host")] = None,
+    port: Annotated[int | None, typer.Option(help="default: the stack's model_deployer port")] = None,
+    workers: Annotated[int | None, typer.Option(help="uvicorn workers (default: the stack's)")] = None,
+    model: Annotated[str, typer.Option(help="registered model name")] = "flight-delay",
+) -> None:
+    """Serve models:/MODEL@champion in the foreground (FastAPI + uvicorn), hot-swapping when it moves."""
+    import os
+
+    import uvicorn
+
+    from stacks.config import LocalDeployerConfig, StackError
+    from stacks.loader import load_stack, selected_stack_name
+
+    try:
+        chosen = load_stack(selected_stack_name(stack))
+    except StackError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    config = chosen.model_deployer.configuration if chosen.model_deployer else LocalDeployerConfig()
+    os.environ["FLYWHEEL_STACK"] = stack or chosen.name
+    os.environ["FLYWHEEL_MODEL"] = model
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # halves CPU per request at equal latency (DESIGN)
+    uvicorn.run(
+        "serving.app:create_app",
+        factory=True,
+        host=host or str(getattr(config, "host", "127.0.0.1")),
+        port=port or config.port,
+        workers=workers or getattr(config, "workers", 1),
+        log_level="info",
+    )
+
+
+@app.command()
 def lineage(
     reference: Annotated[
         str, typer.Argument(help="MODEL@ALIAS or MODEL/VERSION, e.g. flight-delay@champion")

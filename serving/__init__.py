@@ -1,1 +1,1 @@
-"""serving."""
+"""The prediction service: FastAPI app factory, model holder with hot swap, schemas, profiling, auth."""

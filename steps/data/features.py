@@ -8,11 +8,12 @@ serving request model and the monitoring reference all follow.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from stacks.components.model_registry import FeatureColumn, FeatureSchema
 from steps.problem import JoinSpec, ProblemSpec, TimeSpec
 
 EVENT_TIME = "_event_time"
@@ -20,46 +21,6 @@ EVENT_TIME = "_event_time"
 
 class FeatureError(ValueError):
     """The data does not fit the spec (a missing column, a time that cannot be parsed ...)."""
-
-
-@dataclass(frozen=True)
-class FeatureColumn:
-    name: str
-    kind: Literal["numeric", "categorical"]
-    categories: list[str] | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "categories": self.categories,
-            "minimum": self.minimum,
-            "maximum": self.maximum,
-        }
-
-
-@dataclass(frozen=True)
-class FeatureSchema:
-    """The model's input contract: names, kinds, vocabularies and the ranges seen in training."""
-
-    columns: list[FeatureColumn]
-    label: str
-    task: str
-
-    @property
-    def names(self) -> list[str]:
-        return [c.name for c in self.columns]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "task": self.task, "columns": [c.to_dict() for c in self.columns]}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FeatureSchema:
-        return cls(
-            columns=[FeatureColumn(**c) for c in data["columns"]], label=data["label"], task=data["task"]
-        )
 
 
 @dataclass
@@ -203,7 +164,8 @@ def build_dataset(raw: pd.DataFrame, spec: ProblemSpec, joined: dict[str, pd.Dat
             frame[name] = pd.Categorical(
                 values.astype(object).where(values.notna(), None), categories=categories
             )
-            columns.append(FeatureColumn(name, "categorical", categories=categories))
+            nullable = bool(frame[name].isna().any())
+            columns.append(FeatureColumn(name, "categorical", categories=categories, nullable=nullable))
         else:
             try:
                 numeric = pd.to_numeric(series, errors="raise").astype("float64")
@@ -213,7 +175,13 @@ def build_dataset(raw: pd.DataFrame, spec: ProblemSpec, joined: dict[str, pd.Dat
                 ) from exc
             frame[name] = numeric
             columns.append(
-                FeatureColumn(name, "numeric", minimum=_finite(numeric.min()), maximum=_finite(numeric.max()))
+                FeatureColumn(
+                    name,
+                    "numeric",
+                    minimum=_finite(numeric.min()),
+                    maximum=_finite(numeric.max()),
+                    nullable=bool(numeric.isna().any()),
+                )
             )
     keep = [*names, spec.label, *([EVENT_TIME] if spec.time else [])]
     keep += [s for s in spec.slices if s not in keep and s in frame.columns]

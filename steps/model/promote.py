@@ -17,6 +17,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from stacks.components.model_registry import CHALLENGER, CHAMPION
 from steps.data.features import Dataset
 from steps.model.evaluate import score, slice_metrics
 from steps.model.register import TAG
@@ -24,7 +25,6 @@ from steps.model.xgb import predict
 from steps.problem import ProblemSpec
 
 log = logging.getLogger(__name__)
-CHAMPION, CHALLENGER = "champion", "challenger"
 
 
 @dataclass

@@ -1,0 +1,405 @@
+"""The FastAPI app factory: ``uvicorn serving.app:create_app --factory``.
+
+Requests are decoded with orjson and validated against the served model's own request model (built from its
+feature schema), then encoded straight into the booster's input and scored in place. Validation happens per
+request against the model being served, so a swap to a version with other features needs no restart.
+Client errors are 4xx with the offending fields named; nothing a client sends reaches a 5xx.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ValidationError
+
+from serving.auth import authorized, token_from_stack
+from serving.holder import ModelHolder, Served
+from serving.metrics import ServiceMetrics
+from serving.profiling import ProfilerConfig, TrafficRecorder
+from serving.schemas import BatchPrediction, Explanation, Feedback, Prediction
+from serving.settings import ServiceSettings
+
+log = logging.getLogger("flywheel.serving")
+JSON = "application/json"
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type=JSON
+    )
+
+
+def _error(status: int, message: str, **extra: Any) -> Response:
+    return _json({"detail": message, **extra}, status)
+
+
+def _validation_error(exc: ValidationError) -> Response:
+    errors = [
+        {
+            "loc": ["body", *[str(p) for p in e["loc"]]],
+            "field": ".".join(str(p) for p in e["loc"]) or "(body)",
+            "msg": e["msg"],
+            "type": e["type"],
+        }
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
+    return _json({"detail": errors}, 422)
+
+
+class _Ctx:
+    """Per-app state shared by the endpoints."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.metrics = ServiceMetrics()
+        self.holder = ModelHolder(settings.model_name, self.metrics, settings.max_batch_size)
+        self.token: str | None = None
+        self.recorder: TrafficRecorder | None = None
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    settings = settings or ServiceSettings.from_env()
+    ctx = _Ctx(settings)
+    _startup(ctx)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx.holder.start_watching(settings.watch_interval_s)
+        if settings.profiling:
+            ctx.recorder = _start_recorder(ctx)
+        yield
+        ctx.holder.stop()
+        if ctx.recorder is not None:
+            ctx.recorder.close()
+
+    app = FastAPI(
+        title="Flywheel prediction service",
+        version="1",
+        lifespan=lifespan,
+        description=f"Serves `models:/{settings.model_name}@champion`, hot-swapped when the alias moves.",
+    )
+    app.state.ctx = ctx
+
+    async def read_json(request: Request) -> Any | Response:
+        if not authorized(request, ctx.token):
+            return _error(401, "missing or wrong bearer token")
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
+            return _error(413, f"request body over {settings.max_body_bytes} bytes")
+        body = await request.body()
+        if len(body) > settings.max_body_bytes:
+            return _error(413, f"request body over {settings.max_body_bytes} bytes")
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return _error(400, f"malformed JSON: {exc}")
+
+    def served_or_error() -> Served | Response:
+        served = ctx.holder.current
+        if served is None:
+            return _error(503, "no model loaded yet", last_error=ctx.holder.last_error)
+        return served
+
+    def finish(endpoint: str, started: float, response: Response) -> Response:
+        ctx.metrics.requests.labels(endpoint=endpoint, status=str(response.status_code)).inc()
+        ctx.metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+        return response
+
+    def score(served: Served, records: list[BaseModel], request_id: str) -> np.ndarray:
+        matrix = served.encoder.encode([r.__dict__ for r in records])
+        predictions = served.predict(matrix)
+        ctx.metrics.rows.inc(len(predictions))
+        for p in predictions[:100]:
+            ctx.metrics.predictions.observe(float(p))
+        if ctx.recorder is not None:
+            categories = {
+                c.name: c.categories or [] for c in served.model.schema.columns if c.kind == "categorical"
+            }
+            ctx.recorder.record(
+                served.version, request_id, matrix, predictions, served.encoder.names, categories
+            )
+        return predictions
+
+    def request_id(request: Request) -> str:
+        given = request.headers.get("x-request-id", "")
+        return given if 0 < len(given) <= 100 and given.isprintable() else uuid.uuid4().hex
+
+    def decision(served: Served, p: float) -> bool | None:
+        return bool(p >= served.model.threshold) if served.model.task == "binary" else None
+
+    @app.post(
+        "/predict",
+        response_model=Prediction,
+        tags=["predict"],
+        openapi_extra=_body_schema("Record"),
+        responses=_ERRORS,
+    )
+    async def predict(request: Request) -> Response:
+        """Score one record: probability (or value), decision at the threshold, version, request id."""
+        started = time.perf_counter()
+        payload = await read_json(request)
+        if isinstance(payload, Response):
+            return finish("predict", started, payload)
+        served = served_or_error()
+        if isinstance(served, Response):
+            return finish("predict", started, served)
+        try:
+            record = served.record.model_validate(payload)
+        except ValidationError as exc:
+            return finish("predict", started, _validation_error(exc))
+        rid = request_id(request)
+        p = float(score(served, [record], rid)[0])
+        body = {
+            "request_id": rid,
+            "model_name": served.model.name,
+            "model_version": served.version,
+            "prediction": p,
+            "decision": decision(served, p),
+            "threshold": served.model.threshold if served.model.task == "binary" else None,
+        }
+        return finish("predict", started, _json(body))
+
+    @app.post(
+        "/predict/batch",
+        response_model=BatchPrediction,
+        tags=["predict"],
+        openapi_extra=_body_schema("Batch"),
+        responses=_ERRORS,
+    )
+    async def predict_batch(request: Request) -> Response:
+        """Score up to the configured maximum of records in one request, in order."""
+        started = time.perf_counter()
+        payload = await read_json(request)
+        if isinstance(payload, Response):
+            return finish("predict_batch", started, payload)
+        served = served_or_error()
+        if isinstance(served, Response):
+            return finish("predict_batch", started, served)
+        try:
+            batch = served.batch.model_validate(payload)
+        except ValidationError as exc:
+            return finish("predict_batch", started, _validation_error(exc))
+        rid = request_id(request)
+        predictions = score(served, batch.records, rid)  # type: ignore[attr-defined]
+        binary = served.model.task == "binary"
+        threshold = served.model.threshold
+        items = [
+            {"prediction": float(p), "decision": bool(p >= threshold) if binary else None}
+            for p in predictions
+        ]
+        body = {
+            "request_id": rid,
+            "model_name": served.model.name,
+            "model_version": served.version,
+            "threshold": threshold if binary else None,
+            "predictions": items,
+        }
+        return finish("predict_batch", started, _json(body))
+
+    @app.post(
+        "/explain",
+        response_model=Explanation,
+        tags=["predict"],
+        openapi_extra=_body_schema("Record"),
+        responses=_ERRORS,
+    )
+    async def explain(request: Request, top_k: int = Query(5, ge=1, le=100)) -> Response:
+        """TreeSHAP contributions of one record (margin units), with the top-k features by magnitude."""
+        started = time.perf_counter()
+        payload = await read_json(request)
+        if isinstance(payload, Response):
+            return finish("explain", started, payload)
+        served = served_or_error()
+        if isinstance(served, Response):
+            return finish("explain", started, served)
+        try:
+            record = served.record.model_validate(payload)
+        except ValidationError as exc:
+            return finish("explain", started, _validation_error(exc))
+        import xgboost as xgb
+
+        values = record.__dict__
+        matrix = served.encoder.encode([values])
+        dmatrix = xgb.DMatrix(
+            matrix,
+            feature_names=served.encoder.names,
+            feature_types=served.encoder.feature_types,
+            enable_categorical=True,
+        )
+        contrib = served.model.booster.predict(dmatrix, pred_contribs=True, validate_features=False)[0]
+        names = served.encoder.names
+        order = np.argsort(-np.abs(contrib[:-1]))[:top_k]
+        body = {
+            "request_id": request_id(request),
+            "model_version": served.version,
+            "prediction": float(served.predict(matrix)[0]),
+            "base_value": float(contrib[-1]),
+            "top": [
+                {"feature": names[i], "value": values.get(names[i]), "contribution": float(contrib[i])}
+                for i in order
+            ],
+            "contributions": {n: float(c) for n, c in zip(names, contrib[:-1], strict=True)},
+        }
+        return finish("explain", started, _json(body))
+
+    @app.post(
+        "/feedback",
+        status_code=202,
+        tags=["monitor"],
+        responses=_ERRORS,
+        openapi_extra=_body_schema("Feedback"),
+    )
+    async def feedback(request: Request) -> Response:
+        """Ground truth for an earlier request id (``label``, or ``labels`` in batch order)."""
+        started = time.perf_counter()
+        payload = await read_json(request)
+        if isinstance(payload, Response):
+            return finish("feedback", started, payload)
+        try:
+            item = Feedback.model_validate(payload)
+        except ValidationError as exc:
+            return finish("feedback", started, _validation_error(exc))
+        labels = item.labels if item.labels is not None else ([item.label] if item.label is not None else [])
+        if not labels:
+            return finish(
+                "feedback",
+                started,
+                _json(
+                    {
+                        "detail": [
+                            {
+                                "loc": ["body", "label"],
+                                "field": "label",
+                                "msg": "give label or labels",
+                                "type": "missing",
+                            }
+                        ]
+                    },
+                    422,
+                ),
+            )
+        ctx.metrics.feedback.inc(len(labels))
+        if ctx.recorder is not None:
+            ctx.recorder.feedback(item.request_id, [float(v) for v in labels])
+        return finish(
+            "feedback", started, _json({"accepted": len(labels), "request_id": item.request_id}, 202)
+        )
+
+    @app.get("/health", tags=["ops"])
+    async def health() -> dict[str, str]:
+        """The process is up (liveness)."""
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["ops"], responses={503: {"description": "no model loaded yet"}})
+    async def ready() -> Response:
+        """A model is loaded and serving (readiness)."""
+        served = ctx.holder.current
+        if served is None:
+            return _error(503, "no model loaded yet", last_error=ctx.holder.last_error)
+        return _json({"ready": True, "model_name": served.model.name, "model_version": served.version})
+
+    @app.get("/model", tags=["ops"], responses={401: {"description": "missing or wrong bearer token"}})
+    async def model_info(request: Request) -> Response:
+        """Version, run id, training data digest and test metrics of the model being served."""
+        if not authorized(request, ctx.token):
+            return _error(401, "missing or wrong bearer token")
+        return _json(ctx.holder.info())
+
+    @app.get("/metrics", tags=["ops"])
+    async def metrics() -> Response:
+        """Prometheus metrics: requests, latency, predictions, model version, profiling queue."""
+        if ctx.recorder is not None:
+            ctx.metrics.queue_depth.set(max(0, ctx.recorder.depth()))
+        return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.openapi = lambda: _openapi(app, ctx)  # type: ignore[method-assign]
+    return app
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "malformed JSON"},
+    401: {"description": "missing or wrong bearer token"},
+    413: {"description": "body or batch too large"},
+    422: {"description": "a field is missing, extra, mistyped, out of vocabulary or null where not allowed"},
+    503: {"description": "no model loaded yet"},
+}
+
+
+def _body_schema(name: str) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{name}"}}},
+        }
+    }
+
+
+def _openapi(app: FastAPI, ctx: _Ctx) -> dict[str, Any]:
+    """FastAPI's document plus the request models of the model being served."""
+    from fastapi.openapi.utils import get_openapi
+
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    served = ctx.holder.current
+    models: list[type[BaseModel]] = [Feedback]
+    if served is not None:
+        models += [served.record, served.batch]
+    for model in models:
+        body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in body.pop("$defs", {}).items():
+            components[name] = definition
+        components[model.__name__] = body
+    if served is None:
+        components.setdefault("Record", {"type": "object"})
+        components.setdefault("Batch", {"type": "object"})
+    app.openapi_schema = schema
+    return schema
+
+
+def _startup(ctx: _Ctx) -> None:
+    """Load the stack, point MLflow at it, and load the champion if there is one."""
+    from stacks.components.tracking import configure_mlflow
+    from stacks.loader import load_stack, selected_stack_name
+
+    stack = load_stack(selected_stack_name(ctx.settings.stack))
+    stack.require_secrets()
+    configure_mlflow(stack)
+    ctx.token = token_from_stack(stack)
+    deployer = stack.model_deployer.configuration if stack.model_deployer else None
+    if deployer is not None:
+        ctx.holder.max_batch_size = deployer.max_batch_size
+    try:
+        ctx.holder.refresh(retry_after_s=0)
+    except Exception as exc:  # no registry yet: start anyway, /ready says why
+        ctx.holder.last_error = f"{type(exc).__name__}: {exc}"
+        log.error("no model loaded at start: %s", exc)
+
+
+def _start_recorder(ctx: _Ctx) -> TrafficRecorder:
+    import os
+
+    from stacks.loader import load_stack, selected_stack_name
+
+    stack = load_stack(selected_stack_name(ctx.settings.stack))
+    validator = stack.data_validator.configuration if stack.data_validator else None
+    config = ProfilerConfig(
+        stack=ctx.settings.stack,
+        home=os.environ.get("FLYWHEEL_HOME"),
+        model_name=ctx.settings.model_name,
+        batch_rows=validator.profile_batch_size if validator else ctx.settings.profile_batch_rows,
+        window_s=ctx.settings.profile_window_s or (validator.profile_window_seconds if validator else 300),
+        queue_messages=max(100, ctx.settings.profile_queue_rows // 10),
+    )
+    return TrafficRecorder(config, ctx.metrics)

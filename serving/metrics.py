@@ -1,0 +1,54 @@
+"""Prometheus metrics of the service, on a registry of its own (tests create many apps in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "flywheel_requests_total",
+            "HTTP requests by endpoint and status",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "flywheel_request_latency_seconds",
+            "Request latency by endpoint",
+            ["endpoint"],
+            buckets=(0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0, 2.5),
+            registry=self.registry,
+        )
+        self.predictions = Histogram(
+            "flywheel_prediction_value",
+            "Distribution of predictions (probabilities for binary tasks)",
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
+            registry=self.registry,
+        )
+        self.rows = Counter("flywheel_predicted_rows_total", "Rows scored", registry=self.registry)
+        self.model_version = Gauge(
+            "flywheel_model_version",
+            "Version of the model being served (1 for the current one)",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.model_loads = Counter(
+            "flywheel_model_loads_total", "Model loads by outcome", ["outcome"], registry=self.registry
+        )
+        self.queue_depth = Gauge(
+            "flywheel_profile_queue_depth", "Rows waiting to be profiled", registry=self.registry
+        )
+        self.profile_dropped = Counter(
+            "flywheel_profile_dropped_rows_total",
+            "Rows not profiled because the queue was full",
+            registry=self.registry,
+        )
+        self.feedback = Counter(
+            "flywheel_feedback_total", "Ground-truth labels received", registry=self.registry
+        )
+
+    def serving(self, model: str, version: str) -> None:
+        self.model_version.clear()
+        self.model_version.labels(model=model, version=version).set(1)

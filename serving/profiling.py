@@ -1,0 +1,201 @@
+"""Traffic profiling off the request path: a bounded queue into a separate process.
+
+A request only enqueues its encoded rows and predictions (microseconds). A profiling process decodes them,
+profiles micro-batches with whylogs, merges them per time window and writes each window to the artifact
+store under the model version, with the predictions log and the feedback labels that monitoring joins for
+realized performance. A process, not a thread: whylogs holds the GIL, which raised p99 from 17 to 47 ms in
+a thread. A full queue drops profiling (counted), never a request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import queue
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from serving.metrics import ServiceMetrics
+
+log = logging.getLogger("flywheel.serving.profiling")
+_STOP = "stop"
+
+
+@dataclass(frozen=True)
+class ProfilerConfig:
+    stack: str | None
+    home: str | None
+    model_name: str
+    batch_rows: int
+    window_s: int
+    queue_messages: int
+
+
+def window_start(ts: float, window_s: int) -> int:
+    return int(ts // window_s * window_s)
+
+
+def window_name(start: int) -> str:
+    return datetime.fromtimestamp(start, UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def profile_path(model_name: str, version: str, start: int, writer: str) -> str:
+    return f"serving/{model_name}/v{version}/profiles/{window_name(start)}-{writer}.bin"
+
+
+class TrafficRecorder:
+    """The request side: enqueue without blocking; count what is dropped."""
+
+    def __init__(self, config: ProfilerConfig, metrics: ServiceMetrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        ctx = mp.get_context("spawn")
+        self.queue: Any = ctx.Queue(maxsize=config.queue_messages)
+        self.process = ctx.Process(
+            target=_worker, args=(config, self.queue), name="flywheel-profiler", daemon=True
+        )
+        self.process.start()
+
+    def record(
+        self,
+        version: str,
+        request_id: str,
+        features: np.ndarray,
+        predictions: np.ndarray,
+        columns: list[str],
+        categories: dict[str, list[str]],
+    ) -> None:
+        message = ("rows", version, request_id, time.time(), features, predictions, columns, categories)
+        try:
+            self.queue.put_nowait(message)
+        except queue.Full:
+            self.metrics.profile_dropped.inc(len(predictions))
+
+    def feedback(self, request_id: str, labels: list[float]) -> None:
+        try:
+            self.queue.put_nowait(("feedback", request_id, time.time(), labels))
+        except queue.Full:
+            self.metrics.profile_dropped.inc(len(labels))
+
+    def depth(self) -> int:
+        try:
+            return int(self.queue.qsize())
+        except NotImplementedError:  # macOS
+            return -1
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Flush: the worker writes its open windows before it exits."""
+        with contextlib.suppress(queue.Full):
+            self.queue.put(_STOP, timeout=5)
+        self.process.join(timeout=timeout)
+        if self.process.is_alive():
+            self.process.terminate()
+
+
+class _Window:
+    def __init__(self) -> None:
+        self.view: Any = None
+        self.rows = 0
+
+
+def _worker(config: ProfilerConfig, inbox: Any) -> None:  # pragma: no cover - runs in the child process
+    if config.home:
+        os.environ["FLYWHEEL_HOME"] = config.home
+    import pandas as pd
+
+    from stacks.components.artifact_store import ArtifactStore
+    from stacks.components.data_validator import WhylogsValidator
+    from stacks.loader import load_stack, selected_stack_name
+
+    stack = load_stack(selected_stack_name(config.stack))
+    store = ArtifactStore.from_stack(stack)
+    validator = WhylogsValidator.from_stack(stack)
+    writer = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    pending: dict[tuple[str, int], list[pd.DataFrame]] = {}
+    pending_rows = 0
+    windows: dict[tuple[str, int], _Window] = {}
+    feedback: list[dict[str, Any]] = []
+    last_flush = time.monotonic()
+
+    def flush_batches() -> None:
+        nonlocal pending_rows
+        for key, frames in pending.items():
+            frame = pd.concat(frames, ignore_index=True)
+            version, start = key
+            view = validator.profile(frame.drop(columns=["request_id", "ts"]))
+            window = windows.setdefault(key, _Window())
+            window.view = view if window.view is None else window.view.merge(view)
+            window.rows += len(frame)
+            day = window_name(start)[:8]
+            with store.open(
+                f"serving/{config.model_name}/v{version}/predictions/{day}/{window_name(start)}-"
+                f"{writer}-{uuid.uuid4().hex[:8]}.parquet",
+                "wb",
+            ) as handle:
+                frame.to_parquet(handle, index=False)
+        pending.clear()
+        pending_rows = 0
+        if feedback:
+            day = datetime.now(UTC).strftime("%Y%m%d")
+            with store.open(
+                f"serving/{config.model_name}/feedback/{day}/{writer}-{uuid.uuid4().hex[:8]}.parquet", "wb"
+            ) as handle:
+                pd.DataFrame(feedback).to_parquet(handle, index=False)
+            feedback.clear()
+
+    def close_windows(everything: bool) -> None:
+        now = time.time()
+        for key in list(windows):
+            version, start = key
+            if everything or start + config.window_s <= now:
+                window = windows.pop(key)
+                if window.view is not None:
+                    store.write_bytes(
+                        profile_path(config.model_name, version, start, writer),
+                        validator.to_bytes(window.view),
+                    )
+
+    while True:
+        try:
+            message = inbox.get(timeout=1.0)
+        except queue.Empty:
+            message = None
+        if message == _STOP:
+            flush_batches()
+            close_windows(everything=True)
+            return
+        if message is not None and message[0] == "rows":
+            _, version, request_id, ts, features, predictions, columns, categories = message
+            frame = pd.DataFrame(features, columns=columns)
+            for name, values in categories.items():
+                codes = frame[name].to_numpy()
+                decoded = np.full(len(codes), None, dtype=object)
+                ok = ~np.isnan(codes)
+                decoded[ok] = np.asarray(values, dtype=object)[codes[ok].astype(int)]
+                frame[name] = decoded
+            frame["prediction"] = predictions
+            frame["request_id"] = (
+                [request_id] * len(frame)
+                if len(frame) == 1
+                else [f"{request_id}:{i}" for i in range(len(frame))]
+            )
+            frame["ts"] = ts
+            pending.setdefault((version, window_start(ts, config.window_s)), []).append(frame)
+            pending_rows += len(frame)
+        elif message is not None and message[0] == "feedback":
+            _, request_id, ts, labels = message
+            ids = [request_id] if len(labels) == 1 else [f"{request_id}:{i}" for i in range(len(labels))]
+            feedback.extend(
+                {"request_id": i, "label": float(v), "ts": ts} for i, v in zip(ids, labels, strict=True)
+            )
+        if pending_rows >= config.batch_rows or time.monotonic() - last_flush > 5.0:
+            flush_batches()
+            close_windows(everything=False)
+            last_flush = time.monotonic()

@@ -1,0 +1,119 @@
+"""Request and response models generated from the model's feature schema.
+
+Every field of the training contract is declared: unknown fields are rejected (``extra="forbid"``), types are
+strict (a string is not a number), categoricals must be in the training vocabulary, and a missing value is
+allowed only where training data had missing values. Pydantic's 422 body then names each offending field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+
+from stacks.components.model_registry import FeatureColumn, FeatureSchema
+
+
+def _vocabulary_check(column: FeatureColumn) -> AfterValidator:
+    allowed = frozenset(column.categories or [])
+    shown = ", ".join(sorted(allowed)[:12]) + (" ..." if len(allowed) > 12 else "")
+
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in allowed:
+            raise ValueError(f"unknown value {value!r} for {column.name!r}; known values: {shown}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _field(column: FeatureColumn) -> tuple[Any, Any]:
+    if column.kind == "categorical":
+        base: Any = Annotated[
+            str, Field(json_schema_extra={"enum": list(column.categories or [])}, strict=True)
+        ]
+        kind: Any = (
+            Annotated[base | None, _vocabulary_check(column)]
+            if column.nullable
+            else Annotated[base, _vocabulary_check(column)]
+        )
+    else:
+        number: Any = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+        kind = number | None if column.nullable else number
+    description = (
+        f"{column.kind}"
+        + (f", one of {len(column.categories or [])} values" if column.categories else "")
+        + (
+            f", seen in training from {column.minimum} to {column.maximum}"
+            if column.minimum is not None
+            else ""
+        )
+        + ("; may be null" if column.nullable else "; required")
+    )
+    default = None if column.nullable else ...
+    return kind, Field(default=default, description=description)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def record_model(schema: FeatureSchema, name: str = "Record") -> type[BaseModel]:
+    fields = {c.name: _field(c) for c in schema.columns}
+    return create_model(name, __base__=_Strict, **fields)  # type: ignore[call-overload,no-any-return]
+
+
+def batch_model(record: type[BaseModel], max_batch: int) -> type[BaseModel]:
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        "Batch",
+        __base__=_Strict,
+        records=(list[record], Field(min_length=1, max_length=max_batch)),  # type: ignore[valid-type]
+    )
+
+
+class Prediction(BaseModel):
+    request_id: str
+    model_name: str
+    model_version: str
+    prediction: float = Field(description="probability of the positive class (binary) or the predicted value")
+    decision: bool | None = Field(description="prediction >= threshold (binary tasks only)")
+    threshold: float | None
+
+
+class BatchItem(BaseModel):
+    prediction: float
+    decision: bool | None
+
+
+class BatchPrediction(BaseModel):
+    request_id: str
+    model_name: str
+    model_version: str
+    threshold: float | None
+    predictions: list[BatchItem]
+
+
+class Contribution(BaseModel):
+    feature: str
+    value: Any
+    contribution: float
+
+
+class Explanation(BaseModel):
+    request_id: str
+    model_version: str
+    prediction: float
+    base_value: float = Field(description="the model's bias term, in margin (log-odds for binary) units")
+    top: list[Contribution]
+    contributions: dict[str, float]
+
+
+class Feedback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, max_length=200)
+    label: float | None = Field(
+        default=None, allow_inf_nan=False, description="ground truth of a single request"
+    )
+    labels: list[float] | None = Field(
+        default=None, max_length=100_000, description="ground truth, batch order"
+    )

@@ -1,0 +1,152 @@
+"""The service in-process (FastAPI TestClient): predictions, explanations, errors, metrics, auth."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from serving.app import create_app
+from serving.settings import ServiceSettings
+from steps.model.xgb import predict
+from tests.unit.serving.conftest import record_from
+
+
+@pytest.fixture(scope="module")
+def client(champion: dict[str, Any]) -> Iterator[TestClient]:
+    settings = ServiceSettings(stack=None, model_name="flight-delay", profiling=False, watch_interval_s=3600)
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def test_predict_matches_the_booster(client: TestClient, champion: dict[str, Any]) -> None:
+    test = champion["test"]
+    for i in range(5):
+        r = client.post("/predict", json=record_from(test, i))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        expected = float(predict(champion["booster"], test.X.iloc[[i]])[0])
+        assert body["prediction"] == pytest.approx(expected, rel=1e-5)
+        assert body["decision"] == (expected >= 0.3)
+        assert body["threshold"] == 0.3 and body["model_version"] == champion["version"]
+        assert len(body["request_id"]) == 32
+
+
+def test_batch_keeps_order(client: TestClient, champion: dict[str, Any]) -> None:
+    test = champion["test"]
+    records = [record_from(test, i) for i in range(20)]
+    r = client.post("/predict/batch", json={"records": records}, headers={"x-request-id": "batch-1"})
+    assert r.status_code == 200, r.text
+    got = [p["prediction"] for p in r.json()["predictions"]]
+    np.testing.assert_allclose(got, predict(champion["booster"], test.X.iloc[:20]), rtol=1e-5)
+    assert r.json()["request_id"] == "batch-1"
+
+
+def test_explain_contributions_add_up(client: TestClient, champion: dict[str, Any]) -> None:
+    record = record_from(champion["test"], 3)
+    r = client.post("/explain?top_k=3", json=record)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["top"]) == 3
+    margin = body["base_value"] + sum(body["contributions"].values())
+    assert 1 / (1 + np.exp(-margin)) == pytest.approx(body["prediction"], rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "field"),
+    [
+        (lambda r: r.pop("carrier"), 422, "carrier"),  # missing
+        (lambda r: r.update(colour="red"), 422, "colour"),  # extra
+        (lambda r: r.update(distance="far"), 422, "distance"),  # mistyped
+        (lambda r: r.update(distance=True), 422, "distance"),  # a bool is not a number
+        (lambda r: r.update(carrier=7), 422, "carrier"),  # a number is not a category
+        (lambda r: r.update(dest="XXX"), 422, "dest"),  # out of vocabulary
+        (lambda r: r.update(hour=None), 422, "hour"),  # null where training never had one
+    ],
+    ids=["missing", "extra", "mistyped", "bool", "category-number", "out-of-vocabulary", "null"],
+)
+def test_bad_records_get_422_naming_the_field(
+    client: TestClient, champion: dict[str, Any], change: Any, status: int, field: str
+) -> None:
+    record = record_from(champion["test"], 0)
+    change(record)
+    r = client.post("/predict", json=record)
+    assert r.status_code == status, r.text
+    assert field in {e["field"] for e in r.json()["detail"]}
+
+
+def test_null_allowed_where_training_had_missing_values(client: TestClient, champion: dict[str, Any]) -> None:
+    record = record_from(champion["test"], 0) | {"wind_gust": None}
+    assert client.post("/predict", json=record).status_code == 200
+
+
+def test_malformed_json_oversized_and_empty_batch(client: TestClient, champion: dict[str, Any]) -> None:
+    assert client.post("/predict", content=b"{not json").status_code == 400
+    assert client.post("/predict", content=b"[]").status_code == 422
+    assert client.post("/predict", content=b"NaN").status_code == 400
+    big = b'{"x": "' + b"a" * 3_000_000 + b'"}'
+    assert client.post("/predict", content=big).status_code == 413
+    assert client.post("/predict/batch", json={"records": []}).status_code == 422
+    too_many = {"records": [record_from(champion["test"], 0)] * 1001}
+    r = client.post("/predict/batch", json=too_many)
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "records"
+
+
+def test_health_ready_model_and_metrics(client: TestClient, champion: dict[str, Any]) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").json()["model_version"] == champion["version"]
+    info = client.get("/model").json()
+    assert info["version"] == champion["version"] and info["dataset_digest"] == "d" * 32
+    assert "roc_auc" in info["metrics"] and info["run_id"]
+    client.post("/predict", json=record_from(champion["test"], 0))
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+    assert {
+        "flywheel_requests",
+        "flywheel_request_latency_seconds",
+        "flywheel_prediction_value",
+        "flywheel_model_version",
+        "flywheel_profile_queue_depth",
+    } <= set(families)
+    versions = [s.labels["version"] for s in families["flywheel_model_version"].samples]
+    assert versions == [champion["version"]]
+
+
+def test_feedback_accepted(client: TestClient) -> None:
+    assert client.post("/feedback", json={"request_id": "abc", "label": 1}).status_code == 202
+    assert client.post("/feedback", json={"request_id": "abc"}).status_code == 422
+    assert client.post("/feedback", json={"request_id": "abc", "label": "yes"}).status_code == 422
+
+
+def test_openapi_declares_the_generated_schema(client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    record = doc["components"]["schemas"]["Record"]
+    assert record["additionalProperties"] is False
+    assert "carrier" in record["required"] and "enum" in str(record["properties"]["carrier"])
+
+
+def test_auth_on(champion: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    import yaml
+
+    from stacks.loader import STACKS_DIR
+
+    stack = yaml.safe_load((STACKS_DIR / "local.yaml").read_text())
+    stack["stack_name"] = "local-auth"
+    stack["components"]["model_deployer"]["configuration"]["auth_token"] = "${FLYWHEEL_TEST_TOKEN}"
+    path = tmp_path / "local-auth.yaml"
+    path.write_text(yaml.safe_dump(stack))
+    monkeypatch.setenv("FLYWHEEL_TEST_TOKEN", "s3cret-token")
+    settings = ServiceSettings(
+        stack=str(path), model_name="flight-delay", profiling=False, watch_interval_s=3600
+    )
+    record = record_from(champion["test"], 0)
+    with TestClient(create_app(settings)) as c:
+        assert c.post("/predict", json=record).status_code == 401
+        assert c.post("/predict", json=record, headers={"Authorization": "Bearer nope"}).status_code == 401
+        ok = c.post("/predict", json=record, headers={"Authorization": "Bearer s3cret-token"})
+        assert ok.status_code == 200
+        assert c.get("/health").status_code == 200  # probes stay open
+        assert c.get("/model").status_code == 401
