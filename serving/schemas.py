@@ -13,6 +13,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from stacks.components.model_registry import FeatureColumn, FeatureSchema
 
+FLOAT32_MAX = 3.4e38
+
 
 def _vocabulary_check(column: FeatureColumn) -> AfterValidator:
     allowed = frozenset(column.categories or [])
@@ -37,7 +39,10 @@ def _field(column: FeatureColumn) -> tuple[Any, Any]:
             else Annotated[base, _vocabulary_check(column)]
         )
     else:
-        number: Any = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+        # the booster reads float32: larger magnitudes would become inf, which XGBoost rejects
+        number: Any = Annotated[
+            float, Field(strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)
+        ]
         kind = number | None if column.nullable else number
     description = (
         f"{column.kind}"

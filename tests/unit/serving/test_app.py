@@ -150,3 +150,9 @@ def test_auth_on(champion: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_
         assert ok.status_code == 200
         assert c.get("/health").status_code == 200  # probes stay open
         assert c.get("/model").status_code == 401
+
+
+def test_number_beyond_float32_is_rejected(client: TestClient, champion: dict[str, Any]) -> None:
+    """Found by schemathesis: 1e300 became inf in the float32 matrix and XGBoost raised (a 500)."""
+    r = client.post("/predict", json=record_from(champion["test"], 0) | {"distance": 1e300})
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "distance"
