@@ -99,6 +99,9 @@ def point_in_time_join(
     rhs = rhs.drop(columns=[join.time_column]).dropna(subset=[observed]).sort_values(observed)
     lhs = left.reset_index(names="_row")
     lhs[left_time] = lhs[left_time].astype("datetime64[ns, UTC]")
+    for key in join.by:  # CSV, Parquet and SQL give strings different dtypes; merge_asof wants one
+        lhs[key] = lhs[key].astype(object)
+        rhs[key] = rhs[key].astype(object)
     lhs = lhs.sort_values(left_time)
     merged = pd.merge_asof(
         lhs,
@@ -133,10 +136,14 @@ def feature_names(frame: pd.DataFrame, spec: ProblemSpec) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def build_dataset(raw: pd.DataFrame, spec: ProblemSpec, joined: dict[str, pd.DataFrame]) -> Dataset:
-    """Turn a validated raw frame (and the frames it joins) into model-ready rows."""
+def derive(raw: pd.DataFrame, spec: ProblemSpec, joined: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Everything the spec derives from raw rows: label (where known), event time, calendar features, joins.
+
+    Shared by training and batch inference, so both see exactly the same features.
+    """
     frame = raw.copy()
-    frame[spec.label] = make_label(frame, spec)
+    if all(c in frame.columns for c in spec.target_source_columns()):
+        frame[spec.label] = make_label(frame, spec)
     if spec.time:
         frame[EVENT_TIME] = event_time(frame, spec.time)
         local = (
@@ -148,45 +155,80 @@ def build_dataset(raw: pd.DataFrame, spec: ProblemSpec, joined: dict[str, pd.Dat
         if not spec.time:
             raise FeatureError(f"join {join.name!r} needs the spec's time section (a point-in-time join)")
         frame = point_in_time_join(frame, joined[join.name], join)
-    names = feature_names(frame, spec)
-    unlabelled = int(frame[spec.label].isna().sum())
-    frame = frame[frame[spec.label].notna()]
-    if spec.task == "binary":
-        frame[spec.label] = frame[spec.label].astype("int64")
+    return frame
+
+
+def encode(frame: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
+    """Model-ready feature columns under a fixed schema: numbers as floats, categoricals with its vocabulary.
+
+    A value outside the vocabulary becomes missing here (batch scoring keeps the row); the service, which
+    can answer the client, rejects it instead.
+    """
+    missing = [c for c in schema.names if c not in frame.columns]
+    if missing:
+        raise FeatureError(f"required feature column(s) missing from the data: {missing}")
+    out = pd.DataFrame(index=frame.index)
+    for column in schema.columns:
+        series = frame[column.name]
+        if column.kind == "categorical":
+            values = series.astype("string").astype(object)
+            out[column.name] = pd.Categorical(
+                values.where(series.notna(), None), categories=column.categories
+            )
+        else:
+            try:
+                out[column.name] = pd.to_numeric(series, errors="raise").astype("float64")
+            except (ValueError, TypeError) as exc:
+                raise FeatureError(f"feature {column.name!r} is not numeric: {exc}") from exc
+    return out
+
+
+def infer_schema(frame: pd.DataFrame, spec: ProblemSpec, names: list[str]) -> FeatureSchema:
+    """The contract learned from training rows: kinds, vocabularies, nullability and ranges."""
     categorical = set(spec.categorical) if spec.categorical is not None else None
     columns: list[FeatureColumn] = []
     for name in names:
         series = frame[name]
         is_cat = name in categorical if categorical is not None else not pd.api.types.is_numeric_dtype(series)
+        nullable = bool(series.isna().any())
         if is_cat:
-            values = series.astype("string")
-            categories = sorted(values.dropna().unique().tolist())
-            frame[name] = pd.Categorical(
-                values.astype(object).where(values.notna(), None), categories=categories
-            )
-            nullable = bool(frame[name].isna().any())
+            categories = sorted(series.dropna().astype("string").unique().tolist())
             columns.append(FeatureColumn(name, "categorical", categories=categories, nullable=nullable))
-        else:
-            try:
-                numeric = pd.to_numeric(series, errors="raise").astype("float64")
-            except (ValueError, TypeError) as exc:
-                raise FeatureError(
-                    f"feature {name!r} is not numeric and not declared categorical: {exc}"
-                ) from exc
-            frame[name] = numeric
-            columns.append(
-                FeatureColumn(
-                    name,
-                    "numeric",
-                    minimum=_finite(numeric.min()),
-                    maximum=_finite(numeric.max()),
-                    nullable=bool(numeric.isna().any()),
-                )
+            continue
+        try:
+            numeric = pd.to_numeric(series, errors="raise").astype("float64")
+        except (ValueError, TypeError) as exc:
+            raise FeatureError(
+                f"feature {name!r} is not numeric and not declared categorical: {exc}"
+            ) from exc
+        columns.append(
+            FeatureColumn(
+                name,
+                "numeric",
+                minimum=_finite(numeric.min()),
+                maximum=_finite(numeric.max()),
+                nullable=nullable,
             )
-    keep = [*names, spec.label, *([EVENT_TIME] if spec.time else [])]
-    keep += [s for s in spec.slices if s not in keep and s in frame.columns]
+        )
+    return FeatureSchema(columns, spec.label, spec.task)
+
+
+def build_dataset(raw: pd.DataFrame, spec: ProblemSpec, joined: dict[str, pd.DataFrame]) -> Dataset:
+    """Turn a validated raw frame (and the frames it joins) into labelled, model-ready rows."""
+    frame = derive(raw, spec, joined)
+    if spec.label not in frame.columns:
+        raise FeatureError(f"the target needs column(s) {spec.target_source_columns()} that the data lacks")
+    names = feature_names(frame, spec)
+    unlabelled = int(frame[spec.label].isna().sum())
+    frame = frame[frame[spec.label].notna()]
+    schema = infer_schema(frame, spec, names)
+    features = encode(frame, schema)
+    label = frame[spec.label].astype("int64") if spec.task == "binary" else frame[spec.label]
+    extra = [EVENT_TIME] if spec.time else []
+    extra += [s for s in spec.slices if s not in names and s in frame.columns and s not in extra]
+    out = pd.concat([features, label.rename(spec.label), frame[extra]], axis=1)
     notes = [f"{unlabelled:,} rows without a label (a column the target reads is missing) were left out"]
-    return Dataset(frame[keep], FeatureSchema(columns, spec.label, spec.task), unlabelled, notes)
+    return Dataset(out, schema, unlabelled, notes)
 
 
 def _finite(value: Any) -> float | None:
