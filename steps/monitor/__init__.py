@@ -1,0 +1,1 @@
+"""Monitoring steps: serving windows vs the training reference, realized performance, the retrain policy."""
