@@ -142,16 +142,37 @@ class MlflowRegistryConfig(_Config):
     registry_uri: str | None = None
 
 
+class RetrainingPolicyConfig(_Config):
+    """When monitoring asks for a retrain: N drifting windows of the last M, an AUC floor, a cooldown."""
+
+    features: list[str] | None = None  # watched columns; null = every model feature
+    include_prediction: bool = True  # the prediction distribution counts as a column
+    min_drifted_features: int = Field(default=2, ge=1)
+    n_windows: int = Field(default=3, ge=1)
+    of_last: int = Field(default=4, ge=1)
+    min_window_rows: int = Field(default=100, ge=1)
+    auc_floor: float | None = Field(default=0.6, gt=0, lt=1)
+    min_labels: int = Field(default=200, ge=1)
+    cooldown_hours: float = Field(default=24, ge=0)
+
+    @model_validator(mode="after")
+    def _n_within_m(self) -> RetrainingPolicyConfig:
+        if self.n_windows > self.of_last:
+            raise ValueError(f"n_windows ({self.n_windows}) cannot exceed of_last ({self.of_last})")
+        return self
+
+
 class WhylogsConfig(_Config):
     """Validation and drift thresholds (Hellinger by default: KS p-values flag everything)."""
 
-    drift_algorithm: Literal["hellinger", "ks", "chi2", "jensenshannon"] = "hellinger"
+    drift_algorithm: Literal["hellinger", "ks", "chi2"] = "hellinger"
     drift_threshold: float = Field(default=0.15, gt=0, le=1)
     max_nan_fraction: float = Field(default=0.2, ge=0, le=1)
     min_rows: int = Field(default=50, ge=1)
     min_minority_fraction: float = Field(default=0.01, ge=0, le=0.5)
     profile_batch_size: int = Field(default=1000, ge=1)
     profile_window_seconds: int = Field(default=300, ge=1)
+    retraining: RetrainingPolicyConfig = Field(default_factory=RetrainingPolicyConfig)
 
 
 class LocalDeployerConfig(_Config):
@@ -162,6 +183,7 @@ class LocalDeployerConfig(_Config):
     workers: int = Field(default=1, ge=1)
     max_batch_size: int = Field(default=1000, ge=1)
     auth_token: str | None = None
+    ready_timeout_s: float = Field(default=60, gt=0)  # how long `deploy` waits for /ready
 
 
 class DockerDeployerConfig(_Config):
@@ -173,6 +195,8 @@ class DockerDeployerConfig(_Config):
     max_batch_size: int = Field(default=1000, ge=1)
     auth_token: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
+    build: bool = True  # `docker build` this repository's Dockerfile before `docker run`
+    ready_timeout_s: float = Field(default=120, gt=0)
 
 
 class KubernetesDeployerConfig(_Config):
@@ -187,6 +211,7 @@ class KubernetesDeployerConfig(_Config):
     max_batch_size: int = Field(default=1000, ge=1)
     auth_token: str | None = None
     service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    ready_timeout_s: float = Field(default=300, gt=0)  # `kubectl rollout status --timeout`
 
 
 DeployerConfig = LocalDeployerConfig | DockerDeployerConfig | KubernetesDeployerConfig

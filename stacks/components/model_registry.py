@@ -74,6 +74,7 @@ class LoadedModel:
     dataset_digest: str
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    created_at: float = 0.0  # registration time (epoch seconds)
     loaded_at: float = field(default_factory=time.time)
 
     def info(self) -> dict[str, Any]:
@@ -133,4 +134,5 @@ def load_model(model_name: str, version: str) -> LoadedModel:
         dataset_digest=tags.get(f"{TAG}.dataset.digest", ""),
         metrics=metrics,
         tags=tags,
+        created_at=(mv.creation_timestamp or 0) / 1000,
     )

@@ -1,0 +1,142 @@
+"""The monitoring flow: the champion's serving windows against its own training profile, realized
+performance where labels came back, a report, and, when the stack's policy says so, a drift event that
+prefect.yaml's training deployment is triggered by."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from flows.runtime import resolve_stack
+from flows.tasks import StepTimer
+from stacks.components.model_registry import alias_version, load_model
+from steps.monitor import drift as drift_step
+from steps.monitor import policy as policy_step
+from steps.monitor import report, state, track, windows
+from steps.problem import load_spec
+
+DRIFT_EVENT = "flywheel.model.drift-detected"
+
+
+def policy_from_stack(config: Any, drift_threshold: float) -> policy_step.RetrainPolicy:
+    r = config.retraining if config is not None else None
+    if r is None:
+        return policy_step.RetrainPolicy(drift_threshold=drift_threshold)
+    return policy_step.RetrainPolicy(
+        features=r.features,
+        drift_threshold=drift_threshold,
+        min_drifted_features=r.min_drifted_features,
+        n_windows=r.n_windows,
+        of_last=r.of_last,
+        min_window_rows=r.min_window_rows,
+        include_prediction=r.include_prediction,
+        auc_floor=r.auc_floor,
+        min_labels=r.min_labels,
+        cooldown=timedelta(hours=r.cooldown_hours),
+    )
+
+
+@flow(name="monitoring", log_prints=True)
+def monitoring(stack: str | None = None, problem: str = "flights", emit: bool = True) -> dict[str, Any]:
+    """Check the champion's traffic; emit ``flywheel.model.drift-detected`` when the policy fires."""
+    logger = get_run_logger()
+    ctx = resolve_stack(stack)
+    spec = load_spec(problem)
+    timer = StepTimer()
+    version = alias_version(spec.model_name)
+    if version is None:
+        raise ValueError(f"{spec.model_name!r} has no champion to monitor: train one first")
+    model = timer.run(load_model, "load-model", spec.model_name, version, retries=2)
+    config = ctx.stack.data_validator.configuration if ctx.stack.data_validator else None
+    policy = policy_from_stack(config, ctx.validator.drift_threshold)
+    watched = policy_step.watched_columns(policy, model.schema.names)
+    remembered = state.load_state(ctx.store, spec.model_name)
+    found = timer.run(windows.list_windows, "list-windows", ctx.store, spec.model_name, version)
+    recent = found[-max(policy.of_last, 1) :]
+    fresh = [w for w in found if remembered.last_window is None or w.name > remembered.last_window]
+    checked = {w.name: w for w in recent} | {w.name: w for w in fresh}
+    reference = timer.run(windows.load_reference, "load-reference", ctx.store, spec.model_name, version)
+    views = {name: windows.load_window(ctx.store, w) for name, w in sorted(checked.items())}
+    drift = timer.run(drift_step.window_drift, "drift", reference, views, ctx.validator, watched)
+    joined = timer.run(windows.labelled_predictions, "labels", ctx.store, spec.model_name, version)
+    realized = policy_step.realized_metrics(joined)
+    now = datetime.now(UTC)
+    # the cooldown counts from the later of: this champion's registration, the last retrain we asked for
+    moments = [datetime.fromtimestamp(model.created_at, UTC)] if model.created_at else []
+    if remembered.last_event() is not None:
+        moments.append(remembered.last_event())  # type: ignore[arg-type]
+    decision = policy_step.decide(policy, drift, realized, max(moments) if moments else None, now, watched)
+    summary_md = report.to_markdown(spec.model_name, version, decision, drift, realized)
+    html_report = report.to_html(
+        f"Monitoring {spec.model_name} v{version}",
+        summary_md,
+        drift,
+        report.heatmap(drift, policy.drift_threshold),
+        decision.evidence,
+    )
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    report_uri = ctx.store.write_bytes(
+        f"monitoring/{spec.model_name}/reports/{stamp}.html", html_report.encode()
+    )
+    run_id = timer.run(
+        track.log_monitoring_run,
+        "track",
+        spec.model_name,
+        version,
+        drift,
+        realized,
+        decision,
+        html_report,
+        retries=2,
+    )
+    create_markdown_artifact(
+        summary_md + f"\n\nHTML report: `{report_uri}`",
+        key=f"{spec.name}-monitoring",
+        description=f"Monitoring of {spec.model_name} v{version}",
+    )
+    event_id = None
+    if decision.fire and emit:
+        from prefect.events import emit_event
+
+        event = emit_event(
+            event=DRIFT_EVENT,
+            resource={
+                "prefect.resource.id": f"flywheel.model.{spec.model_name}",
+                "prefect.resource.name": spec.model_name,
+                "flywheel.model.version": version,
+            },
+            payload={
+                "reason": decision.summary(),
+                "model": spec.model_name,
+                "version": version,
+                "evidence": decision.evidence,
+                "monitoring_run_id": run_id,
+                "report": report_uri,
+                "problem": spec.name,
+                "stack": ctx.stack.name,
+            },
+        )
+        event_id = str(event.id) if event is not None else None
+        remembered.last_event_at = now.isoformat()
+        remembered.last_event_version = version
+        logger.warning("drift event emitted for %s v%s: %s", spec.model_name, version, decision.summary())
+    if found:
+        remembered.last_window = found[-1].name
+    state.save_state(ctx.store, spec.model_name, remembered)
+    logger.info("%s v%s: %s", spec.model_name, version, decision.summary())
+    return {
+        "model_name": spec.model_name,
+        "version": version,
+        "fire": decision.fire,
+        "reason": decision.summary(),
+        "suppressed_by": decision.suppressed_by,
+        "windows": list(views),
+        "realized": realized,
+        "report": report_uri,
+        "monitoring_run_id": run_id,
+        "event_id": event_id,
+        "evidence": decision.evidence,
+    }

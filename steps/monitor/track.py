@@ -1,0 +1,54 @@
+"""Monitoring runs in MLflow (experiment ``monitoring``): drift per column, realized metrics, the decision."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+from mlflow import MlflowClient
+
+from steps.monitor.policy import PolicyDecision
+
+EXPERIMENT = "monitoring"
+
+
+def log_monitoring_run(
+    model: str,
+    version: str,
+    drift: pd.DataFrame,
+    realized: dict[str, float],
+    decision: PolicyDecision,
+    html_report: str,
+) -> str:
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
+    run = client.create_run(
+        experiment_id,
+        tags={
+            "flywheel.model": model,
+            "flywheel.model_version": version,
+            "flywheel.decision": "retrain" if decision.fire else "none",
+            "flywheel.reason": decision.summary()[:5000],
+        },
+    )
+    run_id = str(run.info.run_id)
+    if not drift.empty:
+        worst = drift.groupby("column")["statistic"].max()
+        for column, value in worst.items():
+            if not math.isnan(float(value)):
+                client.log_metric(run_id, f"drift.{column}", float(value))
+        client.log_metric(run_id, "windows", float(drift["window"].nunique()))
+    for key, value in realized.items():
+        if not math.isnan(value):
+            client.log_metric(run_id, f"realized.{key}", value)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "drift_report.html").write_text(html_report)
+        client.log_artifact(run_id, str(Path(tmp) / "drift_report.html"))
+        if not drift.empty:
+            drift.to_csv(Path(tmp) / "drift.csv", index=False)
+            client.log_artifact(run_id, str(Path(tmp) / "drift.csv"))
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
