@@ -20,6 +20,8 @@ from steps.data import features, ingest, split, validate
 from steps.model import evaluate, explain, promote, reference, register, track, train, tune
 from steps.problem import ProblemSpec, load_spec
 
+PROMOTED_EVENT = "flywheel.model.promoted"
+
 
 @flow(name="training", log_prints=True)
 def training(
@@ -160,6 +162,25 @@ def training(
     create_markdown_artifact(
         decision.to_markdown(spec.metric), key=_key(spec, "promotion"), description="Promotion decision"
     )
+    if decision.promoted:
+        from prefect.events import emit_event
+
+        # prefect.yaml's service deployment is triggered by this event
+        emit_event(
+            event=PROMOTED_EVENT,
+            resource={
+                "prefect.resource.id": f"flywheel.model.{spec.model_name}",
+                "prefect.resource.name": spec.model_name,
+                "flywheel.model.version": registered.version,
+            },
+            payload={
+                "version": registered.version,
+                "reason": decision.reason,
+                "run_id": run_id,
+                "stack": ctx.stack.name,
+                "trigger": reason,
+            },
+        )
     champion = promote.current_champion(spec.model_name)
     summary = {
         "model_name": spec.model_name,

@@ -79,6 +79,102 @@ def run_training(
     _print_where_to_look(chosen, result)
 
 
+def _prepared(stack: str | None) -> Stack:
+    from flows.runtime import prepare_prefect
+    from stacks.config import StackError
+
+    try:
+        return prepare_prefect(stack)
+    except StackError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+
+
+@run_app.command("inference")
+def run_inference(
+    stack: StackOption = None,
+    problem: Annotated[str, typer.Option(help="problem spec name or path")] = "flights",
+    source: Annotated[str | None, typer.Option(help="URI to score (default: the spec's source)")] = None,
+    alias: str = "champion",
+    chunk_rows: int = 100_000,
+    sample_rows: Annotated[int | None, typer.Option(help="score a seeded sample of this many rows")] = None,
+) -> None:
+    """Score a source with MODEL@alias into Parquet on the stack's artifact store."""
+    chosen = _prepared(stack)
+    from flows.inference import inference
+
+    try:
+        result = inference(
+            stack=stack or chosen.name,
+            problem=problem,
+            source=source,
+            alias=alias,
+            chunk_rows=chunk_rows,
+            sample_rows=sample_rows,
+        )
+    except ValueError as exc:
+        typer.secho(f"inference failed: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(
+        f"scored {result['rows']:,} rows with {result['model_name']} v{result['version']} "
+        f"({result['rows_per_second']:,.0f} rows/s) into {result['output']}"
+    )
+
+
+@run_app.command("monitoring")
+def run_monitoring(
+    stack: StackOption = None,
+    problem: Annotated[str, typer.Option(help="problem spec name or path")] = "flights",
+    no_event: Annotated[bool, typer.Option("--no-event", help="report only, emit no drift event")] = False,
+) -> None:
+    """Compare the champion's serving windows with its training profile; emit the drift event if due."""
+    chosen = _prepared(stack)
+    from flows.monitoring import monitoring
+
+    try:
+        result = monitoring(stack=stack or chosen.name, problem=problem, emit=not no_event)
+    except ValueError as exc:
+        typer.secho(f"monitoring failed: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"{result['model_name']} v{result['version']}: {result['reason']}")
+    typer.echo(f"report: {result['report']}")
+
+
+@app.command("replay")
+def replay_command(
+    from_month: Annotated[str, typer.Option("--from", help="first month, e.g. 2013-10")] = "2013-10",
+    to_month: Annotated[str, typer.Option("--to", help="last month, e.g. 2013-12")] = "2013-12",
+    rate: Annotated[float, typer.Option(help="requests per second")] = 20.0,
+    limit: Annotated[int, typer.Option(help="at most this many flights")] = 5000,
+    duration: Annotated[float, typer.Option(help="stop after this many seconds")] = 600.0,
+    feedback_delay: Annotated[float, typer.Option(help="seconds before each true outcome is posted")] = 5.0,
+    url: Annotated[str, typer.Option(help="the service")] = "http://127.0.0.1:8080",
+    problem: str = "flights",
+) -> None:
+    """Send later months' real flights to the service, then their true outcomes to /feedback."""
+    import os
+
+    from flywheel.replay import month_range, replay
+
+    result = replay(
+        url.rstrip("/"),
+        month_range(from_month, to_month),
+        rate=rate,
+        limit=limit,
+        duration=duration,
+        feedback_delay=feedback_delay,
+        problem=problem,
+        token=os.environ.get("FLYWHEEL_API_TOKEN"),
+    )
+    typer.echo(
+        f"sent {result.sent} requests in {result.seconds:.1f}s, {result.failed} failed, "
+        f"{result.feedback_sent} labels posted; statuses {dict(result.statuses)}; "
+        f"versions {dict(result.versions)}"
+    )
+    if result.failed:
+        raise typer.Exit(1)
+
+
 def _print_where_to_look(stack: Stack, result: dict[str, Any]) -> None:
     from stacks.paths import flywheel_home
 

@@ -1,4 +1,4 @@
-"""`flywheel stack ...`: list, show, use, check, export and import stacks.
+"""`flywheel stack ...`: list, show, use, check, provision, export and import stacks.
 
 Mounted by `flywheel/cli.py` as `app.add_typer(stack_app, name="stack")`. Only light modules
 are imported here so `flywheel --help` stays fast. Nothing printed here ever contains a resolved
@@ -127,6 +127,33 @@ def check_command(
         typer.echo(f"{len(failed)} of {len(results)} components not reachable", err=True)
         raise typer.Exit(1)
     typer.echo(f"all {len(results)} components reachable")
+
+
+@stack_app.command("provision")
+def provision_command(
+    name: NameArg = None,
+    model: Annotated[
+        str, typer.Option(help="registered model the deployments serve and monitor")
+    ] = "flight-delay",
+) -> None:
+    """Create the stack's work pool and the Prefect variables prefect.yaml reads, on its Prefect server."""
+    from stacks.provision import provision
+
+    try:
+        stack = load_stack(name)
+        done = provision(stack, model)
+    except StackError as exc:
+        _fail(exc)
+    except Exception as exc:  # the server's own errors: unreachable, refused
+        _fail(RuntimeError(f"could not provision on the Prefect server: {type(exc).__name__}: {exc}"))
+    state = "created" if done.created_pool else "exists"
+    typer.echo(f"work pool '{done.work_pool}' ({done.work_pool_type}) {state} on {done.api_url}")
+    for key, value in done.variables.items():
+        typer.echo(f"variable {key} = {value!r}")
+    typer.echo(
+        "next: PREFECT_CLI_PROMPT=false prefect deploy --all, and a worker: "
+        f"prefect worker start --pool {done.work_pool}"
+    )
 
 
 @stack_app.command("export")
