@@ -12,7 +12,7 @@ export MPLBACKEND := Agg
 export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: help install run test test-fast lint format bench clean
+.PHONY: help install run test test-fast lint format bench up down clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,6 +44,12 @@ format: $(STAMP)  ## apply ruff's fixes and formatting
 
 bench: $(STAMP)  ## benchmarks: tables and ratios against the issue's baselines
 	$(BIN)/python -m benchmarks $(ARGS)
+
+up: $(STAMP)  ## local Prefect server (SQLite), deployments, a worker and the service, for scheduled use
+	bash scripts/up.sh
+
+down:  ## stop what `make up` started
+	bash scripts/down.sh
 
 clean:  ## remove local state (.flywheel) and caches, keep .venv
 	rm -rf .flywheel .pytest_cache .mypy_cache .ruff_cache

@@ -52,7 +52,11 @@ def monitoring(stack: str | None = None, problem: str = "flights", emit: bool = 
     model = timer.run(load_model, "load-model", spec.model_name, version, retries=2)
     config = ctx.stack.data_validator.configuration if ctx.stack.data_validator else None
     policy = policy_from_stack(config, ctx.validator.drift_threshold)
-    watched = policy_step.watched_columns(policy, model.schema.names)
+    watched = [
+        c
+        for c in policy_step.watched_columns(policy, model.schema.names)
+        if c not in spec.monitoring.ignore_drift
+    ]
     remembered = state.load_state(ctx.store, spec.model_name)
     found = timer.run(windows.list_windows, "list-windows", ctx.store, spec.model_name, version)
     recent = found[-max(policy.of_last, 1) :]

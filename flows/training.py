@@ -122,7 +122,9 @@ def training(
         booster = timer.run(train.train, "train", parts.train, tuning.best_params, tuning.best_rounds)
         evaluation = timer.run(evaluate.evaluate, "evaluate", booster, parts.test, spec)
         explanation = timer.run(explain.explain, "explain", booster, parts.test.X, seed=seed)
-        profile = timer.run(reference.training_profile, "profile", booster, parts.train, ctx.validator)
+        profile = timer.run(
+            reference.training_profile, "profile", booster, parts.train, ctx.validator, parts.test
+        )
         timer.run(track.log_results, "track-results", run_id, tuning, evaluation, explanation, retries=2)
         registered = timer.run(
             register.register,

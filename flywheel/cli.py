@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from flywheel.service_cli import service_app
 from stacks.cli import stack_app
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ app = typer.Typer(
 run_app = typer.Typer(help="Run a flow once on a stack.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
 app.add_typer(stack_app, name="stack")
+app.add_typer(service_app, name="service")
 
 StackOption = Annotated[
     str | None,
@@ -168,6 +170,7 @@ def replay_command(
     )
     typer.echo(
         f"sent {result.sent} requests in {result.seconds:.1f}s, {result.failed} failed, "
+        f"{result.rejected} rejected as invalid, "
         f"{result.feedback_sent} labels posted; statuses {dict(result.statuses)}; "
         f"versions {dict(result.versions)}"
     )

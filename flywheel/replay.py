@@ -19,7 +19,8 @@ import pandas as pd
 @dataclass
 class ReplayResult:
     sent: int = 0
-    failed: int = 0
+    failed: int = 0  # the service failed: a 5xx or no answer
+    rejected: int = 0  # the service said no, correctly: e.g. an airport the model never saw (422)
     feedback_sent: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
     versions: Counter[str] = field(default_factory=Counter)
@@ -88,9 +89,8 @@ def replay(
     spec = load_spec(problem)
     flights = read_source(spec.source)
     pool = flights[flights["month"].isin(months)]
-    pool = pool.sample(n=min(limit, len(pool)), random_state=seed).sort_values(
-        ["month", "day", "hour", "minute"]
-    )
+    # a random sample in random order: each window then shows those months' traffic, not a few hours of it
+    pool = pool.sample(n=min(limit, len(pool)), random_state=seed)
     records, labels = build_records(pool, info["features"], problem)
     result = ReplayResult()
     pending: deque[tuple[float, str, float]] = deque()
@@ -139,6 +139,8 @@ def replay(
                 if label is not None:
                     with lock:
                         pending.append((time.monotonic() + feedback_delay, body["request_id"], label))
+            elif r.status_code < 500:
+                result.rejected += 1
             else:
                 result.failed += 1
         except requests.RequestException:

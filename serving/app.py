@@ -374,7 +374,7 @@ def _startup(ctx: _Ctx) -> None:
     from stacks.loader import load_stack, selected_stack_name
 
     stack = load_stack(selected_stack_name(ctx.settings.stack))
-    stack.require_secrets()
+    _require_service_secrets(stack)
     configure_mlflow(stack)
     ctx.token = token_from_stack(stack)
     deployer = stack.model_deployer.configuration if stack.model_deployer else None
@@ -385,6 +385,24 @@ def _startup(ctx: _Ctx) -> None:
     except Exception as exc:  # no registry yet: start anyway, /ready says why
         ctx.holder.last_error = f"{type(exc).__name__}: {exc}"
         log.error("no model loaded at start: %s", exc)
+
+
+def _require_service_secrets(stack: Any) -> None:
+    """Only the secrets of what the service uses: a pod gets those, not the tuner's database password."""
+    from stacks.config import StackError
+    from stacks.secrets import SecretNotFoundError, resolve
+
+    used = {
+        c.name
+        for c in (stack.artifact_store, stack.experiment_tracker, stack.model_registry, stack.model_deployer)
+        if c is not None
+    }
+    for component, key, ref in stack.secret_refs():
+        if component in used:
+            try:
+                resolve(ref)
+            except SecretNotFoundError as exc:
+                raise StackError(f"{stack.source}: component {component!r}: key {key!r}: {exc}") from exc
 
 
 def _start_recorder(ctx: _Ctx) -> TrafficRecorder:

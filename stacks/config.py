@@ -150,7 +150,7 @@ class RetrainingPolicyConfig(_Config):
     min_drifted_features: int = Field(default=2, ge=1)
     n_windows: int = Field(default=3, ge=1)
     of_last: int = Field(default=4, ge=1)
-    min_window_rows: int = Field(default=100, ge=1)
+    min_window_rows: int = Field(default=500, ge=1)  # fewer rows: sampling noise alone passes 0.15
     auc_floor: float | None = Field(default=0.6, gt=0, lt=1)
     min_labels: int = Field(default=200, ge=1)
     cooldown_hours: float = Field(default=24, ge=0)

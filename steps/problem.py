@@ -77,6 +77,13 @@ class ValidationSpec(_Frozen):
     max_label_nan_fraction: float = Field(default=0.1, ge=0, le=1)
 
 
+class MonitoringSpec(_Frozen):
+    """Columns whose drift says nothing: a short serving window covers a few hours of the clock, so
+    time-of-day columns always differ from a full year of training data."""
+
+    ignore_drift: list[str] = Field(default_factory=list)
+
+
 class TuningSpec(_Frozen):
     n_trials: int = Field(default=20, ge=1)
     timeout_s: float | None = Field(default=420, gt=0)
@@ -119,6 +126,7 @@ class ProblemSpec(_Frozen):
     split: SplitSpec = SplitSpec()
     validation: ValidationSpec = ValidationSpec()
     tuning: TuningSpec = TuningSpec()
+    monitoring: MonitoringSpec = MonitoringSpec()
     promotion: PromotionSpec = PromotionSpec()
 
     @model_validator(mode="after")

@@ -24,7 +24,7 @@ class RetrainPolicy:
     min_drifted_features: int = 2
     n_windows: int = 3
     of_last: int = 4
-    min_window_rows: int = 100
+    min_window_rows: int = 500
     include_prediction: bool = True
     auc_floor: float | None = 0.6
     min_labels: int = 200

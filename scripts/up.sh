@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# `make up`: the local stack for scheduled use. A Prefect server on SQLite under .flywheel/, the stack's
+# work pool and variables, the deployments of prefect.yaml, a process worker, and the prediction service
+# (through the `service` deployment, when a champion exists). `make down` stops them all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HOME_DIR="${FLYWHEEL_HOME:-$PWD/.flywheel}"
+PORT="${PREFECT_PORT:-4200}"
+RUN="$HOME_DIR/run"
+LOGS="$HOME_DIR/logs"
+mkdir -p "$RUN" "$LOGS" "$HOME_DIR/prefect"
+export FLYWHEEL_HOME="$HOME_DIR" PREFECT_HOME="$HOME_DIR/prefect" PREFECT_CLI_PROMPT=false
+export PREFECT_SERVER_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true WHYLOGS_NO_ANALYTICS=True
+export PREFECT_API_URL="http://127.0.0.1:$PORT/api"
+BIN="$PWD/.venv/bin"
+
+alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+start() {  # name, command...: detached, in its own process group, logging to .flywheel/logs
+  local name=$1; shift
+  if alive "$name"; then echo "$name already running (pid $(cat "$RUN/$name.pid"))"; return; fi
+  setsid "$@" > "$LOGS/$name.log" 2>&1 < /dev/null &
+  echo $! > "$RUN/$name.pid"
+  echo "started $name (pid $!, log $LOGS/$name.log)"
+}
+
+start prefect-server "$BIN/prefect" server start --host 127.0.0.1 --port "$PORT"
+for _ in $(seq 1 120); do curl -sf "$PREFECT_API_URL/health" > /dev/null && break; sleep 1; done
+curl -sf "$PREFECT_API_URL/health" > /dev/null || { echo "Prefect server did not start: see $LOGS/prefect-server.log"; exit 1; }
+"$BIN/flywheel" stack provision local
+"$BIN/prefect" --no-prompt deploy --all > "$LOGS/deploy.log" 2>&1 || { cat "$LOGS/deploy.log"; exit 1; }
+echo "deployed: training, monitoring, batch-inference, service (see $LOGS/deploy.log)"
+start worker "$BIN/prefect" worker start --pool flywheel-local --type process
+if "$BIN/python" -c "
+from stacks.components.tracking import configure_mlflow
+from stacks.loader import load_stack
+from stacks.components.model_registry import alias_version
+configure_mlflow(load_stack('local'))
+raise SystemExit(0 if alias_version('flight-delay') else 1)" 2>/dev/null; then
+  "$BIN/prefect" deployment run deployment/service > /dev/null && echo "service deployment run requested"
+else
+  echo "no champion yet: run 'make run' first; the service deploys itself when training promotes one"
+fi
+cat <<MSG
+
+Prefect UI:  http://127.0.0.1:$PORT        (runs, deployments, automations, artifacts)
+MLflow UI:   $BIN/mlflow ui --backend-store-uri sqlite:///$HOME_DIR/mlflow.db --port 5000
+Service:     http://127.0.0.1:8080/docs    (once the service deployment has run)
+Stop:        make down
+MSG

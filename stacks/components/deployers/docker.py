@@ -1,0 +1,321 @@
+"""The ``docker`` flavor: the service in a container built from this repository's Dockerfile.
+
+The exact ``docker build`` and ``docker run`` commands are rendered first (``render``), so they can be
+tested, shown and copied; they are run only when a Docker CLI is on PATH *and* its engine answers
+(``docker info``). Otherwise ``deploy`` raises ``ToolUnavailableError`` listing what it would have run.
+
+The container gets the stack as a read-only file (``/etc/flywheel/stack.yaml``, written from the stack
+with its secret *references*), and each secret the service needs as ``-e VAR`` without a value: Docker
+copies the value from the environment of whoever runs the command, so it never appears on a command
+line, in a log or in a file. A stack that keeps its state on this machine (an SQLite registry, a local
+artifact folder) gets the Flywheel home mounted at the same path, so the absolute artifact paths MLflow
+recorded resolve inside the container too.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+from stacks import secrets
+from stacks.components.deployers.base import (
+    DeploymentError,
+    ModelDeployer,
+    ServiceInfo,
+    ToolUnavailableError,
+    base_url,
+    clear_state,
+    dns_name,
+    http_status,
+    now_iso,
+    served_version,
+    service_secret_refs,
+    wait_until_ready,
+    write_stack_copy,
+    write_state,
+)
+from stacks.config import DockerDeployerConfig, Stack
+from stacks.paths import flywheel_home, has_url_scheme
+
+__all__ = ["CONTAINER_PORT", "REPO_ROOT", "STACK_IN_CONTAINER", "DockerDeployer"]
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+"""The build context: the repository holding the Dockerfile and uv.lock."""
+
+CONTAINER_PORT = 8080
+"""The port the image's uvicorn listens on (the Dockerfile's EXPOSE)."""
+
+STACK_IN_CONTAINER = "/etc/flywheel/stack.yaml"
+
+HEALTH_CMD = (
+    'python -c "import urllib.request; '
+    f"urllib.request.urlopen('http://127.0.0.1:{CONTAINER_PORT}/ready', timeout=4)\""
+)
+"""Healthy once the model is loaded: urlopen raises (exit 1) on a 503 from /ready or no answer."""
+
+
+class DockerDeployer(ModelDeployer):
+    """One container per stack, named ``flywheel-<stack>``, restarted by Docker unless stopped.
+
+    ``docker`` is the CLI to use (default: the one on PATH; tests pass a stand-in), ``context`` the
+    build context holding the Dockerfile.
+    """
+
+    flavor = "docker"
+
+    def __init__(
+        self,
+        stack: Stack,
+        *,
+        docker: str | None = None,
+        context: Path | None = None,
+        ready_timeout_s: float | None = None,
+    ) -> None:
+        super().__init__(stack)
+        config = self.component.configuration
+        assert isinstance(config, DockerDeployerConfig)
+        self.config = config
+        self.docker = docker or shutil.which("docker")
+        self.context = context or REPO_ROOT
+        self.ready_timeout_s = ready_timeout_s or config.ready_timeout_s
+
+    # ------------------------------------------------------------------ rendering
+
+    @property
+    def container_name(self) -> str:
+        return dns_name("flywheel", self.stack.name)
+
+    @property
+    def url(self) -> str:
+        return base_url("127.0.0.1", self.config.port)
+
+    @property
+    def stack_copy(self) -> Path:
+        """Where the stack file mounted into the container is written (references only)."""
+        return flywheel_home() / "deploy" / self.stack.name / "stack.yaml"
+
+    def uses_local_state(self) -> bool:
+        """True if the registry or artifact store lives in files on this machine (the home is mounted)."""
+        if self.stack.artifact_store.flavor == "local":
+            return True
+        # as written: a reference is a server elsewhere, and rendering resolves no secret
+        uris: list[str | None] = []
+        if self.stack.experiment_tracker is not None:
+            uris.append(self.stack.experiment_tracker.configuration.tracking_uri)
+        if self.stack.model_registry is not None:
+            uris.append(self.stack.model_registry.configuration.registry_uri)
+        return any(
+            uri is not None
+            and not secrets.is_secret_ref(uri)
+            and (uri.startswith(("sqlite:", "file:")) or not has_url_scheme(uri))
+            for uri in uris
+        )
+
+    def build_command(self) -> list[str]:
+        return [
+            "docker",
+            "build",
+            "--tag",
+            self.config.image,
+            "--file",
+            str(self.context / "Dockerfile"),
+            str(self.context),
+        ]
+
+    def run_command(self, model_name: str, version: str) -> list[str]:
+        """``docker run`` for this stack's service; environment values only for non-secret settings."""
+        cmd = [
+            "docker",
+            "run",
+            "--detach",
+            "--name",
+            self.container_name,
+            "--restart",
+            "unless-stopped",
+            "--publish",
+            f"{self.config.port}:{CONTAINER_PORT}",
+            "--label",
+            f"flywheel.stack={self.stack.name}",
+            "--label",
+            f"flywheel.model={model_name}",
+            "--label",
+            f"flywheel.model-version={version}",
+            "--health-cmd",
+            HEALTH_CMD,
+            "--health-interval",
+            "10s",
+            "--health-timeout",
+            "5s",
+            "--health-start-period",
+            "60s",
+            "--health-retries",
+            "3",
+            "--volume",
+            f"{self.stack_copy}:{STACK_IN_CONTAINER}:ro",
+        ]
+        env: dict[str, str] = {
+            "FLYWHEEL_STACK": STACK_IN_CONTAINER,
+            "FLYWHEEL_MODEL": model_name,
+            "OMP_NUM_THREADS": "1",
+            "WEB_CONCURRENCY": str(self.config.workers),  # uvicorn's --workers default
+        }
+        if self.uses_local_state():
+            home = str(flywheel_home())
+            cmd += ["--volume", f"{home}:{home}"]
+            env["FLYWHEEL_HOME"] = home
+            if os.getuid() != 0:  # write to the mounted home as its owner (still not root)
+                cmd += ["--user", f"{os.getuid()}:{os.getgid()}"]
+        for key, value in self.config.env.items():
+            if secrets.is_secret_ref(value):
+                raise DeploymentError(
+                    f"{self.stack.source}: {self.component.label()}: key 'env.{key}' holds a secret "
+                    f"reference ({value.strip()}); the service resolves references itself, so put the "
+                    "reference where it is used (e.g. auth_token) rather than in env"
+                )
+            env[key] = value
+        for key, value in env.items():
+            cmd += ["--env", f"{key}={value}"]
+        for var, _ref in service_secret_refs(self.stack):
+            cmd += ["--env", var]  # the name only: docker takes the value from the caller's environment
+        cmd.append(self.config.image)
+        return cmd
+
+    def render(self, model_name: str, version: str) -> list[list[str]]:
+        """Every command ``deploy`` runs, in order (the build only if the stack asks for it)."""
+        commands = []
+        if self.config.build:
+            commands.append(self.build_command())
+        commands.append(["docker", "rm", "--force", self.container_name])
+        commands.append(self.run_command(model_name, version))
+        return commands
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def engine_problem(self) -> str | None:
+        """None if a docker CLI is on PATH and its engine answers, else why not (one line)."""
+        if self.docker is None:
+            return "the docker CLI is not on PATH"
+        try:
+            done = subprocess.run(
+                [self.docker, "info", "--format", "{{.ServerVersion}}"],
+                capture_output=True,
+                text=True,
+                timeout=15,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"`docker info` failed: {exc}"
+        if done.returncode != 0:
+            reason = " ".join((done.stderr or done.stdout).split())[:300]
+            reason = reason or f"exit {done.returncode}"
+            return f"the Docker engine does not answer (`docker info`: {reason})"
+        return None
+
+    def deploy(self, model_name: str, version: str, *, restart: bool = False) -> ServiceInfo:
+        commands = self.render(model_name, version)
+        problem = self.engine_problem()
+        if problem is not None:
+            raise ToolUnavailableError(
+                f"cannot deploy stack '{self.stack.name}' with Docker: {problem}. "
+                f"With a Docker engine it would write {self.stack_copy} and run:",
+                [shlex.join(c) for c in commands],
+            )
+        current = self.status()
+        healthy = current is not None and current.running and current.healthy
+        if current is not None and healthy and current.model_name == model_name and not restart:
+            # the service hot-swaps to the new champion by itself
+            detail = (
+                f"container {self.container_name} left running; it hot-swaps to v{version} "
+                "when it next reads the champion alias"
+            )
+            info = current.with_(model_version=version, detail=detail)
+            write_state(info.with_(detail=""))
+            return info
+        write_stack_copy(self.stack, self.stack_copy)
+        for command in commands[:-1]:
+            self._docker(command[1:], timeout=3600 if command[1] == "build" else 60, check=command[1] != "rm")
+        container_id = self._docker(commands[-1][1:], timeout=120).strip()
+        started_at = now_iso()
+        status = wait_until_ready(f"{self.url}/ready", self.ready_timeout_s, alive=self._container_running)
+        if status != 200:
+            logs = self._docker(["logs", "--tail", "40", self.container_name], timeout=30, check=False)
+            raise DeploymentError(
+                f"container {self.container_name} ({self.config.image}) did not answer 200 on "
+                f"{self.url}/ready within {self.ready_timeout_s:g} s (last answer: {status or 'none'}).\n"
+                f"Last lines of `docker logs {self.container_name}`:\n{logs.strip() or '(empty)'}"
+            )
+        info = ServiceInfo(
+            flavor=self.flavor,
+            stack=self.stack.name,
+            url=self.url,
+            model_name=model_name,
+            model_version=version,
+            started_at=started_at,
+            handle=container_id[:12] or self.container_name,
+            container=container_id or self.container_name,
+            extra={"image": self.config.image, "name": self.container_name},
+        )
+        write_state(info)
+        return info
+
+    def status(self) -> ServiceInfo | None:
+        info = self.recorded()
+        if info is None:
+            return None
+        problem = self.engine_problem()
+        if problem is not None:
+            return info.with_(running=False, healthy=False, detail=f"cannot look: {problem}")
+        if not self._container_running():
+            return info.with_(
+                running=False, healthy=False, detail=f"container {self.container_name} is not running"
+            )
+        health = http_status(f"{info.url}/health")
+        if health != 200:
+            return info.with_(healthy=False, detail=f"{info.url}/health answered {health or 'nothing'}")
+        return info.with_(model_version=served_version(info.url) or info.model_version)
+
+    def stop(self) -> bool:
+        info = self.recorded()
+        if info is None:
+            return False
+        problem = self.engine_problem()
+        commands = [
+            ["docker", "stop", "--time", "10", self.container_name],
+            ["docker", "rm", self.container_name],
+        ]
+        if problem is not None:
+            raise ToolUnavailableError(
+                f"cannot stop container {self.container_name}: {problem}. Run, where the engine is:",
+                [shlex.join(c) for c in commands],
+            )
+        running = self._container_running()
+        for command in commands:
+            self._docker(command[1:], timeout=60, check=False)
+        clear_state(self.stack.name)
+        return running
+
+    # ------------------------------------------------------------------ helpers
+
+    def _container_running(self) -> bool:
+        out = self._docker(
+            ["inspect", "--format", "{{.State.Running}}", self.container_name], timeout=30, check=False
+        )
+        return out.strip() == "true"
+
+    def _docker(self, args: list[str], *, timeout: float, check: bool = True) -> str:
+        """Run the docker CLI; stdout, or DeploymentError with its stderr when ``check``."""
+        assert self.docker is not None
+        try:
+            done = subprocess.run(
+                [self.docker, *args], capture_output=True, text=True, timeout=timeout, cwd=self.context
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise DeploymentError(f"`docker {shlex.join(args[:2])}` took longer than {timeout:g} s") from exc
+        if check and done.returncode != 0:
+            raise DeploymentError(
+                f"`docker {shlex.join(args[:2])} ...` failed (exit {done.returncode}):\n"
+                f"{(done.stderr or done.stdout).strip()[-3000:]}"
+            )
+        return done.stdout

