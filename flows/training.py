@@ -18,6 +18,7 @@ from flows.runtime import resolve_stack
 from flows.tasks import StepTimer
 from steps.data import features, ingest, split, validate
 from steps.model import evaluate, explain, promote, reference, register, track, train, tune
+from steps.model.threshold import choose_threshold
 from steps.problem import ProblemSpec, load_spec
 
 PROMOTED_EVENT = "flywheel.model.promoted"
@@ -120,7 +121,16 @@ def training(
             device=ctx.device,
         )
         booster = timer.run(train.train, "train", parts.train, tuning.best_params, tuning.best_rounds)
-        evaluation = timer.run(evaluate.evaluate, "evaluate", booster, parts.test, spec)
+        threshold = timer.run(
+            choose_threshold,
+            "threshold",
+            spec,
+            parts.fit,
+            parts.valid,
+            tuning.best_params,
+            tuning.best_rounds,
+        )
+        evaluation = timer.run(evaluate.evaluate, "evaluate", booster, parts.test, spec, threshold)
         explanation = timer.run(explain.explain, "explain", booster, parts.test.X, seed=seed)
         profile = timer.run(
             reference.training_profile, "profile", booster, parts.train, ctx.validator, parts.test
@@ -136,7 +146,7 @@ def training(
             example=register.input_example(parts.test.frame, dataset.schema),
             training_profile=profile,
             lineage=track.lineage_tags(snapshot, join_snapshots, reason),
-            threshold=spec.threshold,
+            threshold=threshold,
             retries=2,
         )
         timer.run(

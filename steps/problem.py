@@ -122,7 +122,9 @@ class ProblemSpec(_Frozen):
     joins: list[JoinSpec] = Field(default_factory=list)
     slices: list[str] = Field(default_factory=list)
     metric: str = "roc_auc"
-    threshold: float = Field(default=0.5, gt=0, lt=1)
+    threshold: float | Literal["f1"] = Field(
+        default=0.5, description="decision threshold, or 'f1': the F1-best one on the validation period"
+    )
     split: SplitSpec = SplitSpec()
     validation: ValidationSpec = ValidationSpec()
     tuning: TuningSpec = TuningSpec()
@@ -135,6 +137,8 @@ class ProblemSpec(_Frozen):
             raise ValueError(
                 f"metric {self.metric!r} does not fit task {self.task!r}: use one of {_METRICS[self.task]}"
             )
+        if isinstance(self.threshold, float) and not 0 < self.threshold < 1:
+            raise ValueError(f"threshold {self.threshold} must lie strictly between 0 and 1")
         if self.features is not None and self.exclude:
             raise ValueError("give either 'features' (a list) or 'exclude' (all but), not both")
         return self
@@ -142,6 +146,11 @@ class ProblemSpec(_Frozen):
     @property
     def label(self) -> str:
         return self.target.label
+
+    @property
+    def fixed_threshold(self) -> float:
+        """The threshold when it is a number; 0.5 until an 'f1' threshold has been chosen."""
+        return self.threshold if isinstance(self.threshold, float) else 0.5
 
     @property
     def lower_is_better(self) -> bool:

@@ -63,7 +63,9 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
     return float(error)
 
 
-def slice_metrics(frame: pd.DataFrame, y: np.ndarray, p: np.ndarray, spec: ProblemSpec) -> pd.DataFrame:
+def slice_metrics(
+    frame: pd.DataFrame, y: np.ndarray, p: np.ndarray, spec: ProblemSpec, threshold: float | None = None
+) -> pd.DataFrame:
     """The spec's metric per value of each slice column (rows, value), to catch a model that is worse
     for one carrier or one airport while better on average."""
     rows: list[dict[str, Any]] = []
@@ -73,17 +75,21 @@ def slice_metrics(frame: pd.DataFrame, y: np.ndarray, p: np.ndarray, spec: Probl
         values = frame[column].astype("string").fillna("<missing>").to_numpy()
         for value in pd.unique(values):
             mask = values == value
-            m = score(y[mask], p[mask], spec.task, spec.threshold).get(spec.metric, float("nan"))
+            m = score(y[mask], p[mask], spec.task, threshold or spec.fixed_threshold).get(
+                spec.metric, float("nan")
+            )
             rows.append({"slice": column, "value": str(value), "rows": int(mask.sum()), spec.metric: m})
     return pd.DataFrame(rows, columns=["slice", "value", "rows", spec.metric])
 
 
-def evaluate(booster: xgb.Booster, test: Dataset, spec: ProblemSpec) -> Evaluation:
+def evaluate(
+    booster: xgb.Booster, test: Dataset, spec: ProblemSpec, threshold: float | None = None
+) -> Evaluation:
     p = predict(booster, test.X)
     y = test.y.to_numpy(dtype="float64")
     result = Evaluation(
-        metrics=score(y, p, spec.task, spec.threshold),
-        slices=slice_metrics(test.frame, y, p, spec),
+        metrics=score(y, p, spec.task, threshold or spec.fixed_threshold),
+        slices=slice_metrics(test.frame, y, p, spec, threshold),
         predictions=p,
     )
     result.metrics["test_rows"] = float(len(y))

@@ -81,7 +81,7 @@ def decide(
 ) -> PromotionDecision:
     """The gate itself, pure: predictions of both models on the same test rows in, decision out."""
     y = test.y.to_numpy(dtype="float64")
-    cand = score(y, candidate_p, spec.task, spec.threshold)[spec.metric]
+    cand = score(y, candidate_p, spec.task, spec.fixed_threshold)[spec.metric]
     if champion_p is None:
         reason = (
             "no champion yet"
@@ -89,7 +89,7 @@ def decide(
             else (f"champion v{champion_version} cannot score this data (its features differ): replaced")
         )
         return PromotionDecision(True, reason, candidate_version, champion_version, cand, None)
-    champ = score(y, champion_p, spec.task, spec.threshold)[spec.metric]
+    champ = score(y, champion_p, spec.task, spec.fixed_threshold)[spec.metric]
     gain = _delta(cand, champ, spec.lower_is_better)
     tol = spec.promotion.tolerance
     cand_slices = slice_metrics(test.frame, y, candidate_p, spec)

@@ -70,3 +70,14 @@ def test_scores_and_calibration() -> None:
     assert expected_calibration_error(np.array([0.0, 1.0]), np.array([0.0, 1.0])) == 0.0
     reg = score(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 4.0]), "regression")
     assert reg["mae"] == pytest.approx(1 / 3) and reg["rmse"] == pytest.approx(np.sqrt(1 / 3))
+
+
+def test_f1_threshold_beats_one_half_on_imbalanced_data(parts: Splits) -> None:
+    from steps.model.threshold import choose_threshold, f1_threshold
+
+    y = np.array([0] * 80 + [1] * 20)
+    p = np.concatenate([np.linspace(0.0, 0.35, 80), np.linspace(0.3, 0.45, 20)])
+    assert 0.3 <= f1_threshold(y, p) <= 0.35  # 0.5 would call nothing positive
+    params = {"objective": "binary:logistic", "tree_method": "hist", "max_depth": 3, "max_cat_to_onehot": 1}
+    chosen = choose_threshold(SPEC, parts.fit, parts.valid, params, 20)
+    assert SPEC.threshold == "f1" and 0.05 < chosen < 0.5
