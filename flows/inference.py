@@ -6,11 +6,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from flows.runtime import resolve_stack
+from flows.runtime import ingest_joins, resolve_stack
 from flows.tasks import StepTimer
 from stacks.components.model_registry import CHAMPION, alias_version, load_model
 from steps.data import features, ingest
@@ -27,8 +26,13 @@ def inference(
     version: str | None = None,
     chunk_rows: int = 100_000,
     sample_rows: int | None = None,
+    keep_columns: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Score ``source`` (default: the spec's) with ``MODEL@alias`` (or an explicit version)."""
+    """Score ``source`` (default: the spec's) with ``MODEL@alias`` (or an explicit version).
+
+    Output rows carry ``row``, their position in the input snapshot (recorded in the summary and in
+    lineage), plus ``keep_columns`` from the input when given (identifiers to join on).
+    """
     logger = get_run_logger()
     started = time.perf_counter()
     ctx = resolve_stack(stack)
@@ -49,20 +53,9 @@ def inference(
         sample_rows=sample_rows,
         retries=2,
     )
-    joined: dict[str, pd.DataFrame] = {}
-    for join in spec.joins:
-        joined[join.name], _ = timer.run(
-            ingest.ingest,
-            f"ingest-{join.name}",
-            join.source,
-            ctx.store,
-            ctx.validator,
-            ctx.storage_options,
-            retries=2,
-        )
+    joined, _ = ingest_joins(timer, ctx, spec)
     derived = timer.run(features.derive, "features", raw, spec, joined)
     encoded = timer.run(features.encode, "encode", derived, model.schema)
-    keys = raw  # the input rows come back with their predictions, ready to join on
     stamp = time.strftime("%Y%m%dT%H%M%S")
     output = f"inference/{spec.model_name}/v{model.version}/{stamp}-{snapshot.digest[:12]}"
     result = timer.run(
@@ -73,7 +66,7 @@ def inference(
         ctx.store,
         ctx.validator,
         output,
-        keys=keys,
+        keys=raw[list(keep_columns)] if keep_columns else None,
         chunk_rows=chunk_rows,
         retries=1,
     )

@@ -97,3 +97,22 @@ def task_runner(stack: Stack) -> Any:
     from prefect.task_runners import ThreadPoolTaskRunner
 
     return ThreadPoolTaskRunner(max_workers=config.max_workers)
+
+
+def ingest_joins(timer: Any, ctx: StackContext, spec: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Ingest every table the spec joins, one timed task each: frames and snapshots by join name."""
+    from steps.data import ingest
+
+    frames: dict[str, Any] = {}
+    snapshots: dict[str, Any] = {}
+    for join in spec.joins:
+        frames[join.name], snapshots[join.name] = timer.run(
+            ingest.ingest,
+            f"ingest-{join.name}",
+            join.source,
+            ctx.store,
+            ctx.validator,
+            ctx.storage_options,
+            retries=2,
+        )
+    return frames, snapshots

@@ -10,11 +10,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.runtime import resolve_stack
+from flows.runtime import ingest_joins, resolve_stack
 from flows.tasks import StepTimer
 from steps.data import features, ingest, split, validate
 from steps.model import evaluate, explain, promote, reference, register, track, train, tune
@@ -57,18 +56,7 @@ def training(
         seed=seed,
         retries=2,
     )
-    joined: dict[str, pd.DataFrame] = {}
-    join_snapshots: dict[str, ingest.Snapshot] = {}
-    for join in spec.joins:
-        joined[join.name], join_snapshots[join.name] = timer.run(
-            ingest.ingest,
-            f"ingest-{join.name}",
-            join.source,
-            ctx.store,
-            ctx.validator,
-            ctx.storage_options,
-            retries=2,
-        )
+    joined, join_snapshots = ingest_joins(timer, ctx, spec)
     report = timer.run(
         validate.validate, "validate", raw, spec, ctx.validator, f"{spec.name} ({snapshot.digest})"
     )

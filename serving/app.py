@@ -137,6 +137,20 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     def decision(served: Served, p: float) -> bool | None:
         return bool(p >= served.model.threshold) if served.model.task == "binary" else None
 
+    async def parsed(request: Request, kind: str) -> tuple[Served, BaseModel] | Response:
+        """Auth, size, JSON, a loaded model, then the served model's own request model (``record`` or
+        ``batch``): the first failure is the response."""
+        payload = await read_json(request)
+        if isinstance(payload, Response):
+            return payload
+        served = served_or_error()
+        if isinstance(served, Response):
+            return served
+        try:
+            return served, getattr(served, kind).model_validate(payload)
+        except ValidationError as exc:
+            return _validation_error(exc)
+
     @app.post(
         "/predict",
         response_model=Prediction,
@@ -147,16 +161,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     async def predict(request: Request) -> Response:
         """Score one record: probability (or value), decision at the threshold, version, request id."""
         started = time.perf_counter()
-        payload = await read_json(request)
-        if isinstance(payload, Response):
-            return finish("predict", started, payload)
-        served = served_or_error()
-        if isinstance(served, Response):
-            return finish("predict", started, served)
-        try:
-            record = served.record.model_validate(payload)
-        except ValidationError as exc:
-            return finish("predict", started, _validation_error(exc))
+        outcome = await parsed(request, "record")
+        if isinstance(outcome, Response):
+            return finish("predict", started, outcome)
+        served, record = outcome
         rid = request_id(request)
         p = float(score(served, [record], rid)[0])
         body = {
@@ -179,16 +187,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     async def predict_batch(request: Request) -> Response:
         """Score up to the configured maximum of records in one request, in order."""
         started = time.perf_counter()
-        payload = await read_json(request)
-        if isinstance(payload, Response):
-            return finish("predict_batch", started, payload)
-        served = served_or_error()
-        if isinstance(served, Response):
-            return finish("predict_batch", started, served)
-        try:
-            batch = served.batch.model_validate(payload)
-        except ValidationError as exc:
-            return finish("predict_batch", started, _validation_error(exc))
+        outcome = await parsed(request, "batch")
+        if isinstance(outcome, Response):
+            return finish("predict_batch", started, outcome)
+        served, batch = outcome
         rid = request_id(request)
         predictions = score(served, batch.records, rid)  # type: ignore[attr-defined]
         binary = served.model.task == "binary"
@@ -216,16 +218,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     async def explain(request: Request, top_k: int = Query(5, ge=1, le=100)) -> Response:
         """TreeSHAP contributions of one record (margin units), with the top-k features by magnitude."""
         started = time.perf_counter()
-        payload = await read_json(request)
-        if isinstance(payload, Response):
-            return finish("explain", started, payload)
-        served = served_or_error()
-        if isinstance(served, Response):
-            return finish("explain", started, served)
-        try:
-            record = served.record.model_validate(payload)
-        except ValidationError as exc:
-            return finish("explain", started, _validation_error(exc))
+        outcome = await parsed(request, "record")
+        if isinstance(outcome, Response):
+            return finish("explain", started, outcome)
+        served, record = outcome
         import xgboost as xgb
 
         values = record.__dict__

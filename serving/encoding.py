@@ -27,6 +27,12 @@ class RowEncoder:
         self.feature_types = ["c" if k == "categorical" else "float" for k in self.kinds]
 
     def encode(self, records: Sequence[dict[str, Any]]) -> np.ndarray:
+        if len(records) <= 8:
+            return self._encode_rows(records)
+        return self._encode_columns(records)
+
+    def _encode_rows(self, records: Sequence[dict[str, Any]]) -> np.ndarray:
+        """Cell by cell: cheapest for the one-record requests that dominate online traffic."""
         out = np.full((len(records), len(self.names)), np.nan, dtype=np.float32)
         for i, record in enumerate(records):
             row = out[i]
@@ -36,4 +42,18 @@ class RowEncoder:
                     continue
                 codes = self.codes[j]
                 row[j] = codes[value] if codes is not None else value
+        return out
+
+    def _encode_columns(self, records: Sequence[dict[str, Any]]) -> np.ndarray:
+        """Column by column: one list comprehension and one array conversion per feature for batches."""
+        out = np.empty((len(records), len(self.names)), dtype=np.float32)
+        nan = float("nan")
+        for j, name in enumerate(self.names):
+            codes = self.codes[j]
+            if codes is None:
+                column = [r.get(name) for r in records]
+                out[:, j] = np.array([nan if v is None else v for v in column], dtype=np.float32)
+            else:
+                lookup = codes
+                out[:, j] = np.array([lookup.get(r.get(name) or "", nan) for r in records], dtype=np.float32)
         return out

@@ -14,6 +14,7 @@ import logging
 import multiprocessing as mp
 import os
 import queue
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -38,10 +39,6 @@ class ProfilerConfig:
     queue_messages: int
 
 
-def window_start(ts: float, window_s: int) -> int:
-    return int(ts // window_s * window_s)
-
-
 def window_name(start: int) -> str:
     return datetime.fromtimestamp(start, UTC).strftime("%Y%m%dT%H%M%SZ")
 
@@ -51,17 +48,32 @@ def profile_path(model_name: str, version: str, start: int, writer: str) -> str:
 
 
 class TrafficRecorder:
-    """The request side: enqueue without blocking; count what is dropped."""
+    """The request side: rows are buffered in memory and handed over in batches, never blocking.
 
-    def __init__(self, config: ProfilerConfig, metrics: ServiceMetrics) -> None:
+    One queue message per request would pickle per request in the queue's feeder thread, which holds the
+    GIL; batching a few hundred rows per message keeps that cost off the request path. The schema (column
+    names, category vocabularies) is sent once per model version, not with every batch.
+    """
+
+    def __init__(
+        self, config: ProfilerConfig, metrics: ServiceMetrics, batch_rows: int = 256, flush_s: float = 0.5
+    ) -> None:
         self.config = config
         self.metrics = metrics
+        self.batch_rows = batch_rows
         ctx = mp.get_context("spawn")
         self.queue: Any = ctx.Queue(maxsize=config.queue_messages)
         self.process = ctx.Process(
             target=_worker, args=(config, self.queue), name="flywheel-profiler", daemon=True
         )
         self.process.start()
+        self._lock = threading.Lock()
+        self._rows: list[tuple[str, float, np.ndarray, np.ndarray]] = []
+        self._count = 0
+        self._version: str | None = None
+        self._stop = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_periodically, args=(flush_s,), daemon=True)
+        self._flusher.start()
 
     def record(
         self,
@@ -72,17 +84,43 @@ class TrafficRecorder:
         columns: list[str],
         categories: dict[str, list[str]],
     ) -> None:
-        message = ("rows", version, request_id, time.time(), features, predictions, columns, categories)
+        with self._lock:
+            if version != self._version:
+                self._flush_locked()
+                self._send(("schema", version, columns, categories), 0)
+                self._version = version
+            self._rows.append((request_id, time.time(), features, predictions))
+            self._count += len(predictions)
+            if self._count >= self.batch_rows:
+                self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if not self._rows or self._version is None:
+            return
+        ids: list[str] = []
+        stamps: list[float] = []
+        for request_id, ts, _, predictions in self._rows:
+            n = len(predictions)
+            ids.extend([request_id] if n == 1 else [f"{request_id}:{i}" for i in range(n)])
+            stamps.extend([ts] * n)
+        features = np.concatenate([r[2] for r in self._rows])
+        predictions = np.concatenate([r[3] for r in self._rows])
+        self._rows, self._count = [], 0
+        self._send(("rows", self._version, ids, stamps, features, predictions), len(predictions))
+
+    def _send(self, message: tuple[Any, ...], rows: int) -> None:
         try:
             self.queue.put_nowait(message)
         except queue.Full:
-            self.metrics.profile_dropped.inc(len(predictions))
+            self.metrics.profile_dropped.inc(rows)
+
+    def _flush_periodically(self, every: float) -> None:
+        while not self._stop.wait(every):
+            with self._lock:
+                self._flush_locked()
 
     def feedback(self, request_id: str, labels: list[float]) -> None:
-        try:
-            self.queue.put_nowait(("feedback", request_id, time.time(), labels))
-        except queue.Full:
-            self.metrics.profile_dropped.inc(len(labels))
+        self._send(("feedback", request_id, time.time(), labels), len(labels))
 
     def depth(self) -> int:
         try:
@@ -91,7 +129,10 @@ class TrafficRecorder:
             return -1
 
     def close(self, timeout: float = 30.0) -> None:
-        """Flush: the worker writes its open windows before it exits."""
+        """Flush: buffered rows go out, and the worker writes its open windows before it exits."""
+        self._stop.set()
+        with self._lock:
+            self._flush_locked()
         with contextlib.suppress(queue.Full):
             self.queue.put(_STOP, timeout=5)
         self.process.join(timeout=timeout)
@@ -122,6 +163,7 @@ def _worker(config: ProfilerConfig, inbox: Any) -> None:  # pragma: no cover - r
     pending_rows = 0
     windows: dict[tuple[str, int], _Window] = {}
     feedback: list[dict[str, Any]] = []
+    schemas: dict[str, tuple[list[str], dict[str, list[str]]]] = {}
     last_flush = time.monotonic()
 
     def flush_batches() -> None:
@@ -171,8 +213,12 @@ def _worker(config: ProfilerConfig, inbox: Any) -> None:  # pragma: no cover - r
             flush_batches()
             close_windows(everything=True)
             return
-        if message is not None and message[0] == "rows":
-            _, version, request_id, ts, features, predictions, columns, categories = message
+        if message is not None and message[0] == "schema":
+            _, version, columns, categories = message
+            schemas[version] = (columns, categories)
+        elif message is not None and message[0] == "rows":
+            _, version, ids, stamps, features, predictions = message
+            columns, categories = schemas[version]
             frame = pd.DataFrame(features, columns=columns)
             for name, values in categories.items():
                 codes = frame[name].to_numpy()
@@ -181,13 +227,12 @@ def _worker(config: ProfilerConfig, inbox: Any) -> None:  # pragma: no cover - r
                 decoded[ok] = np.asarray(values, dtype=object)[codes[ok].astype(int)]
                 frame[name] = decoded
             frame["prediction"] = predictions
-            frame["request_id"] = (
-                [request_id] * len(frame)
-                if len(frame) == 1
-                else [f"{request_id}:{i}" for i in range(len(frame))]
-            )
-            frame["ts"] = ts
-            pending.setdefault((version, window_start(ts, config.window_s)), []).append(frame)
+            frame["request_id"] = ids
+            frame["ts"] = stamps
+            starts = (np.asarray(stamps) // config.window_s * config.window_s).astype(int)
+            for start in np.unique(starts):
+                part = frame[starts == start]
+                pending.setdefault((version, int(start)), []).append(part)
             pending_rows += len(frame)
         elif message is not None and message[0] == "feedback":
             _, request_id, ts, labels = message

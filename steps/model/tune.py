@@ -49,6 +49,29 @@ def search_space(trial: optuna.Trial, spec: ProblemSpec) -> dict[str, Any]:
     }
 
 
+REPORT_EVERY = 5
+
+
+def _pruning_callback(
+    trial: optuna.Trial, key: str, every: int = REPORT_EVERY
+) -> xgb.callback.TrainingCallback:
+    """XGBoost's Optuna pruning callback, reporting every ``every`` rounds instead of every round.
+
+    Each report is a write to the study's storage: with the local stack's SQLite, 400 rounds x 20 trials of
+    commits cost more than the training itself (measured: tuning 210 s vs 52 s in memory). The median
+    pruner only decides on every fifth step anyway.
+    """
+    from optuna_integration import XGBoostPruningCallback
+
+    class Thinned(XGBoostPruningCallback):  # type: ignore[misc,valid-type]
+        def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
+            if epoch % every:
+                return False
+            return bool(super().after_iteration(model, epoch, evals_log))
+
+    return Thinned(trial, key)
+
+
 def _pruner(kind: str) -> optuna.pruners.BasePruner:
     if kind == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=10)
@@ -80,8 +103,6 @@ def tune(
     device: str = "cpu",
 ) -> TuningResult:
     """Run (or join) the study and return the best parameters with the rounds early stopping chose."""
-    from optuna_integration import XGBoostPruningCallback
-
     n_trials = n_trials if n_trials is not None else spec.tuning.n_trials
     timeout_s = timeout_s if timeout_s is not None else spec.tuning.timeout_s
     direction: Literal["minimize", "maximize"] = "minimize" if spec.lower_is_better else "maximize"
@@ -104,7 +125,7 @@ def tune(
         params = {**fixed, **search_space(trial, spec)}
         callbacks: list[xgb.callback.TrainingCallback] = []
         if pruning:
-            callbacks.append(XGBoostPruningCallback(trial, f"validation-{metric}"))
+            callbacks.append(_pruning_callback(trial, f"validation-{metric}"))
         booster = xgb.train(
             params,
             dfit,

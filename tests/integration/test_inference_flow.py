@@ -27,11 +27,16 @@ def test_batch_scores_match_the_model(module_home: Path, tmp_path: Path) -> None
     later = later.assign(arr_delay=np.nan)
     source = tmp_path / "december.parquet"
     later.to_parquet(source, index=False)
-    result = inference(problem="flights", source=str(source), chunk_rows=3000)
+    result = inference(
+        problem="flights", source=str(source), chunk_rows=3000, keep_columns=["carrier", "tailnum"]
+    )
     assert result["version"] == trained["version"] and result["rows"] == 7000
     assert len(result["parts"]) == 3
     scored = pd.concat([pd.read_parquet(p) for p in result["parts"]], ignore_index=True)
-    assert len(scored) == 7000 and {"prediction", "decision", "carrier", "tailnum"} <= set(scored.columns)
+    assert len(scored) == 7000 and {"row", "prediction", "decision", "carrier", "tailnum"} <= set(
+        scored.columns
+    )
+    assert scored["row"].tolist() == list(range(7000))
     model = load_model("flight-delay", trained["version"])
     weather = read_source(spec.joins[0].source)
     expected = model.booster.inplace_predict(
@@ -42,7 +47,9 @@ def test_batch_scores_match_the_model(module_home: Path, tmp_path: Path) -> None
     np.testing.assert_allclose(scored["prediction"].to_numpy(), expected, rtol=1e-6)
     with open(result["profile"], "rb") as handle:
         profile = WhylogsValidator.from_bytes(handle.read())
-    assert int(profile.to_pandas().loc["prediction", "counts/n"]) == 7000
+    assert (
+        int(profile.to_pandas().loc["prediction", "counts/n"]) == 7000
+    )  # 3 chunks, each under the sample cap
 
 
 def test_no_champion_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
