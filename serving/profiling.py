@@ -192,15 +192,22 @@ def _worker(config: ProfilerConfig, inbox: Any) -> None:  # pragma: no cover - r
                 pd.DataFrame(feedback).to_parquet(handle, index=False)
             feedback.clear()
 
+    written = 0
+
     def close_windows(everything: bool) -> None:
+        # rows of a window can still be in flight when it ends (buffered, queued): wait a grace period, and
+        # never overwrite a file if late rows reopen a window: readers merge every file of a window
+        nonlocal written
         now = time.time()
+        grace = max(5.0, config.window_s / 2)
         for key in list(windows):
             version, start = key
-            if everything or start + config.window_s <= now:
+            if everything or start + config.window_s + grace <= now:
                 window = windows.pop(key)
                 if window.view is not None:
+                    written += 1
                     store.write_bytes(
-                        profile_path(config.model_name, version, start, writer),
+                        profile_path(config.model_name, version, start, f"{writer}-{written}"),
                         validator.to_bytes(window.view),
                     )
 

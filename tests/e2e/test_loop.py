@@ -207,6 +207,15 @@ def finished(run_id: Any) -> Any:
 
 
 def test_drift_triggers_retraining_and_the_service_swaps(loop_env: dict[str, Any]) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    # Prefect fixes its settings when first imported (at collection, by other test modules): point this
+    # process's client at the test's server explicitly
+    with temporary_settings(updates={PREFECT_API_URL: loop_env["env"]["PREFECT_API_URL"]}):
+        scenario(loop_env)
+
+
+def scenario(loop_env: dict[str, Any]) -> None:
     from mlflow import MlflowClient
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment

@@ -70,9 +70,7 @@ def test_training_months_do_not_fire_later_months_do(
     champion: dict[str, Any], stack_file: str, module_home: Path
 ) -> None:
     version = champion["version"]
-    write_windows(
-        module_home, version, months=[2, 3, 4, 5, 6, 7, 8, 9], start=datetime(2026, 1, 1, tzinfo=UTC)
-    )
+    write_windows(module_home, version, months=list(range(1, 11)), start=datetime(2026, 1, 1, tzinfo=UTC))
     quiet = monitoring(stack=stack_file, problem="flights")
     assert not quiet["fire"], quiet["reason"]
     assert len(quiet["windows"]) == 4 and quiet["event_id"] is None
