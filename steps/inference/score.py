@@ -42,14 +42,15 @@ def score_chunks(
     *,
     keys: pd.DataFrame | None = None,
     chunk_rows: int = 100_000,
-    profile_rows: int = 10_000,
+    profile_rows: int = 5_000,
 ) -> ScoringResult:
     """Predict every row; write ``output/part-NNNNN.parquet`` and a profile of what was scored.
 
     Each part holds ``row`` (the position in the scored snapshot, which lineage keeps), the prediction and
-    the decision, plus any ``keys`` columns asked for. The profile is built from a seeded sample of at most
-    ``profile_rows`` rows per chunk: whylogs profiles ~90k rows/s against ~500k rows/s for prediction, so
-    profiling every row would make scoring several times slower for the same drift picture.
+    the decision, plus any ``keys`` columns asked for; the model version is in the output path. The
+    profile is built from a seeded sample of at most ``profile_rows`` rows per chunk: whylogs profiles
+    ~90k rows/s against ~500k rows/s for prediction, so profiling every row would make scoring several
+    times slower for the same drift picture.
     """
     started = time.perf_counter()
     predict_seconds = 0.0
@@ -71,7 +72,6 @@ def score_chunks(
         if binary:
             out["decision"] = predictions >= model.threshold
             positives += int(out["decision"].sum())
-        out["model_version"] = model.version
         buffer = io.BytesIO()
         out.to_parquet(buffer, index=False)
         parts.append(store.write_bytes(f"{output}/part-{number:05d}.parquet", buffer.getvalue()))
