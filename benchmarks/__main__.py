@@ -1,4 +1,4 @@
-"""`make bench` / `python -m benchmarks [training] [--trials N] [--seeds 0,1,2] [--sample-rows N]`."""
+"""`make bench` / `python -m benchmarks [training] [serving] [options]`: every part when none is named."""
 
 from __future__ import annotations
 
@@ -8,25 +8,51 @@ import typer
 
 app = typer.Typer(add_completion=False, help="Flywheel benchmarks: tables and ratios against the baselines.")
 
+PARTS = ("training", "serving")
+
 
 @app.command()
 def main(
-    parts: Annotated[list[str] | None, typer.Argument(help="which parts: training (default: all)")] = None,
-    trials: Annotated[int, typer.Option(help="Optuna trials per study")] = 20,
-    seeds: Annotated[str, typer.Option(help="comma-separated seeds for the pruning comparison")] = "0,1,2",
-    sample_rows: Annotated[
-        int | None, typer.Option(help="use a sample of the flights (default: all)")
+    parts: Annotated[
+        list[str] | None, typer.Argument(help=f"which parts: {', '.join(PARTS)} (default: all)")
     ] = None,
+    trials: Annotated[int, typer.Option(help="training: Optuna trials per study")] = 20,
+    seeds: Annotated[
+        str, typer.Option(help="training: comma-separated seeds for the pruning comparison")
+    ] = "0,1,2",
+    sample_rows: Annotated[
+        int | None, typer.Option(help="training: use a sample of the flights (default: all)")
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option(help="serving: a short check (small model, 3 s phases, 30k-row batch flow)")
+    ] = False,
+    train_rows: Annotated[
+        int | None, typer.Option(help="serving: flights the served model learns from (default 100,000)")
+    ] = None,
+    phase_s: Annotated[
+        float | None, typer.Option(help="serving: seconds per load phase (default 10)")
+    ] = None,
+    flow_rows: Annotated[
+        int | None, typer.Option(help="serving: rows the batch flow scores (default: all flights)")
+    ] = None,
+    keep_home: Annotated[
+        bool, typer.Option(help="serving: keep the temporary FLYWHEEL_HOME (models, server logs)")
+    ] = False,
 ) -> None:
-    chosen = parts or ["training"]
-    known = {"training"}
-    unknown = set(chosen) - known
+    chosen = parts or list(PARTS)
+    unknown = set(chosen) - set(PARTS)
     if unknown:
-        raise typer.BadParameter(f"unknown part(s) {sorted(unknown)}; known: {sorted(known)}")
+        raise typer.BadParameter(f"unknown part(s) {sorted(unknown)}; known: {list(PARTS)}")
     if "training" in chosen:
         from benchmarks import training
 
         training.main(trials=trials, seeds=[int(s) for s in seeds.split(",")], sample_rows=sample_rows)
+    if "serving" in chosen:
+        from benchmarks import serving
+
+        serving.main(
+            quick=quick, train_rows=train_rows, phase_s=phase_s, flow_rows=flow_rows, keep_home=keep_home
+        )
 
 
 if __name__ == "__main__":
