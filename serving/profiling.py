@@ -137,7 +137,7 @@ class TrafficRecorder:
             self.queue.put(_STOP, timeout=5)
         self.process.join(timeout=timeout)
         if self.process.is_alive():
-            self.process.terminate()
+            self.process.kill()  # it ignores SIGTERM (see _worker)
 
 
 class _Window:
@@ -147,6 +147,13 @@ class _Window:
 
 
 def _worker(config: ProfilerConfig, inbox: Any) -> None:  # pragma: no cover - runs in the child process
+    # Ctrl-C or a SIGTERM to the whole process group must not kill the profiler before the server's
+    # shutdown sends STOP (the open window would be lost); it exits on STOP, or when its parent is gone.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = os.getppid()
     if config.home:
         os.environ["FLYWHEEL_HOME"] = config.home
     import pandas as pd
@@ -216,7 +223,7 @@ def _worker(config: ProfilerConfig, inbox: Any) -> None:  # pragma: no cover - r
             message = inbox.get(timeout=1.0)
         except queue.Empty:
             message = None
-        if message == _STOP:
+        if message == _STOP or (message is None and os.getppid() != parent):
             flush_batches()
             close_windows(everything=True)
             return

@@ -151,6 +151,7 @@ class LocalDeployer(ModelDeployer):
             str(self.config.port),
             "--workers",
             str(self.config.workers),
+            "--no-access-log",  # a line per request cost 14-18% of throughput; /metrics counts requests
         ]
 
     def environment(self, model_name: str) -> dict[str, str]:

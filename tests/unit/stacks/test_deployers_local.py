@@ -137,6 +137,7 @@ def test_command_and_environment(local_stack: Stack, home: Path) -> None:
         port,
         "--workers",
         "1",
+        "--no-access-log",
     ]
     env = d.environment("flight-delay")
     assert env["FLYWHEEL_STACK"] == str(Path(local_stack.source).resolve())  # a file, not a shipped name
