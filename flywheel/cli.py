@@ -51,14 +51,9 @@ def run_training(
     reason: str = "manual",
 ) -> None:
     """Ingest, validate, tune, train, evaluate, explain, register and (if it passes the gate) promote."""
-    from flows.runtime import prepare_prefect, task_runner
-    from stacks.config import StackError
+    from flows.runtime import task_runner
 
-    try:
-        chosen = prepare_prefect(stack)
-    except StackError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from exc
+    chosen = _prepared(stack)
     from flows.training import training
     from steps.data.sources import SourceError
     from steps.data.validate import DataValidationError
