@@ -12,7 +12,7 @@ export MPLBACKEND := Agg
 export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: help install run test test-fast lint format bench up down clean
+.PHONY: help install run test test-fast lint format bench up down staging-up staging-down clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,6 +50,12 @@ up: $(STAMP)  ## local Prefect server (SQLite), deployments, a worker and the se
 
 down:  ## stop what `make up` started
 	bash scripts/down.sh
+
+staging-up: $(STAMP)  ## staging services here: PostgreSQL, S3 (moto), MLflow server, Prefect server + worker
+	bash scripts/staging-up.sh
+
+staging-down:  ## stop the staging services and wipe their state
+	bash scripts/staging-down.sh
 
 clean:  ## remove local state (.flywheel) and caches, keep .venv
 	rm -rf .flywheel .pytest_cache .mypy_cache .ruff_cache

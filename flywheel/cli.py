@@ -188,11 +188,17 @@ def _print_where_to_look(stack: Stack, result: dict[str, Any]) -> None:
     typer.echo(f"Champion: {result['model_name']}@champion = v{result['champion_version']}")
     typer.echo("")
     typer.echo("Where to look:")
-    typer.echo(
-        f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {tracking} --port 5000   "
-        "then http://127.0.0.1:5000"
-    )
-    if not stack.orchestrator.configuration.api_url:
+    if tracking and tracking.startswith(("http://", "https://")):
+        typer.echo(f"  MLflow UI:   {tracking}")
+    else:
+        typer.echo(
+            f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {tracking} --port 5000   "
+            "then http://127.0.0.1:5000"
+        )
+    api_url = stack.orchestrator.configuration.api_url
+    if api_url:
+        typer.echo(f"  Prefect UI:  {api_url.removesuffix('/').removesuffix('/api')}")
+    else:
         typer.echo(
             f"  Prefect UI:  PREFECT_HOME={flywheel_home() / 'prefect'} .venv/bin/prefect server start   "
             "then http://127.0.0.1:4200"
