@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
@@ -32,6 +33,7 @@ __all__ = [
     "ComponentType",
     "ComputeComponent",
     "ComputeConfig",
+    "DaskCluster",
     "DataValidatorComponent",
     "DeployerConfig",
     "DockerDeployerConfig",
@@ -85,6 +87,18 @@ class _Config(BaseModel):
 
 # --------------------------------------------------------------------------- configurations
 
+DASK_SCHEMES = ("tcp://", "tls://", "ws://", "wss://", "ucx://", "inproc://")
+DASK_CLUSTER_KEYS = ("dask_address", "dask_n_workers", "dask_threads_per_worker")
+
+
+def _dask_address(v: str | None) -> str | None:
+    """A Dask scheduler address as distributed.Client takes it: scheme://host:port."""
+    if v is not None and not (v.startswith(DASK_SCHEMES) and len(v.split("://", 1)[1]) > 0):
+        raise ValueError(
+            f"dask_address must be a scheduler address such as tcp://dask-scheduler:8786 (got {v!r})"
+        )
+    return v
+
 
 class PrefectOrchestratorConfig(_Config):
     """Where flows run: a Prefect API (None = Prefect's ephemeral local API), work pool, task runner."""
@@ -95,7 +109,7 @@ class PrefectOrchestratorConfig(_Config):
     job_variables: dict[str, Any] = Field(default_factory=dict)
     task_runner: Literal["threads", "dask"] = "threads"
     max_workers: int = Field(default=4, ge=1)
-    dask_address: str | None = None
+    dask_address: str | None = None  # a running scheduler; None with task_runner dask: a LocalCluster
     dask_n_workers: int = Field(default=2, ge=1)
     dask_threads_per_worker: int = Field(default=1, ge=1)
 
@@ -105,6 +119,11 @@ class PrefectOrchestratorConfig(_Config):
         if v is not None and not secrets.is_secret_ref(v) and not v.startswith(("http://", "https://")):
             raise ValueError(f"api_url must be an http(s) URL such as http://127.0.0.1:4200/api (got {v!r})")
         return v
+
+    @field_validator("dask_address")
+    @classmethod
+    def _scheduler_address(cls, v: str | None) -> str | None:
+        return _dask_address(v)
 
     @model_validator(mode="after")
     def _dask_needs_dask_runner(self) -> PrefectOrchestratorConfig:
@@ -240,11 +259,37 @@ class OptunaConfig(_Config):
 
 
 class ComputeConfig(_Config):
-    """Where the numeric work runs inside a step."""
+    """Where the numeric work runs inside a step: XGBoost's device and threads, and the DataFrame engine.
+
+    ``engine: dask`` trains with ``xgboost.dask`` and scores partition by partition on the run's Dask
+    cluster. A run has one cluster: the orchestrator's when its task runner is dask, else the one named
+    here (``dask_address``, or a LocalCluster of ``dask_n_workers`` on the flow's machine).
+    """
 
     device: Literal["cpu", "cuda"] = "cpu"
     n_jobs: int | None = Field(default=None, ge=1)
     engine: Literal["pandas", "dask"] = "pandas"
+    dask_address: str | None = None
+    dask_n_workers: int | None = Field(default=None, ge=1)
+    dask_threads_per_worker: int | None = Field(default=None, ge=1)
+    partition_rows: int = Field(default=100_000, ge=1_000)  # rows per Dask partition (and Parquet part)
+
+    @field_validator("dask_address")
+    @classmethod
+    def _scheduler_address(cls, v: str | None) -> str | None:
+        return _dask_address(v)
+
+    @model_validator(mode="after")
+    def _dask_keys_need_dask_engine(self) -> ComputeConfig:
+        cluster_keys = [k for k in DASK_CLUSTER_KEYS if getattr(self, k) is not None]
+        if cluster_keys and self.engine != "dask":
+            raise ValueError(f"{', '.join(cluster_keys)} set but engine is 'pandas'; set engine: dask")
+        if self.dask_address is not None and len(cluster_keys) > 1:
+            raise ValueError(
+                "dask_n_workers and dask_threads_per_worker size a LocalCluster; a scheduler at "
+                "dask_address has its own workers: give one or the other"
+            )
+        return self
 
 
 FLAVORS: dict[ComponentType, dict[str, type[_Config]]] = {
@@ -389,6 +434,15 @@ class ComputeComponent(Component[ComputeConfig]):
 
     type: ClassVar[ComponentType] = ComponentType.COMPUTE
 
+    @model_validator(mode="after")
+    def _dask_flavor_uses_dask(self) -> ComputeComponent:
+        if self.flavor == "dask" and self.configuration.engine != "dask":
+            raise ValueError(
+                "flavor 'dask' computes on a Dask cluster but engine is 'pandas'; "
+                "set engine: dask, or use flavor 'local'"
+            )
+        return self
+
 
 COMPONENT_CLASSES: dict[ComponentType, type[Component[Any]]] = {
     ComponentType.ORCHESTRATOR: OrchestratorComponent,
@@ -403,6 +457,23 @@ COMPONENT_CLASSES: dict[ComponentType, type[Component[Any]]] = {
 
 
 # --------------------------------------------------------------------------- stack
+
+DEFAULT_DASK_WORKERS = 2
+
+
+@dataclass(frozen=True)
+class DaskCluster:
+    """Where a run's Dask work goes: a scheduler address, or the size of a LocalCluster to start."""
+
+    named_by: Literal["orchestrator", "compute"]
+    address: str | None
+    n_workers: int
+    threads_per_worker: int
+
+    def describe(self) -> str:
+        if self.address:
+            return f"Dask scheduler {self.address}"
+        return f"Dask LocalCluster ({self.n_workers} workers x {self.threads_per_worker} threads)"
 
 
 class Stack(BaseModel):
@@ -420,6 +491,19 @@ class Stack(BaseModel):
     model_deployer: ModelDeployerComponent | None = None
     tuner: TunerComponent | None = None
     compute: ComputeComponent | None = None
+
+    @model_validator(mode="after")
+    def _one_dask_cluster(self) -> Stack:
+        orch = self.orchestrator.configuration
+        if self.compute is None or orch.task_runner != "dask":
+            return self
+        named = [k for k in DASK_CLUSTER_KEYS if getattr(self.compute.configuration, k) is not None]
+        if named:
+            raise ValueError(
+                f"{self.compute.label()}: {', '.join(named)} set, but the orchestrator's Dask task runner "
+                "already names the run's cluster; set them on the orchestrator only"
+            )
+        return self
 
     @model_validator(mode="after")
     def _registry_has_a_uri(self) -> Stack:
@@ -497,6 +581,28 @@ class Stack(BaseModel):
             "MLFLOW_TRACKING_TOKEN": cfg.tracking_token,
         }
         return {k: secrets.resolve(v) for k, v in pairs.items() if v is not None}
+
+    def dask_cluster(self) -> DaskCluster | None:
+        """The run's Dask cluster, or None when neither the task runner nor the compute engine is dask.
+
+        The orchestrator's cluster when its task runner is dask (tuning trials and Dask DataFrames then
+        share it), else the compute component's; an address means a running scheduler, None a
+        LocalCluster on the flow's machine.
+        """
+        orch = self.orchestrator.configuration
+        compute = self.compute.configuration if self.compute else None
+        if orch.task_runner == "dask":
+            return DaskCluster(
+                "orchestrator", orch.dask_address, orch.dask_n_workers, orch.dask_threads_per_worker
+            )
+        if compute is not None and compute.engine == "dask":
+            return DaskCluster(
+                "compute",
+                compute.dask_address,
+                compute.dask_n_workers or DEFAULT_DASK_WORKERS,
+                compute.dask_threads_per_worker or 1,
+            )
+        return None
 
     def optuna_storage(self) -> str | None:
         """The tuner's storage URL, secret-resolved and SQLite-anchored; None means in memory."""
