@@ -54,6 +54,6 @@ class RowEncoder:
                 column = [r.get(name) for r in records]
                 out[:, j] = np.array([nan if v is None else v for v in column], dtype=np.float32)
             else:
-                lookup = codes
-                out[:, j] = np.array([lookup.get(r.get(name) or "", nan) for r in records], dtype=np.float32)
+                lookup: dict[Any, int] = codes  # a null is no key: NaN, as in _encode_rows
+                out[:, j] = np.array([lookup.get(r.get(name), nan) for r in records], dtype=np.float32)
         return out

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
+from serving.columns import BatchReader
 from serving.encoding import RowEncoder
 from serving.metrics import ServiceMetrics
 from serving.schemas import batch_model, record_model
@@ -32,6 +33,7 @@ class Served:
     encoder: RowEncoder
     record: type[BaseModel]
     batch: type[BaseModel]
+    reader: BatchReader
 
     @property
     def version(self) -> str:
@@ -47,7 +49,13 @@ def prepare(model: LoadedModel, max_batch_size: int) -> Served:
     """Build encoder and request models, and warm the booster up so the first request is not slow."""
     model.booster.set_param({"nthread": 1})  # one row at a time: threads cost more than they give
     record = record_model(model.schema)
-    served = Served(model, RowEncoder(model.schema), record, batch_model(record, max_batch_size))
+    served = Served(
+        model,
+        RowEncoder(model.schema),
+        record,
+        batch_model(record, max_batch_size),
+        BatchReader(model.schema, max_batch_size),
+    )
     warm = np.zeros((8, len(model.schema.columns)), dtype=np.float32)
     for _ in range(3):
         served.predict(warm[:1])

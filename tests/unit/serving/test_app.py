@@ -46,6 +46,46 @@ def test_batch_keeps_order(client: TestClient, champion: dict[str, Any]) -> None
     assert r.json()["request_id"] == "batch-1"
 
 
+def test_batch_of_whole_numbers_and_left_out_nulls(client: TestClient, champion: dict[str, Any]) -> None:
+    """What a client may send besides the canonical form: integers for numbers, nulls left out."""
+    test = champion["test"]
+    records = []
+    for i in range(40):
+        record = record_from(test, i)
+        if i % 2:
+            record = {k: v for k, v in record.items() if v is not None}
+        if i % 3:
+            record = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in record.items()}
+        records.append(record)
+    r = client.post("/predict/batch", json={"records": records})
+    assert r.status_code == 200, r.text
+    got = [p["prediction"] for p in r.json()["predictions"]]
+    np.testing.assert_allclose(got, predict(champion["booster"], test.X.iloc[:40]), rtol=1e-5)
+    assert [p["decision"] for p in r.json()["predictions"]] == [p >= 0.3 for p in got]
+
+
+def test_batch_names_each_offending_record_and_field(client: TestClient, champion: dict[str, Any]) -> None:
+    records = [record_from(champion["test"], i) for i in range(30)]
+    records[3]["dest"] = "XXX"
+    records[17]["distance"] = True
+    del records[20]["carrier"]
+    records[25]["colour"] = "red"
+    records[26]["hour"] = None
+    records[29]["pressure"] = 1e39
+    r = client.post("/predict/batch", json={"records": records})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert {e["field"] for e in detail} == {
+        "records.3.dest",
+        "records.17.distance",
+        "records.20.carrier",
+        "records.25.colour",
+        "records.26.hour",
+        "records.29.pressure",
+    }
+    assert all(e["loc"][:2] == ["body", "records"] and e["msg"] for e in detail)
+
+
 def test_explain_contributions_add_up(client: TestClient, champion: dict[str, Any]) -> None:
     record = record_from(champion["test"], 3)
     r = client.post("/explain?top_k=3", json=record)
