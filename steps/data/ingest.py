@@ -19,6 +19,9 @@ from stacks.components.artifact_store import ArtifactStore
 from stacks.components.data_validator import WhylogsValidator
 from steps.data.sources import read_source
 
+ROW_GROUP_ROWS = 100_000
+"""Rows per Parquet row group of a snapshot: a Dask reader makes one partition of each."""
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -53,6 +56,7 @@ def ingest(
     *,
     sample_rows: int | None = None,
     seed: int = 42,
+    row_group_rows: int = ROW_GROUP_ROWS,
 ) -> tuple[pd.DataFrame, Snapshot]:
     """Read the source, snapshot it (once per content) and return the frame with its snapshot record.
 
@@ -62,11 +66,16 @@ def ingest(
     frame = read_source(source_uri, storage_options)
     if sample_rows is not None and sample_rows < len(frame):
         frame = frame.sample(n=sample_rows, random_state=seed).sort_index().reset_index(drop=True)
-    return frame, write_snapshot(frame, source_uri, store, validator)
+    return frame, write_snapshot(frame, source_uri, store, validator, row_group_rows=row_group_rows)
 
 
 def write_snapshot(
-    frame: pd.DataFrame, source_uri: str, store: ArtifactStore, validator: WhylogsValidator
+    frame: pd.DataFrame,
+    source_uri: str,
+    store: ArtifactStore,
+    validator: WhylogsValidator,
+    *,
+    row_group_rows: int = ROW_GROUP_ROWS,
 ) -> Snapshot:
     digest = content_digest(frame)
     base = f"snapshots/{digest}"
@@ -74,7 +83,7 @@ def write_snapshot(
         meta = json.loads(store.read_bytes(f"{base}/meta.json"))
         return Snapshot(**meta)
     buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
+    frame.to_parquet(buffer, index=False, row_group_size=row_group_rows)
     uri = store.write_bytes(f"{base}/data.parquet", buffer.getvalue())
     profile_uri = store.write_bytes(f"{base}/profile.bin", validator.to_bytes(validator.profile(frame)))
     snapshot = Snapshot(

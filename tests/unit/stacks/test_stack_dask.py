@@ -1,4 +1,4 @@
-"""stacks/config.py, scale-out keys: where a run's Dask cluster comes from, and the mistakes that are errors."""
+"""stacks/config.py, scale-out keys: where a run's Dask cluster comes from; the mistakes that are errors."""
 
 from __future__ import annotations
 
