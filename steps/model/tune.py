@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -80,46 +81,24 @@ def _pruner(kind: str) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=20, interval_steps=5)
 
 
-def _sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
+def make_sampler(kind: str, seed: int, parallel: bool = False) -> optuna.samplers.BaseSampler:
+    """TPE, with the constant liar when trials run in parallel (so two workers do not pick the same point)."""
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True)
-
-
-def tune(
-    fit: Dataset,
-    valid: Dataset,
-    spec: ProblemSpec,
-    *,
-    study_name: str,
-    storage: str | None = None,
-    n_trials: int | None = None,
-    timeout_s: float | None = None,
-    pruning: bool = True,
-    pruner: str = "median",
-    sampler: str = "tpe",
-    seed: int = 42,
-    n_jobs: int | None = None,
-    device: str = "cpu",
-) -> TuningResult:
-    """Run (or join) the study and return the best parameters with the rounds early stopping chose."""
-    n_trials = n_trials if n_trials is not None else spec.tuning.n_trials
-    timeout_s = timeout_s if timeout_s is not None else spec.tuning.timeout_s
-    direction: Literal["minimize", "maximize"] = "minimize" if spec.lower_is_better else "maximize"
-    metric = EVAL_METRIC[spec.metric]
-    dfit = matrix(fit.X, fit.y)
-    dvalid = matrix(valid.X, valid.y, ref=dfit)
-    fixed = base_params(spec, n_jobs=n_jobs, device=device, seed=seed)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=storage,
-        direction=direction,
-        sampler=_sampler(sampler, seed),
-        pruner=_pruner(pruner) if pruning else optuna.pruners.NopPruner(),
-        load_if_exists=True,
+    return optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=5, multivariate=True, constant_liar=parallel
     )
-    started = time.perf_counter()
+
+
+def make_pruner(kind: str, pruning: bool) -> optuna.pruners.BasePruner:
+    return _pruner(kind) if pruning else optuna.pruners.NopPruner()
+
+
+def make_objective(
+    dfit: xgb.DMatrix, dvalid: xgb.DMatrix, spec: ProblemSpec, fixed: dict[str, Any], pruning: bool
+) -> Callable[[optuna.Trial], float]:
+    """One trial: a booster with early stopping on the validation period, pruned by XGBoost's callback."""
+    metric = EVAL_METRIC[spec.metric]
 
     def objective(trial: optuna.Trial) -> float:
         params = {**fixed, **search_space(trial, spec)}
@@ -138,23 +117,101 @@ def tune(
         trial.set_user_attr("rounds", best_rounds(booster, spec.tuning.num_boost_round))
         return float(booster.best_score)
 
-    def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        done = len(study.trials)
-        best = study.best_value if any(t.state.name == "COMPLETE" for t in study.trials) else float("nan")
-        value = "pruned" if trial.value is None else f"{metric}={trial.value:.4f}"
+    return objective
+
+
+def tune(
+    fit: Dataset,
+    valid: Dataset,
+    spec: ProblemSpec,
+    *,
+    study_name: str,
+    storage: str | None = None,
+    n_trials: int | None = None,
+    timeout_s: float | None = None,
+    pruning: bool = True,
+    pruner: str = "median",
+    sampler: str = "tpe",
+    seed: int = 42,
+    n_jobs: int | None = None,
+    device: str = "cpu",
+    client: Any | None = None,
+) -> TuningResult:
+    """Run (or join) the study and return the best parameters with the rounds early stopping chose.
+
+    With a Dask ``client`` the trials run on the cluster's workers, one trial per worker thread, all in
+    one study (see ``tune_dask``); without one they run here, one after another, on ``n_jobs`` threads.
+    """
+    n_trials = n_trials if n_trials is not None else spec.tuning.n_trials
+    timeout_s = timeout_s if timeout_s is not None else spec.tuning.timeout_s
+    direction: Literal["minimize", "maximize"] = "minimize" if spec.lower_is_better else "maximize"
+    metric = EVAL_METRIC[spec.metric]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    started = time.perf_counter()
+    done = 0
+
+    def progress(number: int, value: float | None, best: float | None) -> None:
+        nonlocal done
+        done += 1
+        shown = "pruned" if value is None else f"{metric}={value:.4f}"
         log.info(
-            "trial %d/%d %s, best %s=%.4f (%.0fs)",
+            "trial %d/%d (#%d) %s, best %s=%.4f (%.0fs)",
             done,
             n_trials,
-            value,
+            number,
+            shown,
             metric,
-            best,
+            float("nan") if best is None else best,
             time.perf_counter() - started,
         )
 
-    study.optimize(objective, n_trials=n_trials, timeout=timeout_s, callbacks=[progress], gc_after_trial=True)
+    fixed = base_params(spec, n_jobs=n_jobs, device=device, seed=seed)
+    if client is not None:
+        from steps.model import tune_dask
+
+        study = tune_dask.optimize(
+            client,
+            fit,
+            valid,
+            spec,
+            study_name=study_name,
+            storage=storage,
+            direction=direction,
+            n_trials=n_trials,
+            timeout_s=timeout_s,
+            pruning=pruning,
+            pruner=pruner,
+            sampler=sampler,
+            seed=seed,
+            fixed={**fixed, "nthread": n_jobs or 1},  # parallel trials, not threads, use the cores
+            on_trial=progress,
+        )
+    else:
+        dfit = matrix(fit.X, fit.y)
+        dvalid = matrix(valid.X, valid.y, ref=dfit)
+        study = optuna.create_study(
+            study_name=study_name,
+            storage=storage,
+            direction=direction,
+            sampler=make_sampler(sampler, seed),
+            pruner=make_pruner(pruner, pruning),
+            load_if_exists=True,
+        )
+
+        def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            complete = any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+            progress(trial.number, trial.value, study.best_value if complete else None)
+
+        study.optimize(
+            make_objective(dfit, dvalid, spec, fixed, pruning),
+            n_trials=n_trials,
+            timeout=timeout_s,
+            callbacks=[callback],
+            gc_after_trial=True,
+        )
     duration = time.perf_counter() - started
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    trials = study.trials
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         raise RuntimeError(f"study {study_name!r}: no trial completed within {timeout_s}s")
     best = study.best_trial
@@ -162,8 +219,8 @@ def tune(
         best_params={**fixed, **best.params},
         best_value=float(best.value) if best.value is not None else float("nan"),
         best_rounds=int(best.user_attrs.get("rounds", spec.tuning.num_boost_round)),
-        n_trials=len(study.trials),
-        n_pruned=sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
+        n_trials=len(trials),
+        n_pruned=sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
         duration_s=duration,
         study_name=study_name,
         trials=study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration")),
