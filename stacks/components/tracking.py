@@ -2,12 +2,18 @@
 
 Credentials come from secret references and reach MLflow through its own environment variables, so they
 are never written to a run, a log or a file.
+
+Where runs' artifacts go: a tracking *server* decides (the staging server proxies them to S3). With a
+database or folder as the tracker, MLflow's default is `./mlruns` under whatever directory the process
+started in, which scatters a stack's artifacts over working directories and makes every SQLite database's
+experiment 1 share one folder; so experiments created here get `<artifact store>/mlflow/<experiment>`.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -16,6 +22,28 @@ class MlflowTarget:
     tracking_uri: str
     registry_uri: str
     experiment_name: str
+    artifact_base: str | None  # where new experiments keep artifacts; None: the tracking server decides
+
+
+_artifact_base: str | None = None
+
+
+def ensure_experiment(name: str) -> str:
+    """The experiment's id, creating it (with the stack's artifact location) when it does not exist."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    location = f"{_artifact_base}/{name}" if _artifact_base else None
+    try:
+        return str(client.create_experiment(name, artifact_location=location))
+    except Exception:  # created concurrently by another process: use theirs
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return str(experiment.experiment_id)
 
 
 def configure_mlflow(stack: Any) -> MlflowTarget:
@@ -32,4 +60,11 @@ def configure_mlflow(stack: Any) -> MlflowTarget:
     registry_uri = stack.mlflow_registry_uri() or tracking_uri
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(registry_uri)
-    return MlflowTarget(tracking_uri, registry_uri, config.experiment_name)
+    global _artifact_base
+    if tracking_uri.startswith(("http://", "https://", "databricks")):
+        _artifact_base = None
+    else:
+        root = stack.artifact_root().rstrip("/")
+        _artifact_base = f"{root}/mlflow" if "://" in root else Path(root, "mlflow").resolve().as_uri()
+    ensure_experiment(config.experiment_name)
+    return MlflowTarget(tracking_uri, registry_uri, config.experiment_name, _artifact_base)

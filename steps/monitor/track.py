@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 from mlflow import MlflowClient
 
+from stacks.components.tracking import ensure_experiment
 from steps.monitor.policy import PolicyDecision
 
 EXPERIMENT = "monitoring"
@@ -23,8 +24,7 @@ def log_monitoring_run(
     html_report: str,
 ) -> str:
     client = MlflowClient()
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
+    experiment_id = ensure_experiment(EXPERIMENT)
     run = client.create_run(
         experiment_id,
         tags={

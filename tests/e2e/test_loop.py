@@ -12,12 +12,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,38 +24,12 @@ import pytest
 import requests
 import yaml
 
+from tests.e2e.support import Timeline, free_port, wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Timeline:
-    def __init__(self) -> None:
-        self.start = time.monotonic()
-        self.events: list[tuple[float, str]] = []
-
-    def __call__(self, what: str) -> None:
-        self.events.append((time.monotonic() - self.start, what))
-        print(f"[{time.monotonic() - self.start:7.1f}s] {what}", flush=True)
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except Exception:  # not up yet
-            value = None
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 class Load:

@@ -57,10 +57,15 @@ def test_lineage_leads_to_the_snapshot(first_run: dict[str, Any], module_home: P
     assert meta["source_uri"] == found.source_uri
 
 
-def test_mlflow_run_has_metrics_plots_inputs_and_profile(first_run: dict[str, Any]) -> None:
+def test_mlflow_run_has_metrics_plots_inputs_and_profile(
+    first_run: dict[str, Any], module_home: Path
+) -> None:
     client = MlflowClient()
     run = client.get_run(first_run["run_id"])
     assert run.info.status == "FINISHED"
+    # the local stack keeps MLflow's artifacts in its artifact folder, not ./mlruns of the working directory
+    local_base = (module_home / "artifacts" / "mlflow").as_uri()
+    assert run.info.artifact_uri.startswith(local_base), run.info.artifact_uri
     assert {
         "test.roc_auc",
         "test.pr_auc",
