@@ -1,13 +1,20 @@
 """The FastAPI app factory: ``uvicorn serving.app:create_app --factory``.
 
 Requests are decoded with orjson and validated against the served model's own request model (built from its
-feature schema), then encoded straight into the booster's input and scored in place. Validation happens per
-request against the model being served, so a swap to a version with other features needs no restart.
-Client errors are 4xx with the offending fields named; nothing a client sends reaches a 5xx.
+feature schema), then encoded straight into the booster's input and scored in place; a batch is checked and
+encoded column by column (``serving.columns``), with the request model as the judge of any body that check
+cannot vouch for. Validation happens per request against the model being served, so a swap to a version with
+other features needs no restart. Client errors are 4xx with the offending fields named; nothing a client
+sends reaches a 5xx.
+
+The heap left by start-up (MLflow, pandas, the first model: ~340k objects) is frozen out of the garbage
+collector: a full collection over it stalled every request in flight for 250-300 ms, and batch requests,
+which allocate thousands of short-lived objects, set one off every few hundred requests.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 import uuid
@@ -77,6 +84,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         ctx.holder.start_watching(settings.watch_interval_s)
         if settings.profiling:
             ctx.recorder = _start_recorder(ctx)
+        gc.collect()
+        gc.freeze()  # later collections skip the start-up heap (see the module docstring)
         yield
         ctx.holder.stop()
         if ctx.recorder is not None:
