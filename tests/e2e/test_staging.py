@@ -126,16 +126,17 @@ class Staging:
 
 
 @pytest.fixture(scope="module")
-def staging(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Staging]:
+def staging() -> Iterator[Staging]:
     taken = [f"{name} port {port}" for name, port in PORTS.items() if _port_taken(port)]
     if taken:
         pytest.fail(
             f"cannot bring staging up here: {', '.join(taken)} already in use "
             "(a running `make staging-up`? stop it with `make staging-down`)"
         )
-    home = tmp_path_factory.mktemp("staging-home")
-    # PostgreSQL runs as the `postgres` user when the test runs as root: its folder must be reachable,
-    # and pytest's own temporary root is private to the user running it
+    # outside pytest's temporary root: PostgreSQL runs as the `postgres` user when the test runs as root
+    # and must reach its folder (pytest's root is private), and a concurrent pytest session prunes old
+    # roots, which would delete the service's state file under a running service
+    home = Path(tempfile.mkdtemp(prefix="flywheel-staging-home-"))
     state = Path(tempfile.mkdtemp(prefix="flywheel-staging-"))
     state.chmod(0o711)
     env = Staging(home, state)
@@ -169,6 +170,7 @@ def staging(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Staging]:
         )
         print(down.stdout[-2000:], down.stderr[-2000:])
         shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
         t("staging services down")
         assert down.returncode == 0, down.stderr
         still = [f"{name} port {port}" for name, port in PORTS.items() if _port_taken(port)]
