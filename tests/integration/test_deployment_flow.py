@@ -111,3 +111,25 @@ def test_stop_ends_the_process(deployed: dict[str, Any], stack_file: Path) -> No
     assert not pid_alive(deployed["pid"])
     assert not state_path(STACK).exists()
     assert deployer.status() is None
+
+
+def test_concurrent_deploys_start_one_service(champion: dict[str, Any], stack_file: Path) -> None:
+    """A promotion-triggered deploy and a manual one at the same moment: one process, and it is recorded."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    stack = load_stack(str(stack_file))
+    version = champion["champion_version"]
+    with ThreadPoolExecutor(2) as pool:
+        futures = [
+            pool.submit(deployer_for(stack, ready_timeout_s=180).deploy, "flight-delay", version)
+            for _ in range(2)
+        ]
+        infos = [f.result() for f in futures]
+    try:
+        assert infos[0].pid == infos[1].pid, [i.pid for i in infos]
+        assert any("already serving" in i.detail for i in infos), [i.detail for i in infos]
+        status = deployer_for(stack).status()
+        assert status is not None and status.running and status.healthy and status.pid == infos[0].pid
+    finally:
+        deployer_for(stack).stop()
+    assert infos[0].pid is not None and not pid_alive(infos[0].pid)

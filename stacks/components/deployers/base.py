@@ -12,6 +12,7 @@ a container receives the *name* of the environment variable (``docker run -e VAR
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -166,6 +167,38 @@ class ServiceInfo:
 def services_dir() -> Path:
     """Where state files and local service logs live: ``flywheel_home()/services``."""
     return flywheel_home() / "services"
+
+
+@contextlib.contextmanager
+def state_lock(stack_name: str, timeout_s: float) -> Iterator[None]:
+    """Hold the stack's service lock: one deploy or stop at a time, across processes.
+
+    Two deploys do race in practice: training's promotion event runs the `service` deployment on a worker
+    while someone runs `flywheel service deploy`. Without the lock both see no service, both start one,
+    the loser's failed bind overwrites the state file, and the winner runs on unrecorded. Under the lock
+    the second one finds the first one's healthy service and leaves it to hot-swap.
+    """
+    import fcntl
+
+    path = services_dir() / f"{stack_name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise DeploymentError(
+                        f"another deploy or stop of stack '{stack_name}' has held {path} for "
+                        f"{timeout_s:g} s; try again when it finishes"
+                    ) from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def dns_name(*parts: str, max_len: int = 63) -> str:

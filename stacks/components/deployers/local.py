@@ -37,6 +37,7 @@ from stacks.components.deployers.base import (
     service_secret_refs,
     services_dir,
     stack_reference,
+    state_lock,
     state_path,
     wait_until_ready,
     write_state,
@@ -182,12 +183,16 @@ class LocalDeployer(ModelDeployer):
 
     def deploy(self, model_name: str, version: str, *, restart: bool = False) -> ServiceInfo:
         self._require_service_secrets()
+        with state_lock(self.stack.name, timeout_s=self.ready_timeout_s + self.stop_timeout_s + 30):
+            return self._deploy_locked(model_name, version, restart=restart)
+
+    def _deploy_locked(self, model_name: str, version: str, *, restart: bool) -> ServiceInfo:
         current = self.status()
         if current is not None and current.running:
             if current.healthy and current.model_name == model_name and not restart:
                 return self._keep(current, version)
             logger.info("replacing the service of stack %r (pid %s)", self.stack.name, current.pid)
-            self.stop()
+            self._stop_locked()
         elif current is not None:
             clear_state(self.stack.name)  # stale: the process is gone
         if _port_taken(self.config.host, self.config.port):
@@ -288,6 +293,10 @@ class LocalDeployer(ModelDeployer):
         return info.with_(healthy=True, model_version=served_version(info.url) or info.model_version)
 
     def stop(self) -> bool:
+        with state_lock(self.stack.name, timeout_s=self.ready_timeout_s + self.stop_timeout_s + 30):
+            return self._stop_locked()
+
+    def _stop_locked(self) -> bool:
         info = self.recorded()
         if info is None:
             return False
