@@ -9,10 +9,12 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from flows.runtime import ingest_joins, resolve_stack
+from flows.cluster import dask_client
+from flows.runtime import compute_summary, ingest_joins, resolve_stack
 from flows.tasks import StepTimer
 from stacks.components.model_registry import CHAMPION, alias_version, load_model
 from steps.data import features, ingest
+from steps.inference import score_dask
 from steps.inference.score import score_chunks
 from steps.problem import load_spec
 
@@ -31,7 +33,9 @@ def inference(
     """Score ``source`` (default: the spec's) with ``MODEL@alias`` (or an explicit version).
 
     Output rows carry ``row``, their position in the input snapshot (recorded in the summary and in
-    lineage), plus ``keep_columns`` from the input when given (identifiers to join on).
+    lineage), plus ``keep_columns`` from the input when given (identifiers to join on). With the stack's
+    compute engine ``dask`` the workers read the snapshot's row groups and score one partition each
+    (features are then derived inside the score step); otherwise chunks of ``chunk_rows`` are scored here.
     """
     logger = get_run_logger()
     started = time.perf_counter()
@@ -51,25 +55,44 @@ def inference(
         ctx.validator,
         ctx.storage_options,
         sample_rows=sample_rows,
+        row_group_rows=ctx.partition_rows,
         retries=2,
     )
     joined, _ = ingest_joins(timer, ctx, spec)
-    derived = timer.run(features.derive, "features", raw, spec, joined)
-    encoded = timer.run(features.encode, "encode", derived, model.schema)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     output = f"inference/{spec.model_name}/v{model.version}/{stamp}-{snapshot.digest[:12]}"
-    result = timer.run(
-        score_chunks,
-        "score",
-        model,
-        encoded,
-        ctx.store,
-        ctx.validator,
-        output,
-        keys=raw[list(keep_columns)] if keep_columns else None,
-        chunk_rows=chunk_rows,
-        retries=1,
-    )
+    if ctx.engine == "dask":
+        del raw  # the workers read the snapshot themselves
+        with dask_client(ctx.stack) as client:
+            result = timer.run(
+                score_dask.score_partitions,
+                "score",
+                client,
+                model,
+                score_dask.read_snapshot(snapshot.uri, ctx.storage_options),
+                spec,
+                joined,
+                ctx.store,
+                ctx.validator,
+                output,
+                keep_columns=list(keep_columns) if keep_columns else None,
+                retries=1,
+            )
+    else:
+        derived = timer.run(features.derive, "features", raw, spec, joined)
+        encoded = timer.run(features.encode, "encode", derived, model.schema)
+        result = timer.run(
+            score_chunks,
+            "score",
+            model,
+            encoded,
+            ctx.store,
+            ctx.validator,
+            output,
+            keys=raw[list(keep_columns)] if keep_columns else None,
+            chunk_rows=chunk_rows,
+            retries=1,
+        )
     summary = {
         "model_name": spec.model_name,
         "version": model.version,
@@ -83,6 +106,7 @@ def inference(
         "predict_seconds": result.predict_seconds,
         "score_seconds": result.total_seconds,
         "positive_rate": result.positive_rate,
+        "compute": compute_summary(ctx),
         "timings": dict(timer.seconds),
         "flow_s": time.perf_counter() - started,
     }

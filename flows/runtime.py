@@ -31,6 +31,8 @@ class StackContext:
     device: str
     n_jobs: int | None
     storage_options: dict[str, Any]
+    engine: str = "pandas"
+    partition_rows: int = 100_000
 
 
 def resolve_stack(name: str | None = None) -> StackContext:
@@ -52,7 +54,15 @@ def resolve_stack(name: str | None = None) -> StackContext:
         device=compute.device if compute else "cpu",
         n_jobs=compute.n_jobs if compute else None,
         storage_options=stack.storage_options(),
+        engine=compute.engine if compute else "pandas",
+        partition_rows=compute.partition_rows if compute else 100_000,
     )
+
+
+def compute_summary(ctx: StackContext) -> dict[str, Any]:
+    """Where a run's numeric work ran (engine, device, Dask cluster), for its summary."""
+    cluster = ctx.stack.dask_cluster()
+    return {"engine": ctx.engine, "device": ctx.device, "dask": cluster.describe() if cluster else None}
 
 
 def prepare_prefect(name: str | None = None) -> Stack:
@@ -81,10 +91,15 @@ def prepare_prefect(name: str | None = None) -> Stack:
 
 
 def task_runner(stack: Stack) -> Any:
-    """The stack's task runner: Prefect's thread pool, or Dask (a LocalCluster or a scheduler address)."""
+    """The stack's task runner: Prefect's thread pool, or Dask (a LocalCluster or a scheduler address).
+
+    Flows call their steps as inline tasks, so no Prefect task is shipped to a Dask worker (each worker
+    would otherwise need the Prefect API); the runner's cluster is what ``flows.cluster.dask_client``
+    hands to the steps that scale out (tuning trials, xgboost.dask, partitioned scoring).
+    """
     config = stack.orchestrator.configuration
     if config.task_runner == "dask":
-        from prefect_dask import DaskTaskRunner  # type: ignore[import-not-found]
+        from prefect_dask import DaskTaskRunner
 
         if config.dask_address:
             return DaskTaskRunner(address=config.dask_address)
@@ -92,6 +107,7 @@ def task_runner(stack: Stack) -> Any:
             cluster_kwargs={
                 "n_workers": config.dask_n_workers,
                 "threads_per_worker": config.dask_threads_per_worker,
+                "dashboard_address": None,  # no fixed port to clash with a second run
             }
         )
     from prefect.task_runners import ThreadPoolTaskRunner

@@ -13,10 +13,11 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.runtime import ingest_joins, resolve_stack
+from flows.cluster import dask_client
+from flows.runtime import StackContext, compute_summary, ingest_joins, resolve_stack
 from flows.tasks import StepTimer
 from steps.data import features, ingest, split, validate
-from steps.model import evaluate, explain, promote, reference, register, track, train, tune
+from steps.model import evaluate, explain, promote, reference, register, track, train, train_dask, tune
 from steps.model.threshold import choose_threshold
 from steps.problem import ProblemSpec, load_spec
 
@@ -91,24 +92,26 @@ def training(
             **parts.info,
         }
         timer.run(track.log_inputs, "track-inputs", run_id, spec, snapshot, join_snapshots, params, retries=2)
-        tuning = timer.run(
-            tune.tune,
-            "tune",
-            parts.fit,
-            parts.valid,
-            spec,
-            study_name=f"{spec.name}-{run_id}",
-            storage=ctx.tuner_storage,
-            n_trials=n_trials,
-            timeout_s=timeout_s,
-            pruning=pruning,
-            pruner=ctx.pruner,
-            sampler=ctx.sampler,
-            seed=seed,
-            n_jobs=ctx.n_jobs,
-            device=ctx.device,
-        )
-        booster = timer.run(train.train, "train", parts.train, tuning.best_params, tuning.best_rounds)
+        with dask_client(ctx.stack) as client:  # None unless the stack names Dask
+            tuning = timer.run(
+                tune.tune,
+                "tune",
+                parts.fit,
+                parts.valid,
+                spec,
+                study_name=f"{spec.name}-{run_id}",
+                storage=ctx.tuner_storage,
+                n_trials=n_trials,
+                timeout_s=timeout_s,
+                pruning=pruning,
+                pruner=ctx.pruner,
+                sampler=ctx.sampler,
+                seed=seed,
+                n_jobs=ctx.n_jobs,
+                device=ctx.device,
+                client=client,
+            )
+            booster = _train(timer, ctx, client, parts.train, tuning)
         threshold = timer.run(
             choose_threshold,
             "threshold",
@@ -195,6 +198,7 @@ def training(
         "steps_total_s": timer.total,
         "flow_s": time.perf_counter() - flow_started,
         "tuning": {"trials": tuning.n_trials, "pruned": tuning.n_pruned, "best": tuning.best_value},
+        "compute": compute_summary(ctx),
     }
     logger.info(
         "%s v%s: %s=%.4f; %s (%s). Champion: v%s",
@@ -207,6 +211,23 @@ def training(
         summary["champion_version"],
     )
     return summary
+
+
+def _train(
+    timer: StepTimer, ctx: StackContext, client: Any, data: features.Dataset, tuning: tune.TuningResult
+) -> Any:
+    """The refit: xgboost.dask on the cluster when the stack's compute engine is dask, else in process."""
+    if ctx.engine == "dask" and client is not None:
+        return timer.run(
+            train_dask.train_dataset,
+            "train",
+            client,
+            data,
+            tuning.best_params,
+            tuning.best_rounds,
+            partition_rows=ctx.partition_rows,
+        )
+    return timer.run(train.train, "train", data, tuning.best_params, tuning.best_rounds)
 
 
 def _key(spec: ProblemSpec, what: str) -> str:

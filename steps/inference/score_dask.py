@@ -103,7 +103,7 @@ def score_partitions(
     partitions' lengths first, which a Parquet reader gets from the files' metadata pass.
     """
     started = time.perf_counter()
-    lengths = [int(n) for n in raw.map_partitions(len).compute()]
+    lengths = [int(n) for n in client.compute(raw.map_partitions(len)).result()]
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int).tolist() if lengths else []
     shared_model, shared_joined = client.scatter([model, joined], broadcast=True)
     summary = raw.map_partitions(
@@ -119,7 +119,8 @@ def score_partitions(
         offsets,
         meta=_SUMMARY,
         enforce_metadata=False,
-    ).compute()
+    )
+    summary = client.compute(summary).result()  # on this client's cluster, whichever is the default
     summary = summary.sort_values("number")
     written = [
         PartWritten(row.uri, int(row.rows), int(row.positives), validator.from_bytes(row.profile))

@@ -54,8 +54,10 @@ def train(
             f"categorical column(s) {unknown} have unknown categories; encode partitions with the "
             "feature schema (features.encode) so every worker codes them the same way"
         )
-    dtrain = dxgb.DaskQuantileDMatrix(client, features, label, enable_categorical=True)
-    output = dxgb.train(client, params, dtrain, num_boost_round=max(1, rounds), verbose_eval=False)
+    # xgboost.dask looks up the default client even when given one; a task runner's client is not it
+    with client.as_current():
+        dtrain = dxgb.DaskQuantileDMatrix(client, features, label, enable_categorical=True)
+        output = dxgb.train(client, params, dtrain, num_boost_round=max(1, rounds), verbose_eval=False)
     booster: xgb.Booster = output["booster"]
     booster.set_attr(feature_schema_version="1")
     return booster

@@ -174,7 +174,7 @@ def optimize(
     best: float | None = None
     sign = 1 if direction == "maximize" else -1
     try:
-        for future in as_completed(futures):
+        for future in as_completed(futures, loop=client.loop):  # this client, default or not
             outcome: TrialOutcome | None = future.result()
             if outcome is None:
                 continue

@@ -44,7 +44,7 @@ PARAMS = {
 def client() -> Iterator[Client]:
     with (
         LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
-        Client(cluster) as dask_client,
+        Client(cluster, set_as_default=False) as dask_client,  # as a task runner's client is
     ):
         yield dask_client
 
