@@ -8,7 +8,7 @@ import typer
 
 app = typer.Typer(add_completion=False, help="Flywheel benchmarks: tables and ratios against the baselines.")
 
-PARTS = ("training", "serving")
+PARTS = ("training", "serving", "scale")
 
 
 @app.command()
@@ -16,16 +16,24 @@ def main(
     parts: Annotated[
         list[str] | None, typer.Argument(help=f"which parts: {', '.join(PARTS)} (default: all)")
     ] = None,
-    trials: Annotated[int, typer.Option(help="training: Optuna trials per study")] = 20,
+    trials: Annotated[int, typer.Option(help="training, scale: Optuna trials per study")] = 20,
     seeds: Annotated[
         str, typer.Option(help="training: comma-separated seeds for the pruning comparison")
     ] = "0,1,2",
     sample_rows: Annotated[
-        int | None, typer.Option(help="training: use a sample of the flights (default: all)")
+        int | None,
+        typer.Option(help="training: use a sample of the flights (default: all); scale: rows to tune on"),
     ] = None,
     quick: Annotated[
-        bool, typer.Option(help="serving: a short check (small model, 3 s phases, 30k-row batch flow)")
+        bool,
+        typer.Option(
+            help="serving: a short check (small model, 3 s phases, 30k-row batch flow); "
+            "scale: 4 trials, 30k flights at 1x and 2x"
+        ),
     ] = False,
+    scales: Annotated[
+        str | None, typer.Option(help="scale: comma-separated multiples of the flights (default 1,4,10)")
+    ] = None,
     train_rows: Annotated[
         int | None, typer.Option(help="serving: flights the served model learns from (default 100,000)")
     ] = None,
@@ -52,6 +60,15 @@ def main(
 
         serving.main(
             quick=quick, train_rows=train_rows, phase_s=phase_s, flow_rows=flow_rows, keep_home=keep_home
+        )
+    if "scale" in chosen:
+        from benchmarks import scale
+
+        scale.main(
+            quick=quick,
+            trials=trials,
+            sample_rows=sample_rows,
+            scales=[int(s) for s in scales.split(",")] if scales else None,
         )
 
 
