@@ -171,7 +171,7 @@ def in_process(model_name: str, version: str, records: list[dict[str, Any]], qui
 
         def validate_encode() -> np.ndarray:
             if len(batch) > 1:
-                checked = served.reader.matrix(payload)
+                checked = served.reader.from_records(payload)
                 if checked is None:
                     raise RuntimeError("the benchmark batch missed the service's fast path")
                 return checked

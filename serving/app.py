@@ -159,23 +159,43 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         except ValidationError as exc:
             return _validation_error(exc)
 
-    async def parsed_batch(request: Request) -> tuple[Served, np.ndarray] | Response:
-        """As :func:`parsed` for a batch, to the booster's matrix: checked column by column when the body is
-        valid, and by the request model (which names each offending record and field) when it is not."""
+    async def parsed_batch(request: Request, kind: str) -> tuple[Served, np.ndarray] | Response:
+        """As :func:`parsed` for a batch (``records`` or ``columns``), to the booster's matrix: checked column
+        by column when the body is valid, and by the request model (which names each offending record or
+        value and its field) when it is not."""
         payload = await read_json(request)
         if isinstance(payload, Response):
             return payload
         served = served_or_error()
         if isinstance(served, Response):
             return served
-        matrix = served.reader.matrix(payload)
+        records = kind == "records"
+        matrix = served.reader.from_records(payload) if records else served.reader.from_columns(payload)
         if matrix is not None:
             return served, matrix
         try:
-            batch = served.batch.model_validate(payload)
+            batch = (served.batch if records else served.columns).model_validate(payload)
         except ValidationError as exc:
             return _validation_error(exc)
-        return served, served.encoder.encode([r.__dict__ for r in batch.records])  # type: ignore[attr-defined]
+        rows = (
+            [r.__dict__ for r in batch.records]  # type: ignore[attr-defined]
+            if records
+            else _rows_of(batch.columns.__dict__)  # type: ignore[attr-defined]
+        )
+        return served, served.encoder.encode(rows)
+
+    def predictions_body(served: Served, predictions: np.ndarray, rid: str) -> dict[str, Any]:
+        binary = served.model.task == "binary"
+        threshold = served.model.threshold
+        values = predictions.tolist()
+        decisions = (predictions >= threshold).tolist() if binary else [None] * len(values)
+        return {
+            "request_id": rid,
+            "model_name": served.model.name,
+            "model_version": served.version,
+            "threshold": threshold if binary else None,
+            "predictions": [{"prediction": p, "decision": d} for p, d in zip(values, decisions, strict=True)],
+        }
 
     @app.post(
         "/predict",
@@ -213,25 +233,34 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     async def predict_batch(request: Request) -> Response:
         """Score up to the configured maximum of records in one request, in order."""
         started = time.perf_counter()
-        outcome = await parsed_batch(request)
+        outcome = await parsed_batch(request, "records")
         if isinstance(outcome, Response):
             return finish("predict_batch", started, outcome)
         served, matrix = outcome
         rid = request_id(request)
-        predictions = score(served, matrix, rid)
-        binary = served.model.task == "binary"
-        threshold = served.model.threshold
-        values = predictions.tolist()
-        decisions = (predictions >= threshold).tolist() if binary else [None] * len(values)
-        items = [{"prediction": p, "decision": d} for p, d in zip(values, decisions, strict=True)]
-        body = {
-            "request_id": rid,
-            "model_name": served.model.name,
-            "model_version": served.version,
-            "threshold": threshold if binary else None,
-            "predictions": items,
-        }
-        return finish("predict_batch", started, _json(body))
+        return finish(
+            "predict_batch", started, _json(predictions_body(served, score(served, matrix, rid), rid))
+        )
+
+    @app.post(
+        "/predict/columns",
+        response_model=BatchPrediction,
+        tags=["predict"],
+        openapi_extra=_body_schema("ColumnBatch"),
+        responses=_ERRORS,
+    )
+    async def predict_columns(request: Request) -> Response:
+        """Score a batch given as one array per feature (all the same length, up to the configured maximum);
+        predictions in row order. The cheapest way to send many rows: a third of the JSON of ``records``."""
+        started = time.perf_counter()
+        outcome = await parsed_batch(request, "columns")
+        if isinstance(outcome, Response):
+            return finish("predict_columns", started, outcome)
+        served, matrix = outcome
+        rid = request_id(request)
+        return finish(
+            "predict_columns", started, _json(predictions_body(served, score(served, matrix, rid), rid))
+        )
 
     @app.post(
         "/explain",
@@ -376,7 +405,7 @@ def _openapi(app: FastAPI, ctx: _Ctx) -> dict[str, Any]:
     served = ctx.holder.current
     models: list[type[BaseModel]] = [Feedback]
     if served is not None:
-        models += [served.record, served.batch]
+        models += [served.record, served.batch, served.columns]
     for model in models:
         body = model.model_json_schema(ref_template="#/components/schemas/{model}")
         for name, definition in body.pop("$defs", {}).items():
@@ -385,8 +414,17 @@ def _openapi(app: FastAPI, ctx: _Ctx) -> dict[str, Any]:
     if served is None:
         components.setdefault("Record", {"type": "object"})
         components.setdefault("Batch", {"type": "object"})
+        components.setdefault("ColumnBatch", {"type": "object"})
     app.openapi_schema = schema
     return schema
+
+
+def _rows_of(columns: dict[str, list[Any] | None]) -> list[dict[str, Any]]:
+    """Validated columns (None: a column left out, all null) as records, for the row encoder."""
+    rows = next(len(values) for values in columns.values() if values is not None)
+    return [
+        {name: None if values is None else values[i] for name, values in columns.items()} for i in range(rows)
+    ]
 
 
 def _startup(ctx: _Ctx) -> None:

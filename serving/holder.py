@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from serving.columns import BatchReader
 from serving.encoding import RowEncoder
 from serving.metrics import ServiceMetrics
-from serving.schemas import batch_model, record_model
+from serving.schemas import batch_model, columns_model, record_model
 from stacks.components.model_registry import LoadedModel, alias_version, load_model
 
 log = logging.getLogger("flywheel.serving")
@@ -33,6 +33,7 @@ class Served:
     encoder: RowEncoder
     record: type[BaseModel]
     batch: type[BaseModel]
+    columns: type[BaseModel]
     reader: BatchReader
 
     @property
@@ -54,6 +55,7 @@ def prepare(model: LoadedModel, max_batch_size: int) -> Served:
         RowEncoder(model.schema),
         record,
         batch_model(record, max_batch_size),
+        columns_model(model.schema, max_batch_size),
         BatchReader(model.schema, max_batch_size),
     )
     warm = np.zeros((8, len(model.schema.columns)), dtype=np.float32)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 
 from stacks.components.model_registry import FeatureColumn, FeatureSchema
 
@@ -72,6 +72,45 @@ def batch_model(record: type[BaseModel], max_batch: int) -> type[BaseModel]:
         "Batch",
         __base__=_Strict,
         records=(list[record], Field(min_length=1, max_length=max_batch)),  # type: ignore[valid-type]
+    )
+
+
+class _SameLength(_Strict):
+    """Columns of one batch: as many values in each."""
+
+    @model_validator(mode="after")
+    def _same_length(self) -> _SameLength:
+        lengths = {name: len(values) for name, values in self.__dict__.items() if values is not None}
+        if not lengths:
+            raise ValueError("give at least one column")
+        if len(set(lengths.values())) > 1:
+            counts = ", ".join(f"{name} {n}" for name, n in lengths.items())
+            raise ValueError(f"every column needs the same number of values; got {counts}")
+        return self
+
+
+def columns_model(schema: FeatureSchema, max_batch: int) -> type[BaseModel]:
+    """``{"columns": {feature: [values, ...]}}``: a batch as one array per feature, each value under the same
+    rules as in a record; a feature that may be null may be left out (all null)."""
+    fields: dict[str, Any] = {}
+    for c in schema.columns:
+        kind, field = _field(c)
+        values: Any = list[kind]  # type: ignore[valid-type]
+        fields[c.name] = (
+            values | None if c.nullable else values,
+            Field(
+                default=None if c.nullable else ...,
+                min_length=1,
+                max_length=max_batch,
+                description=f"{field.description}; one value per row"
+                + ("; left out or null: all null" if c.nullable else ""),
+            ),
+        )
+    columns = create_model("Columns", __base__=_SameLength, **fields)
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        "ColumnBatch",
+        __base__=_Strict,
+        columns=(columns, Field(description="one array per feature, all the same length")),
     )
 
 

@@ -86,6 +86,52 @@ def test_batch_names_each_offending_record_and_field(client: TestClient, champio
     assert all(e["loc"][:2] == ["body", "records"] and e["msg"] for e in detail)
 
 
+def columns_from(test: Any, rows: int) -> dict[str, list[Any]]:
+    records = [record_from(test, i) for i in range(rows)]
+    return {name: [r[name] for r in records] for name in records[0]}
+
+
+def test_columns_match_the_booster(client: TestClient, champion: dict[str, Any]) -> None:
+    test = champion["test"]
+    r = client.post(
+        "/predict/columns", json={"columns": columns_from(test, 50)}, headers={"x-request-id": "c-1"}
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    np.testing.assert_allclose(
+        [p["prediction"] for p in body["predictions"]],
+        predict(champion["booster"], test.X.iloc[:50]),
+        rtol=1e-5,
+    )
+    assert body["request_id"] == "c-1" and body["threshold"] == 0.3
+    records = client.post("/predict/batch", json={"records": [record_from(test, i) for i in range(50)]})
+    assert records.json()["predictions"] == body["predictions"]
+
+
+def test_columns_name_each_offending_value_and_field(client: TestClient, champion: dict[str, Any]) -> None:
+    columns = columns_from(champion["test"], 30)
+    columns["dest"][3] = "XXX"
+    columns["distance"][17] = True
+    columns["colour"] = ["red"] * 30
+    r = client.post("/predict/columns", json={"columns": columns})
+    assert r.status_code == 422, r.text
+    assert {e["field"] for e in r.json()["detail"]} == {
+        "columns.dest.3",
+        "columns.distance.17",
+        "columns.colour",
+    }
+    short = columns_from(champion["test"], 30) | {"hour": [1.0] * 29}
+    r = client.post("/predict/columns", json={"columns": short})
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "columns"
+    assert "hour 29" in r.json()["detail"][0]["msg"]
+    missing = {k: v for k, v in columns_from(champion["test"], 3).items() if k != "carrier"}
+    r = client.post("/predict/columns", json={"columns": missing})
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "columns.carrier"
+    too_many = columns_from(champion["test"], 1)
+    r = client.post("/predict/columns", json={"columns": {k: v * 1001 for k, v in too_many.items()}})
+    assert r.status_code == 422
+
+
 def test_explain_contributions_add_up(client: TestClient, champion: dict[str, Any]) -> None:
     record = record_from(champion["test"], 3)
     r = client.post("/explain?top_k=3", json=record)
@@ -166,6 +212,11 @@ def test_openapi_declares_the_generated_schema(client: TestClient) -> None:
     record = doc["components"]["schemas"]["Record"]
     assert record["additionalProperties"] is False
     assert "carrier" in record["required"] and "enum" in str(record["properties"]["carrier"])
+    columns = doc["components"]["schemas"]["Columns"]
+    assert columns["additionalProperties"] is False and "carrier" in columns["required"]
+    assert "wind_gust" not in columns["required"] and "enum" in str(columns["properties"]["carrier"])
+    body = doc["paths"]["/predict/columns"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/ColumnBatch"}
 
 
 def test_auth_on(champion: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:

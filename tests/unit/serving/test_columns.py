@@ -11,9 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from serving.app import _rows_of
 from serving.columns import BatchReader
 from serving.encoding import RowEncoder
-from serving.schemas import FLOAT32_MAX, batch_model, record_model
+from serving.schemas import FLOAT32_MAX, batch_model, columns_model, record_model
 from stacks.components.model_registry import FeatureColumn, FeatureSchema
 
 SCHEMA = FeatureSchema(
@@ -31,6 +32,7 @@ MAX_BATCH = 6
 READER = BatchReader(SCHEMA, MAX_BATCH)
 ENCODER = RowEncoder(SCHEMA)
 BATCH = batch_model(record_model(SCHEMA), MAX_BATCH)
+COLUMNS = columns_model(SCHEMA, MAX_BATCH)
 
 
 def expected(payload: Any) -> np.ndarray | None:
@@ -40,6 +42,14 @@ def expected(payload: Any) -> np.ndarray | None:
     except ValidationError:
         return None
     return ENCODER.encode([r.__dict__ for r in batch.records])  # type: ignore[attr-defined]
+
+
+def expected_from_columns(payload: Any) -> np.ndarray | None:
+    try:
+        batch = COLUMNS.model_validate(payload)
+    except ValidationError:
+        return None
+    return ENCODER.encode(_rows_of(batch.columns.__dict__))  # type: ignore[attr-defined]
 
 
 # every kind of value JSON can carry, and the edges of what the schema allows (drawn more often)
@@ -104,7 +114,7 @@ def payloads(draw: st.DrawFn) -> Any:
 @settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 def test_reader_accepts_exactly_what_the_request_model_accepts(payload: Any) -> None:
     want = expected(payload)
-    got = READER.matrix(payload)
+    got = READER.from_records(payload)
     if want is None:
         assert got is None, f"the reader let through what the request model rejects: {payload!r}"
     else:
@@ -119,7 +129,7 @@ def test_typical_batch() -> None:
         {"distance": 200, "wind_gust": 19.5, "carrier": "UA", "dest": None, "hour": 23.0},
         {"distance": 300.5, "carrier": "AA", "hour": 7},  # nullable fields left out
     ]
-    got = READER.matrix({"records": batch})
+    got = READER.from_records({"records": batch})
     assert got is not None
     np.testing.assert_array_equal(
         got,
@@ -150,15 +160,80 @@ def test_typical_batch() -> None:
 )
 def test_bad_values_leave_the_fast_path(change: dict[str, Any]) -> None:
     good = {"distance": 1076.0, "wind_gust": None, "carrier": "B6", "dest": "BOS", "hour": 6}
-    assert READER.matrix({"records": [good, good]}) is not None
-    assert READER.matrix({"records": [good, good | change]}) is None
+    assert READER.from_records({"records": [good, good]}) is not None
+    assert READER.from_records({"records": [good, good | change]}) is None
     assert expected({"records": [good, good | change]}) is None
 
 
 def test_missing_required_field_and_batch_limits() -> None:
     good = {"distance": 1076.0, "wind_gust": None, "carrier": "B6", "dest": "BOS", "hour": 6}
     short = {k: v for k, v in good.items() if k != "hour"}
-    assert READER.matrix({"records": [good, short]}) is None
-    assert READER.matrix({"records": []}) is None
-    assert READER.matrix({"records": [good] * (MAX_BATCH + 1)}) is None
-    assert READER.matrix({"records": [good] * MAX_BATCH}) is not None
+    assert READER.from_records({"records": [good, short]}) is None
+    assert READER.from_records({"records": []}) is None
+    assert READER.from_records({"records": [good] * (MAX_BATCH + 1)}) is None
+    assert READER.from_records({"records": [good] * MAX_BATCH}) is not None
+
+
+@st.composite
+def column_payloads(draw: st.DrawFn) -> Any:
+    """Valid columns (those that may be null sometimes left out or null) with none, one or a few defects: a
+    value set to any value or an edge, a column left out, one value more or less, an unknown column, a column
+    that is not an array; and now and then a body of another shape."""
+    rows = draw(st.integers(0, MAX_BATCH + 1))
+    columns: dict[str, Any] = {}
+    for name, valid in VALID.items():
+        if name in ("wind_gust", "dest") and not draw(st.integers(0, 4)):
+            if draw(st.booleans()):
+                columns[name] = None
+            continue
+        columns[name] = [draw(valid) for _ in range(rows)]
+    for _ in range(draw(st.sampled_from([0, 0, 1, 1, 1, 2]))):
+        name = draw(st.sampled_from(list(VALID)))
+        defect = draw(
+            st.sampled_from(["edge", "edge", "any", "leave out", "length", "unknown", "not a list"])
+        )
+        values = columns.get(name)
+        if defect == "leave out":
+            columns.pop(name, None)
+        elif defect == "unknown":
+            columns[draw(st.sampled_from(["colour", "columns", "Distance"]))] = [1.0] * rows
+        elif defect == "not a list":
+            columns[name] = draw(ANY_VALUE)
+        elif isinstance(values, list) and defect == "length":
+            columns[name] = values[1:] if values and draw(st.booleans()) else [*values, draw(VALID[name])]
+        elif isinstance(values, list) and values:
+            i = draw(st.integers(0, len(values) - 1))
+            values[i] = draw(st.sampled_from(EDGES) if defect == "edge" else ANY_VALUE)
+    shape = draw(st.sampled_from(["columns"] * 8 + ["extra", "other"]))
+    if shape == "extra":
+        return {"columns": columns, "records": []}
+    if shape == "other":
+        return draw(st.one_of(ANY_VALUE, st.just(columns)))
+    return {"columns": columns}
+
+
+@given(payload=column_payloads())
+@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+def test_columns_accepted_exactly_as_the_request_model_accepts_them(payload: Any) -> None:
+    want = expected_from_columns(payload)
+    got = READER.from_columns(payload)
+    if want is None:
+        assert got is None, f"the reader let through what the request model rejects: {payload!r}"
+    else:
+        assert got is not None, f"valid columns missed the fast path: {payload!r}"
+        np.testing.assert_array_equal(got, want)
+
+
+def test_typical_columns() -> None:
+    columns = {"distance": [1076.0, 200, 300.5], "carrier": ["B6", "UA", "AA"], "dest": ["BOS", None, None]}
+    got = READER.from_columns({"columns": columns | {"hour": [6, 23.0, 7]}})
+    assert got is not None
+    np.testing.assert_array_equal(
+        got,
+        np.array(
+            [[1076, np.nan, 2, 2, 6], [200, np.nan, 3, np.nan, 23], [300.5, np.nan, 1, np.nan, 7]],
+            dtype=np.float32,
+        ),
+    )
+    assert READER.from_columns({"columns": columns | {"hour": [6, 23.0]}}) is None  # one value short
+    assert expected_from_columns({"columns": columns | {"hour": [6, 23.0]}}) is None

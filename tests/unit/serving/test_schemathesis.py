@@ -28,6 +28,7 @@ def test_no_server_errors(champion: dict[str, Any]) -> None:
     assert {
         "POST /predict",
         "POST /predict/batch",
+        "POST /predict/columns",
         "POST /explain",
         "POST /feedback",
         "GET /metrics",
