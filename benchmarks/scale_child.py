@@ -124,7 +124,7 @@ def train(job: dict[str, Any], client: Any) -> dict[str, Any]:
         }
         ddf = ddf.astype(categories)  # known categories: the vocabulary the pandas path encodes with
         read_s = 0.0  # lazy: the workers read while the matrix is built
-        booster = train_dask.train(client, ddf[schema.names], ddf[schema.label], job["params"], job["rounds"])
+        booster = train_dask.train(client, ddf, schema.names, schema.label, job["params"], job["rounds"])
     return {"seconds": time.perf_counter() - started, "read_s": read_s, "trees": booster.num_boosted_rounds()}
 
 

@@ -92,10 +92,10 @@ def test_dask_booster_has_the_pandas_contract(client: Client, parts: Splits) -> 
 def test_unknown_categories_are_refused(client: Client, parts: Splits) -> None:
     import dask.dataframe as dd
 
-    frame = parts.train.X.head(500).astype({"carrier": "string"}).astype({"carrier": "category"})
-    unknown = dd.from_pandas(frame, npartitions=2).astype({"carrier": "category"})
+    frame = parts.train.frame.head(500).astype({"carrier": "string"})
+    unknown = dd.from_pandas(frame, npartitions=2).astype({"carrier": "category"})  # unknown to Dask
     with pytest.raises(ValueError, match=r"\['carrier'\] have unknown categories"):
-        train_dask.train(client, unknown, dd.from_pandas(parts.train.y.head(500), npartitions=2), PARAMS, 2)
+        train_dask.train(client, unknown, parts.train.schema.names, SPEC.label, PARAMS, 2)
 
 
 def test_device_cuda_reaches_xgboost_on_both_paths(
