@@ -31,10 +31,45 @@ def _whylogs() -> Any:
 
         if not hasattr(np, "unicode_"):
             np.unicode_ = np.str_  # type: ignore[attr-defined]  # whylogs #1600, the only NumPy 2 break
+        _vectorise_float_split()
         _WHYLOGS_READY = True
     import whylogs
 
     return whylogs
+
+
+def _vectorise_float_split() -> None:
+    """Split a float column with NumPy instead of one Python call per value; the same counts and arrays.
+
+    whylogs tests every value of a float column for infinity with ``Series.apply(lambda x: np.isinf(x))``:
+    a Python call per value, more than half of the time it takes to profile numeric data (batch scoring
+    profiles a sample of every chunk; ingest profiles every row). For a NumPy float column, missing
+    values are NaN, so whylogs' own rules give: nulls = NaNs = ``isnan``, infinities = ``isinf`` of the
+    rest, floats = the rest. Every other dtype keeps whylogs' own code.
+    """
+    import numpy as np
+    from whylogs.core.preprocessing import PreprocessedColumn
+
+    original = PreprocessedColumn._pandas_split
+    if getattr(original, "_flywheel_vectorised", False):
+        return
+
+    def split(self: Any, series: Any, parse_numeric_string: bool = False) -> None:
+        dtype = getattr(series, "dtype", None)
+        if not (isinstance(dtype, np.dtype) and dtype.kind == "f"):
+            return original(self, series, parse_numeric_string)  # type: ignore[no-any-return]
+        values = series.to_numpy(dtype="float64")
+        missing = np.isnan(values)
+        floats = values[~missing]
+        self.null_count = int(missing.sum())
+        if self.null_count:
+            self.nan_count = self.null_count
+        self.inf_count = int(np.isinf(floats).sum())
+        self.numpy.floats = floats
+        return None
+
+    split._flywheel_vectorised = True  # type: ignore[attr-defined]
+    PreprocessedColumn._pandas_split = split
 
 
 @dataclass(frozen=True)
@@ -234,17 +269,41 @@ class WhylogsValidator:
         return result
 
 
-def _profilable(frame: pd.DataFrame) -> pd.DataFrame:
-    """whylogs does not understand pandas categoricals: profile their values as strings."""
+def _profilable(frame: pd.DataFrame, text: str = "object") -> pd.DataFrame:
+    """whylogs does not understand pandas categoricals: profile their values as strings.
+
+    ``text="str"`` keeps them in pandas' string dtype instead of objects: whylogs then takes its vectorised
+    path for a string column rather than six per-value type checks, for the same statistics.
+    """
     import pandas as pd
 
     out = frame.copy(deep=False)
     for name in out.columns:
         dtype = out[name].dtype
         is_string = pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype)
-        if isinstance(dtype, pd.CategoricalDtype) or is_string:
-            out[name] = out[name].astype(object)
+        if isinstance(dtype, pd.CategoricalDtype) or (is_string and text == "object"):
+            out[name] = out[name].astype(text)
     return out
+
+
+class ProfileAccumulator:
+    """One profile fed frame after frame: the statistics of profiling each frame and merging the views,
+    without building a profile, a view and a merge per frame (batch scoring profiles a sample of every
+    chunk, and whylogs' fixed cost per call is a quarter of a 5,000-row profile)."""
+
+    def __init__(self) -> None:
+        _whylogs()
+        from whylogs.core import DatasetProfile
+
+        self._profile = DatasetProfile()
+        self.rows = 0
+
+    def track(self, frame: pd.DataFrame) -> None:
+        self._profile.track(pandas=_profilable(frame, text="str"))
+        self.rows += len(frame)
+
+    def view(self) -> DatasetProfileView:
+        return self._profile.view()
 
 
 def _observed(summary: pd.DataFrame, column: str, name: str, expectation: str) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from stacks.components.artifact_store import ArtifactStore
-from stacks.components.data_validator import WhylogsValidator
+from stacks.components.data_validator import ProfileAccumulator, WhylogsValidator
 from stacks.components.model_registry import LoadedModel
 
 MAX_PENDING = 2
@@ -45,12 +45,11 @@ class ScoringResult:
 
 @dataclass(frozen=True)
 class PartWritten:
-    """What one scored chunk (or Dask partition) left behind: its Parquet part, decisions and profile."""
+    """What one scored chunk (or Dask partition) left behind: its Parquet part and its decisions."""
 
     uri: str
     rows: int
     positives: int
-    profile: Any  # a whylogs DatasetProfileView of the chunk's sample
 
 
 def predict(model: LoadedModel, chunk: pd.DataFrame) -> np.ndarray:
@@ -61,21 +60,18 @@ def predict(model: LoadedModel, chunk: pd.DataFrame) -> np.ndarray:
 def write_part(
     model: LoadedModel,
     store: ArtifactStore,
-    validator: WhylogsValidator,
     output: str,
     number: int,
     start: int,
-    chunk: pd.DataFrame,
     predictions: np.ndarray,
     keys: pd.DataFrame | None,
-    profile_rows: int,
 ) -> PartWritten:
-    """Write ``output/part-NNNNN.parquet`` for one scored chunk and profile a seeded sample of it.
+    """Write ``output/part-NNNNN.parquet`` for one scored chunk.
 
     Shared by the pandas and the Dask paths, so both leave the same files: ``row`` (the position in the
     scored snapshot), ``keys`` columns, the prediction and, for a binary model, the decision.
     """
-    out = pd.DataFrame({"row": np.arange(start, start + len(chunk), dtype="int64")})
+    out = pd.DataFrame({"row": np.arange(start, start + len(predictions), dtype="int64")})
     if keys is not None:
         out = pd.concat([out, keys.reset_index(drop=True)], axis=1)
     out["prediction"] = predictions
@@ -87,9 +83,13 @@ def write_part(
     buffer = io.BytesIO()
     out.to_parquet(buffer, index=False)
     uri = store.write_bytes(f"{output}/part-{number:05d}.parquet", buffer.getvalue())
-    sample = np.random.default_rng(number).permutation(len(chunk))[:profile_rows]
-    profiled = chunk.iloc[sample].assign(prediction=predictions[sample])
-    return PartWritten(uri, len(chunk), positives, validator.profile(profiled))
+    return PartWritten(uri, len(predictions), positives)
+
+
+def profile_sample(chunk: pd.DataFrame, predictions: np.ndarray, number: int, rows: int) -> pd.DataFrame:
+    """The chunk's seeded sample of at most ``rows`` rows, with its predictions, as the profile sees it."""
+    sample = np.random.default_rng(number).permutation(len(chunk))[:rows]
+    return chunk.iloc[sample].assign(prediction=predictions[sample])
 
 
 def score_chunks(
@@ -113,6 +113,14 @@ def score_chunks(
     """
     started = time.perf_counter()
     predict_seconds = 0.0
+    profile = ProfileAccumulator()
+
+    def finish_chunk(number: int, start: int, chunk: pd.DataFrame, predictions: np.ndarray) -> PartWritten:
+        chunk_keys = None if keys is None else keys.iloc[start : start + len(chunk)]
+        part = write_part(model, store, output, number, start, predictions, chunk_keys)
+        profile.track(profile_sample(chunk, predictions, number, profile_rows))  # one writer: in order
+        return part
+
     written: list[PartWritten] = []
     pending: deque[Future[PartWritten]] = deque()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-writer") as writer:
@@ -122,15 +130,7 @@ def score_chunks(
                 t = time.perf_counter()
                 predictions = predict(model, chunk)
                 predict_seconds += time.perf_counter() - t
-                chunk_keys = None if keys is None else keys.iloc[start : start + chunk_rows]
-                pending.append(
-                    writer.submit(
-                        write_part,
-                        *(model, store, validator, output, number, start, chunk, predictions),
-                        chunk_keys,
-                        profile_rows,
-                    )
-                )
+                pending.append(writer.submit(finish_chunk, number, start, chunk, predictions))
                 while len(pending) > MAX_PENDING:
                     written.append(pending.popleft().result())
             while pending:
@@ -138,7 +138,8 @@ def score_chunks(
         finally:
             for future in pending:  # a failed chunk: drop the queued ones, keep the error
                 future.cancel()
-    return finish(model, store, validator, output, written, predict_seconds, started)
+    view = profile.view() if profile.rows else None
+    return finish(model, store, validator, output, written, view, predict_seconds, started)
 
 
 def finish(
@@ -147,14 +148,14 @@ def finish(
     validator: WhylogsValidator,
     output: str,
     written: list[PartWritten],
+    profile: Any | None,
     predict_seconds: float,
     started: float,
 ) -> ScoringResult:
-    """Merge the parts' profiles into ``output/profile.bin`` and summarise the scoring."""
-    views = [w.profile for w in written]
+    """Write the profile (a whylogs view) to ``output/profile.bin`` and summarise the scoring."""
     profile_uri = ""
-    if views:
-        profile_uri = store.write_bytes(f"{output}/profile.bin", validator.to_bytes(validator.merge(views)))
+    if profile is not None:
+        profile_uri = store.write_bytes(f"{output}/profile.bin", validator.to_bytes(profile))
     rows = sum(w.rows for w in written)
     binary = model.task == "binary"
     return ScoringResult(

@@ -18,10 +18,17 @@ import numpy as np
 import pandas as pd
 
 from stacks.components.artifact_store import ArtifactStore
-from stacks.components.data_validator import WhylogsValidator
+from stacks.components.data_validator import ProfileAccumulator, WhylogsValidator
 from stacks.components.model_registry import LoadedModel
 from steps.data import features
-from steps.inference.score import PartWritten, ScoringResult, finish, predict, write_part
+from steps.inference.score import (
+    PartWritten,
+    ScoringResult,
+    finish,
+    predict,
+    profile_sample,
+    write_part,
+)
 from steps.problem import ProblemSpec
 
 _SUMMARY = pd.DataFrame(
@@ -70,16 +77,16 @@ def _score_partition(
     predictions = predict(model, encoded)
     predict_s = time.perf_counter() - started
     keys = raw[keep_columns] if keep_columns else None
-    written = write_part(
-        model, store, validator, output, number, offsets[number], encoded, predictions, keys, profile_rows
-    )
+    written = write_part(model, store, output, number, offsets[number], predictions, keys)
+    profile = ProfileAccumulator()
+    profile.track(profile_sample(encoded, predictions, number, profile_rows))
     summary = {
         "number": [number],
         "uri": [written.uri],
         "rows": [written.rows],
         "positives": [written.positives],
         "predict_s": [predict_s],
-        "profile": [validator.to_bytes(written.profile)],  # bytes travel; a profile view may not pickle
+        "profile": [validator.to_bytes(profile.view())],  # bytes travel; a profile view may not pickle
     }
     return pd.DataFrame(summary).astype(_SUMMARY.dtypes.to_dict())
 
@@ -122,8 +129,9 @@ def score_partitions(
     )
     summary = client.compute(summary).result()  # on this client's cluster, whichever is the default
     summary = summary.sort_values("number")
-    written = [
-        PartWritten(row.uri, int(row.rows), int(row.positives), validator.from_bytes(row.profile))
-        for row in summary.itertuples(index=False)
-    ]
-    return finish(model, store, validator, output, written, float(summary["predict_s"].sum()), started)
+    rows = list(summary.itertuples(index=False))
+    written = [PartWritten(row.uri, int(row.rows), int(row.positives)) for row in rows]
+    views = [validator.from_bytes(row.profile) for row in rows]
+    profile = validator.merge(views) if views else None
+    predict_s = float(summary["predict_s"].sum())
+    return finish(model, store, validator, output, written, profile, predict_s, started)
