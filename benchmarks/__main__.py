@@ -22,7 +22,7 @@ def main(
     ] = "0,1,2",
     sample_rows: Annotated[
         int | None,
-        typer.Option(help="training: use a sample of the flights (default: all); scale: rows to tune on"),
+        typer.Option(help="training: use a sample of the flights (default: all); scale: flights to tune on"),
     ] = None,
     quick: Annotated[
         bool,

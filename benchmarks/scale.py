@@ -52,13 +52,15 @@ def _imports() -> None:
     import steps.model.tune_dask  # noqa: F401
 
 
-def tuning(trials: int, sample_rows: int, seed: int = 7) -> list[dict[str, Any]]:
-    """The same study three ways; start-up of each cluster is timed apart from the tuning.
+def tuning(trials: int, sample_rows: int, folder: Path, seed: int = 7) -> list[dict[str, Any]]:
+    """The same trials three ways, each study in its own SQLite file (the local stack's tuner storage).
 
-    Random sampling, so the Dask runs train the same trials whatever the number of workers (trial i
-    is seeded ``seed + i``); the median pruner still decides from the trials finished so far, so the
-    pruned count can differ a little. The in-process row draws from one stream (same distribution).
+    Random sampling: trial i is seeded ``seed + i`` on the Dask workers, so 1 and 2 workers train the
+    same parameter sets; the in-process run (the local stack: XGBoost on 2 threads, one trial at a time)
+    gets the 1-worker run's parameters enqueued. The median pruner decides from the trials finished so
+    far, so the pruned count can differ a little between runs. Cluster start-up is timed apart.
     """
+    import optuna
     from distributed import Client, LocalCluster
 
     from steps.data.features import build_dataset
@@ -72,12 +74,17 @@ def tuning(trials: int, sample_rows: int, seed: int = 7) -> list[dict[str, Any]]
     raw = raw.sample(n=min(sample_rows, len(raw)), random_state=0).sort_index().reset_index(drop=True)
     parts = split(build_dataset(raw, spec, {"weather": read_source(spec.joins[0].source)}), spec)
     rows = []
-    for workers in (None, 1, 2):
+    first_params: list[dict[str, Any]] = []
+    for workers in (1, 2, None):
+        storage = f"sqlite:///{folder / f'tune-{workers or 0}.db'}"
         started = time.perf_counter()
         if workers is None:
             label, startup = "in process, XGBoost on 2 threads (local stack)", 0.0
+            study = optuna.create_study(study_name="b", storage=storage, direction="maximize")
+            for params in first_params:
+                study.enqueue_trial(params)  # the very trials the Dask runs trained
             result = tune(
-                *(parts.fit, parts.valid, spec), study_name="b", n_trials=trials, seed=seed, sampler="random"
+                *(parts.fit, parts.valid, spec), study_name="b", storage=storage, n_trials=trials, seed=seed
             )
         else:
             label = f"Dask LocalCluster, {workers} worker{'s' if workers > 1 else ''} x 1 thread"
@@ -91,11 +98,14 @@ def tuning(trials: int, sample_rows: int, seed: int = 7) -> list[dict[str, Any]]
                 result = tune(
                     *(parts.fit, parts.valid, spec),
                     study_name="b",
+                    storage=storage,
                     n_trials=trials,
                     seed=seed,
-                    sampler="random",  # trial i draws the same parameters on 1 or 2 workers
+                    sampler="random",
                     client=client,
                 )
+            if workers == 1:
+                first_params = [t.params for t in optuna.load_study(study_name="b", storage=storage).trials]
         rows.append(
             {
                 "how": label,
@@ -258,10 +268,10 @@ def _ram_mb() -> float:
 def report(payload: dict[str, Any]) -> None:
     t = payload["tuning"]
     print()
-    print(table(f"1. Optuna, {t[0]['trials']} trials, random sampler, median pruner, in-memory study", t))
+    print(table(f"1. Optuna, {t[0]['trials']} trials (the same parameters), median pruner, SQLite study", t))
     one = next(r for r in t if "1 worker" in r["how"])
     two = next(r for r in t if "2 workers" in r["how"])
-    local = t[0]
+    local = next(r for r in t if "in process" in r["how"])
     _info("tuning wall time, 2 Dask workers / 1 Dask worker", f"{two['seconds'] / one['seconds']:.3f}")
     _info(
         "tuning wall time, 2 Dask workers / in process on 2 threads",
@@ -318,7 +328,7 @@ def main(
     home: Path | None = None,
 ) -> dict[str, Any]:
     scales = scales or ([1, 2] if quick else [1, 4, 10])
-    tune_rows = sample_rows or (20_000 if quick else 100_000)
+    tune_rows = sample_rows or (20_000 if quick else 336_776)  # all flights: trials long enough to share
     tune_trials = min(trials, 4) if quick else trials
     rounds = 20 if quick else 100
     base_rows = 30_000 if quick else None
@@ -331,7 +341,7 @@ def main(
         flush=True,
     )
     print("tuning ...", flush=True)
-    tuned = tuning(tune_trials, tune_rows)
+    tuned = tuning(tune_trials, tune_rows, folder)
     print("\npreparing data ...", flush=True)
     prepared = prepare(folder, scales, base_rows, rounds)
     print("\nmeasuring (one process per configuration) ...", flush=True)
