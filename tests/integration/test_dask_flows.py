@@ -1,9 +1,10 @@
-"""The training and batch inference flows on a stack that names Dask: a LocalCluster of two worker
-processes, started by the orchestrator's DaskTaskRunner (training, as ``flywheel run`` does) or by the
-flow from the stack (inference)."""
+"""The training and batch inference flows on stacks that name Dask: training under the orchestrator's
+DaskTaskRunner (a LocalCluster of two worker processes, as ``flywheel run`` starts it), batch inference
+on a running scheduler named by the compute component's ``dask_address`` (as in production)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
+from distributed import LocalCluster
 
 from flows.inference import inference
 from flows.runtime import task_runner
@@ -34,9 +36,33 @@ def dask_stack(module_home: Path) -> Path:
     doc["components"]["compute"] = {
         "name": "local-dask",
         "flavor": "dask",
-        "configuration": {"device": "cpu", "engine": "dask", "partition_rows": 3_000},
+        "configuration": {"device": "cpu", "engine": "dask"},
     }
     path = module_home / "local-dask.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> Iterator[str]:
+    """A running Dask scheduler with two workers (threads, so they start at once), reached by address."""
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, protocol="tcp", dashboard_address=None
+    ) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture(scope="module")
+def address_stack(module_home: Path, scheduler: str) -> Path:
+    """The local stack whose compute engine is Dask on the scheduler at an address."""
+    doc = yaml.safe_load((STACKS_DIR / "local.yaml").read_text())
+    doc["stack_name"] = "local-scheduler"
+    doc["components"]["compute"] = {
+        "name": "scheduler",
+        "flavor": "dask",
+        "configuration": {"engine": "dask", "dask_address": scheduler, "partition_rows": 3_000},
+    }
+    path = module_home / "local-scheduler.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
@@ -65,18 +91,18 @@ def test_training_tunes_and_trains_on_dask(trained: dict[str, Any], module_home:
 
 
 def test_partitioned_batch_scoring_equals_the_pandas_flow(
-    trained: dict[str, Any], dask_stack: Path, tmp_path: Path
+    trained: dict[str, Any], address_stack: Path, scheduler: str, tmp_path: Path
 ) -> None:
     flights = read_source(load_spec("flights").source)
     december = flights[flights["month"] == 12].head(7_000).assign(arr_delay=np.nan)
     source = tmp_path / "december.parquet"
     december.to_parquet(source, index=False)
     keep = ["carrier", "tailnum"]
-    on_dask = inference(stack=str(dask_stack), problem="flights", source=str(source), keep_columns=keep)
+    on_dask = inference(stack=str(address_stack), problem="flights", source=str(source), keep_columns=keep)
     local = inference(
         stack="local", problem="flights", source=str(source), chunk_rows=3_000, keep_columns=keep
     )
-    assert on_dask["compute"]["dask"] == "Dask LocalCluster (2 workers x 1 threads)"
+    assert on_dask["compute"]["dask"] == f"Dask scheduler {scheduler}"
     assert on_dask["version"] == local["version"] == trained["version"]
     assert on_dask["rows"] == local["rows"] == 7_000 and len(on_dask["parts"]) == len(local["parts"]) == 3
     ours = pd.concat([pd.read_parquet(p) for p in on_dask["parts"]], ignore_index=True)
