@@ -168,3 +168,62 @@ def test_partitions_score_like_chunks_row_for_row(
     np.testing.assert_allclose(
         profiles[0].loc["prediction", "distribution/mean"], profiles[1].loc["prediction", "distribution/mean"]
     )
+
+
+@pytest.fixture(scope="module")
+def s3_store() -> Iterator[tuple[ArtifactStore, dict[str, Any]]]:
+    """An artifact store on an S3 endpoint (moto's server, as the staging stack uses), with its options."""
+    import socket
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    keys = {"aws_access_key_id": "flywheel", "aws_secret_access_key": "flywheel-secret"}
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **keys).create_bucket(Bucket="scale")
+    options = {"key": "flywheel", "secret": "flywheel-secret", "client_kwargs": {"endpoint_url": endpoint}}
+    try:
+        yield ArtifactStore("s3://scale/artifacts", options), options
+    finally:
+        server.stop()
+
+
+def test_partitions_read_and_write_the_s3_artifact_store(
+    client: Client,
+    flights: pd.DataFrame,
+    weather: pd.DataFrame,
+    parts: Splits,
+    s3_store: tuple[ArtifactStore, dict[str, Any]],
+) -> None:
+    """Workers read the snapshot from S3 and write their parts there with the stack's storage options."""
+    import io
+
+    store, options = s3_store
+    model = LoadedModel("m", "1", "r", train(parts.train, PARAMS, 10), parts.train.schema, 0.3, "binary", "d")
+    source = flights.iloc[:5_000].reset_index(drop=True)
+    buffer = io.BytesIO()
+    source.to_parquet(buffer, index=False, row_group_size=2_000)
+    snapshot = store.write_bytes("snapshots/s/data.parquet", buffer.getvalue())
+    assert snapshot == "s3://scale/artifacts/snapshots/s/data.parquet"
+    result = score_partitions(
+        client,
+        model,
+        read_snapshot(snapshot, options),
+        SPEC,
+        {"weather": weather},
+        store,
+        WhylogsValidator(),
+        "out",
+    )
+    assert result.rows == 5_000 and result.parts[0] == "s3://scale/artifacts/out/part-00000.parquet"
+    assert store.list("out") == [*(f"out/part-0000{i}.parquet" for i in range(3)), "out/profile.bin"]
+    scored = pd.concat(
+        [pd.read_parquet(io.BytesIO(store.read_bytes(f"out/part-0000{i}.parquet"))) for i in range(3)]
+    )
+    encoded = features.encode(features.derive(source, SPEC, {"weather": weather}), model.schema)
+    np.testing.assert_allclose(scored["prediction"].to_numpy(), predict(model.booster, encoded), rtol=1e-6)
