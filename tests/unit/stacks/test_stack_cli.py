@@ -24,6 +24,7 @@ SECRET_VALUES = {
     "MLFLOW_PASSWORD": "distinctive-password-6",
     "SERVING_AUTH_TOKEN": "distinctive-token-7",
     "FLYWHEEL_OPTUNA_DB_URL": "postgresql://u:distinctive-pw-8@127.0.0.1:1/optuna",
+    "OPTUNA_DB_URL": "postgresql://u:distinctive-pw-9@127.0.0.1:1/optuna",
 }
 
 
@@ -58,7 +59,7 @@ def test_show_prints_references(with_secrets: None) -> None:
         shown = yaml.safe_load(result.output)
         assert shown == load_stack(name).to_dict()
     result = runner.invoke(stack_app, ["show", "staging"])
-    assert "'{{s3.access_key}}'" in result.output and "${FLYWHEEL_OPTUNA_DB_URL}" in result.output
+    assert "'{{s3.access_key}}'" in result.output and "'{{optuna.db_url}}'" in result.output
 
 
 def test_show_defaults_to_the_selected_stack(monkeypatch: pytest.MonkeyPatch) -> None:
