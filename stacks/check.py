@@ -265,7 +265,13 @@ def _check_compute(stack: Stack, timeout: float) -> str:
     if cfg.device == "cuda" and shutil.which("nvidia-smi") is None:
         raise _NotOk("device 'cuda' but no NVIDIA driver (nvidia-smi not on PATH)")
     jobs = cfg.n_jobs or os.cpu_count() or 1
-    return f"{cfg.device}, {jobs} jobs, {cfg.engine} engine"
+    summary = f"{cfg.device}, {jobs} jobs, {cfg.engine} engine"
+    if cfg.dask_address:
+        addr = urlparse(cfg.dask_address)
+        if not addr.hostname or not addr.port or not _tcp_open(addr.hostname, addr.port, timeout):
+            raise _NotOk(f"{summary}; but the Dask scheduler {cfg.dask_address} does not answer")
+        summary += f"; Dask scheduler {cfg.dask_address} answers"
+    return summary
 
 
 _CHECKS: dict[ComponentType, Callable[[Stack, float], str]] = {

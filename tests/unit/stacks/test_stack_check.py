@@ -243,3 +243,17 @@ def test_crashing_check_reports(
     monkeypatch.setitem(check_module._CHECKS, ComponentType.ORCHESTRATOR, boom)
     orch = _by_type(check_stack(parse_stack(minimal(), "f.yaml")))["orchestrator"]
     assert not orch.ok and orch.detail == "RuntimeError: exploded over two lines"
+
+
+def test_compute_dask_scheduler_probed(
+    minimal: Callable[..., dict[str, Any]], busy_port: int, free_port: int
+) -> None:
+    def compute(port: int) -> ComponentCheck:
+        config = {"engine": "dask", "dask_address": f"tcp://127.0.0.1:{port}"}
+        doc = minimal(compute={"name": "c", "flavor": "dask", "configuration": config})
+        return _by_type(check_stack(parse_stack(doc, "f.yaml"), timeout=1.0))["compute"]
+
+    up = compute(busy_port)
+    assert up.ok and up.detail.endswith(f"Dask scheduler tcp://127.0.0.1:{busy_port} answers")
+    down = compute(free_port)
+    assert not down.ok and down.detail.endswith(f"tcp://127.0.0.1:{free_port} does not answer")
