@@ -5,6 +5,7 @@
 # cluster goes too, and the next `make staging-up` starts consistent. KEEP_STAGING_DATA=1 keeps them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 HOME_DIR="${FLYWHEEL_HOME:-$PWD/.flywheel}"
 STAGING="${FLYWHEEL_STAGING_DIR:-$HOME_DIR/staging}"
 RUN="$STAGING/run"
@@ -12,18 +13,7 @@ export FLYWHEEL_HOME="$HOME_DIR"
 [ -d "$STAGING" ] || { echo "nothing to stop: $STAGING does not exist"; exit 0; }
 if [ -f "$STAGING/credentials.env" ]; then set -a; . "$STAGING/credentials.env"; set +a; fi
 .venv/bin/flywheel service stop --stack staging 2>/dev/null || true
-for name in worker prefect-server mlflow s3; do
-  pidfile="$RUN/$name.pid"
-  [ -f "$pidfile" ] || continue
-  pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
-    for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    echo "stopped $name (pid $pid)"
-  fi
-  rm -f "$pidfile"
-done
+for name in worker prefect-server mlflow s3; do stop_recorded "$RUN" "$name"; done
 PG_CTL=$(find /usr/lib/postgresql -maxdepth 3 -name pg_ctl -path '*/bin/*' 2>/dev/null | sort -V | tail -n 1)
 if [ -n "$PG_CTL" ] && [ -f "$STAGING/pgdata/PG_VERSION" ]; then
   as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }

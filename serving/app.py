@@ -223,6 +223,16 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         }
         return finish("predict", started, _json(body))
 
+    async def scored_batch(request: Request, body: str, endpoint: str) -> Response:
+        """Both batch shapes (``records``, ``columns``): parse and check, score, answer in row order."""
+        started = time.perf_counter()
+        outcome = await parsed_batch(request, body)
+        if isinstance(outcome, Response):
+            return finish(endpoint, started, outcome)
+        served, matrix = outcome
+        rid = request_id(request)
+        return finish(endpoint, started, _json(predictions_body(served, score(served, matrix, rid), rid)))
+
     @app.post(
         "/predict/batch",
         response_model=BatchPrediction,
@@ -232,15 +242,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     async def predict_batch(request: Request) -> Response:
         """Score up to the configured maximum of records in one request, in order."""
-        started = time.perf_counter()
-        outcome = await parsed_batch(request, "records")
-        if isinstance(outcome, Response):
-            return finish("predict_batch", started, outcome)
-        served, matrix = outcome
-        rid = request_id(request)
-        return finish(
-            "predict_batch", started, _json(predictions_body(served, score(served, matrix, rid), rid))
-        )
+        return await scored_batch(request, "records", "predict_batch")
 
     @app.post(
         "/predict/columns",
@@ -252,15 +254,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     async def predict_columns(request: Request) -> Response:
         """Score a batch given as one array per feature (all the same length, up to the configured maximum);
         predictions in row order. The cheapest way to send many rows: a third of the JSON of ``records``."""
-        started = time.perf_counter()
-        outcome = await parsed_batch(request, "columns")
-        if isinstance(outcome, Response):
-            return finish("predict_columns", started, outcome)
-        served, matrix = outcome
-        rid = request_id(request)
-        return finish(
-            "predict_columns", started, _json(predictions_body(served, score(served, matrix, rid), rid))
-        )
+        return await scored_batch(request, "columns", "predict_columns")
 
     @app.post(
         "/explain",
