@@ -141,16 +141,7 @@ def staging() -> Iterator[Staging]:
     state.chmod(0o711)
     env = Staging(home, state)
     t = Timeline()
-    up = subprocess.run(
-        ["bash", "scripts/staging-up.sh"],
-        cwd=ROOT,
-        env=env.env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    up = env.run("bash", "scripts/staging-up.sh", timeout=600)
     print(up.stdout[-3000:])
     try:
         assert up.returncode == 0, f"staging-up failed:\n{up.stdout[-4000:]}\n{up.stderr[-4000:]}"
@@ -158,16 +149,7 @@ def staging() -> Iterator[Staging]:
         env.load_credentials()
         yield env
     finally:
-        down = subprocess.run(
-            ["bash", "scripts/staging-down.sh"],
-            cwd=ROOT,
-            env=env.env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
+        down = env.run("bash", "scripts/staging-down.sh", timeout=180)
         print(down.stdout[-2000:], down.stderr[-2000:])
         shutil.rmtree(state, ignore_errors=True)
         shutil.rmtree(home, ignore_errors=True)
