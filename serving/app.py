@@ -31,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 
 from serving.auth import authorized, token_from_stack
 from serving.holder import ModelHolder, Served
+from serving.hotpath import HotPathMiddleware
 from serving.metrics import ServiceMetrics
 from serving.profiling import ProfilerConfig, TrafficRecorder
 from serving.schemas import BatchPrediction, Explanation, Feedback, Prediction
@@ -120,8 +121,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         return served
 
     def finish(endpoint: str, started: float, response: Response) -> Response:
-        ctx.metrics.requests.labels(endpoint=endpoint, status=str(response.status_code)).inc()
-        ctx.metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+        count, latency = ctx.metrics.request_series(endpoint, response.status_code)
+        count.inc()
+        latency.observe(time.perf_counter() - started)
         return response
 
     def score(served: Served, matrix: np.ndarray, request_id: str) -> np.ndarray:
@@ -366,6 +368,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             ctx.metrics.queue_depth.set(max(0, ctx.recorder.depth()))
         return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    hot = {"/predict": predict, "/predict/batch": predict_batch, "/predict/columns": predict_columns}
+    app.add_middleware(HotPathMiddleware, endpoints=hot)
     app.openapi = lambda: _openapi(app, ctx)  # type: ignore[method-assign]
     return app
 

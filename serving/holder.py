@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from serving.columns import BatchReader
 from serving.encoding import RowEncoder
 from serving.metrics import ServiceMetrics
+from serving.predictor import InplacePredictor
 from serving.schemas import batch_model, columns_model, record_model
 from stacks.components.model_registry import LoadedModel, alias_version, load_model
 
@@ -35,15 +36,14 @@ class Served:
     batch: type[BaseModel]
     columns: type[BaseModel]
     reader: BatchReader
+    predictor: InplacePredictor
 
     @property
     def version(self) -> str:
         return self.model.version
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
-        return np.asarray(
-            self.model.booster.inplace_predict(matrix, validate_features=False), dtype=np.float64
-        )
+        return self.predictor(matrix)
 
 
 def prepare(model: LoadedModel, max_batch_size: int) -> Served:
@@ -57,6 +57,7 @@ def prepare(model: LoadedModel, max_batch_size: int) -> Served:
         batch_model(record, max_batch_size),
         columns_model(model.schema, max_batch_size),
         BatchReader(model.schema, max_batch_size),
+        InplacePredictor(model.booster),
     )
     warm = np.zeros((8, len(model.schema.columns)), dtype=np.float32)
     for _ in range(3):

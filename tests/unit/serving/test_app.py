@@ -247,3 +247,43 @@ def test_number_beyond_float32_is_rejected(client: TestClient, champion: dict[st
     """Found by schemathesis: 1e300 became inf in the float32 matrix and XGBoost raised (a 500)."""
     r = client.post("/predict", json=record_from(champion["test"], 0) | {"distance": 1e300})
     assert r.status_code == 422 and r.json()["detail"][0]["field"] == "distance"
+
+
+def test_prediction_endpoints_skip_routing_but_not_the_rest(
+    client: TestClient, champion: dict[str, Any]
+) -> None:
+    """The hot path (serving.hotpath) serves POST on the prediction paths only: other methods and paths are
+    FastAPI's, and the request counter sees hot-path requests like any other."""
+    assert client.get("/predict").status_code == 405
+    slash = client.post("/predict/", json=record_from(champion["test"], 0), follow_redirects=False)
+    assert slash.status_code == 307  # FastAPI's redirect to /predict, as before the hot path
+    before = _counter(client, "flywheel_requests_total", endpoint="predict", status="200")
+    assert client.post("/predict", json=record_from(champion["test"], 0)).status_code == 200
+    assert _counter(client, "flywheel_requests_total", endpoint="predict", status="200") == before + 1
+
+
+def test_an_unexpected_failure_on_the_hot_path_is_a_500(
+    champion: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hot path sits inside Starlette's error middleware: a bug is a logged 500, not a dropped
+    connection."""
+    settings = ServiceSettings(stack=None, model_name="flight-delay", profiling=False, watch_interval_s=3600)
+    app = create_app(settings)
+    served = app.state.ctx.holder.current
+
+    def broken(matrix: Any) -> Any:
+        raise RuntimeError("booster exploded")
+
+    monkeypatch.setattr(served, "predict", broken)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.post("/predict", json=record_from(champion["test"], 0))
+        assert r.status_code == 500
+        assert c.get("/health").status_code == 200
+
+
+def _counter(client: TestClient, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
