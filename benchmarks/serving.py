@@ -686,7 +686,8 @@ def _report(p: dict[str, Any]) -> None:
     print()
     print(
         table(
-            "1. In-process floor: booster.inplace_predict, float32 code matrix, nthread=1 (median)",
+            "1. In-process floor: booster.inplace_predict, float32 code matrix, nthread=1 (median; "
+            "service_call_ms: the service's direct call of the same C function)",
             p["floor"],
         )
     )

@@ -132,11 +132,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         for p in predictions[:100]:
             ctx.metrics.predictions.observe(float(p))
         if ctx.recorder is not None:
-            categories = {
-                c.name: c.categories or [] for c in served.model.schema.columns if c.kind == "categorical"
-            }
             ctx.recorder.record(
-                served.version, request_id, matrix, predictions, served.encoder.names, categories
+                served.version, request_id, matrix, predictions, served.encoder.names, served.categories
             )
         return predictions
 

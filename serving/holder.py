@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,11 @@ class Served:
     @property
     def version(self) -> str:
         return self.model.version
+
+    @cached_property
+    def categories(self) -> dict[str, list[str]]:
+        """Vocabulary of each categorical feature, for the traffic profiles (decoded off the request path)."""
+        return {c.name: c.categories or [] for c in self.model.schema.columns if c.kind == "categorical"}
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         return self.predictor(matrix)
