@@ -19,7 +19,7 @@ help:  ## list targets
 
 $(STAMP): uv.lock pyproject.toml
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 	@touch $(STAMP)
 
 install: $(STAMP)  ## create .venv from uv.lock

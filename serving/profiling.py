@@ -153,6 +153,10 @@ def _worker(config: ProfilerConfig, inbox: Any) -> None:  # pragma: no cover - r
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # background work: where cores are scarce the scheduler serves requests first; the queue absorbs the
+    # lag, and a full queue drops rows (counted), never requests
+    with contextlib.suppress(OSError):
+        os.nice(10)
     parent = os.getppid()
     if config.home:
         os.environ["FLYWHEEL_HOME"] = config.home
@@ -165,6 +169,9 @@ def _worker(config: ProfilerConfig, inbox: Any) -> None:  # pragma: no cover - r
     stack = load_stack(selected_stack_name(config.stack))
     store = ArtifactStore.from_stack(stack)
     validator = WhylogsValidator.from_stack(stack)
+    # whylogs (and what it imports) loads on first use: seconds of CPU that would otherwise land on the
+    # first window of traffic, beside the server, instead of at start-up
+    validator.profile(pd.DataFrame({"warm_up": [0.0, 1.0]}))
     writer = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
     pending: dict[tuple[str, int], list[pd.DataFrame]] = {}
     pending_rows = 0

@@ -18,7 +18,7 @@ class ServiceSettings:
     max_body_bytes: int = 2_000_000
     watch_interval_s: float = 10.0
     profile_queue_rows: int = 200_000
-    profile_batch_rows: int = 1000
+    profile_batch_rows: int = 10_000
     profile_window_s: int = 300
     profiling: bool = True
 
@@ -33,7 +33,7 @@ class ServiceSettings:
             max_body_bytes=int(number("FLYWHEEL_MAX_BODY_BYTES", 2_000_000)),
             watch_interval_s=number("FLYWHEEL_WATCH_INTERVAL_S", 10.0),
             profile_queue_rows=int(number("FLYWHEEL_PROFILE_QUEUE_ROWS", 200_000)),
-            profile_batch_rows=int(number("FLYWHEEL_PROFILE_BATCH_ROWS", 1000)),
+            profile_batch_rows=int(number("FLYWHEEL_PROFILE_BATCH_ROWS", 10_000)),
             profile_window_s=int(number("FLYWHEEL_PROFILE_WINDOW_S", 0)) or 0,
             profiling=os.environ.get("FLYWHEEL_PROFILING", "on").lower() not in ("0", "off", "false", "no"),
         )

@@ -189,7 +189,7 @@ class WhylogsConfig(_Config):
     max_nan_fraction: float = Field(default=0.2, ge=0, le=1)
     min_rows: int = Field(default=50, ge=1)
     min_minority_fraction: float = Field(default=0.01, ge=0, le=0.5)
-    profile_batch_size: int = Field(default=1000, ge=1)
+    profile_batch_size: int = Field(default=10_000, ge=1)
     profile_window_seconds: int = Field(default=300, ge=1)
     retraining: RetrainingPolicyConfig = Field(default_factory=RetrainingPolicyConfig)
 
