@@ -807,6 +807,9 @@ def _report(p: dict[str, Any]) -> None:
     rps_on = statistics.median(x["req_per_s"] for x in prof if x["profiling"] == "on")
     p99_off = statistics.median(x["p99_ms"] for x in prof if x["profiling"] == "off")
     p99_on = statistics.median(x["p99_ms"] for x in prof if x["profiling"] == "on")
+    # the baseline at its best: unpinned or pinned to one CPU, whichever answered more (a noisy machine
+    # must not flatter the ratio)
+    ml16_best = max(ml16["rps"], r.get("mlflow_1cpu_c16", {}).get("rps", 0.0))
     floor_1000_ms = next(x["ms_per_call"] for x in p["floor"] if x["rows"] == 1000)
     fw_1000 = p["batch_1000"]["flywheel"]["median_ms"]
     flow_ratio = (f["rows"] / f["score_seconds"]) / f["raw_rows_per_s"]
@@ -815,10 +818,10 @@ def _report(p: dict[str, Any]) -> None:
         ("Flywheel single-row p50 at concurrency 1 (ms)", fw1["p50_ms"], "<= 1.5 ms", fw1["p50_ms"] <= 1.5),
         ("Flywheel requests/s at concurrency 16, one worker (median)", fw16_rps, ">= 1000", fw16_rps >= 1000),
         (
-            "Flywheel / mlflow models serve, requests/s at c=16",
-            fw16_rps / ml16["rps"],
+            "Flywheel / mlflow models serve (its better run), requests/s at c=16",
+            fw16_rps / ml16_best,
             ">= 20x",
-            fw16_rps / ml16["rps"] >= 20,
+            fw16_rps / ml16_best >= 20,
         ),
         (
             "1,000-row request / in-process predict of 1,000 rows",
@@ -848,11 +851,9 @@ def _report(p: dict[str, Any]) -> None:
     p["ratios"] = [{"name": n, "value": v, "target": t, "met": ok} for n, v, t, ok in lines]
     extra = {
         "mlflow single-row p50 at c=1 (ms)": r["mlflow_c1"]["p50_ms"],
+        "Flywheel / mlflow unpinned, req/s at c=16": fw16_rps / ml16["rps"],
         **(
-            {
-                "Flywheel / mlflow pinned to one CPU (its best), req/s at c=16": fw16_rps
-                / r["mlflow_1cpu_c16"]["rps"]
-            }
+            {"Flywheel / mlflow pinned to one CPU, req/s at c=16": fw16_rps / r["mlflow_1cpu_c16"]["rps"]}
             if "mlflow_1cpu_c16" in r
             else {}
         ),
