@@ -634,10 +634,17 @@ def _batch_flow(plan: Plan, version: str, quick: bool) -> dict[str, Any]:
     print(f"\nbatch inference flow ({rows_label} flights, Prefect ephemeral API) ...", flush=True)
     from flows.inference import inference
 
-    started = time.perf_counter()
-    with Meter() as flow_meter:
-        summary = inference(stack="local", problem="flights", sample_rows=plan.flow_rows)
-    call_wall = time.perf_counter() - started
+    # the flow is run three times (once for --quick) and the run with the median score time reported: one
+    # run against a median of raw repeats let a single slow run decide the ratio
+    runs: list[tuple[dict[str, Any], float, Meter]] = []
+    for _ in range(1 if quick else 3):
+        started = time.perf_counter()
+        with Meter() as flow_meter:
+            result = inference(stack="local", problem="flights", sample_rows=plan.flow_rows)
+        runs.append((result, time.perf_counter() - started, flow_meter))
+    runs_score_s = [r[0]["score_seconds"] for r in runs]
+    summary, _, flow_meter = sorted(runs, key=lambda r: r[0]["score_seconds"])[len(runs) // 2]
+    call_wall = runs[0][1]  # the first call: the one that boots Prefect's temporary server
     if str(summary["version"]) != version:
         raise RuntimeError(f"the flow scored v{summary['version']}, expected v{version}")
     model, _, encoded = setup.flow_input(summary["model_name"], str(summary["version"]), plan.flow_rows)
@@ -658,6 +665,7 @@ def _batch_flow(plan: Plan, version: str, quick: bool) -> dict[str, Any]:
             "rows": rows,
             "version": summary["version"],
             "score_seconds": summary["score_seconds"],
+            "score_seconds_runs": runs_score_s,
             "predict_seconds": summary["predict_seconds"],
             "flow_s": summary["flow_s"],
             "call_wall_s": call_wall,
@@ -778,7 +786,9 @@ def _report(p: dict[str, Any]) -> None:
     print()
     print(
         table(
-            f"5. Batch inference flow, {f['rows']:,} rows (step timings {_fmt_timings(f['timings'])})",
+            f"5. Batch inference flow, {f['rows']:,} rows, the median of "
+            f"{len(f.get('score_seconds_runs', [1]))} run(s) by score time "
+            f"(step timings {_fmt_timings(f['timings'])})",
             flow_rows,
         )
     )
