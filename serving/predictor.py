@@ -48,11 +48,11 @@ class InplacePredictor:
             self.direct = self._agrees(booster.num_features())
         except Exception as exc:  # any other XGBoost: the public method still works
             log.warning("in-place predict through the public wrapper (%s: %s)", type(exc).__name__, exc)
-            self.direct = False
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
-        if not self.direct:
-            return self.public(matrix)
+        return self._direct(matrix) if self.direct else self.public(matrix)
+
+    def _direct(self, matrix: np.ndarray) -> np.ndarray:
         data = np.ascontiguousarray(matrix, dtype=np.float32)
         rows, columns = data.shape
         interface = (_INTERFACE % (data.ctypes.data, rows, columns)).encode()
@@ -87,14 +87,10 @@ class InplacePredictor:
         probe[0] = np.nan
         probe[2] = 1.0
         probe[3] = np.arange(features, dtype=np.float32) % 3
-        self.direct = True
-        try:
-            for rows in (probe[:1], probe):
-                if not np.allclose(self(rows), self.public(rows), rtol=1e-6, atol=1e-7):
-                    log.warning("direct in-place predict disagrees with the wrapper: using the wrapper")
-                    return False
-        finally:
-            self.direct = False
+        for rows in (probe[:1], probe):
+            if not np.allclose(self._direct(rows), self.public(rows), rtol=1e-6, atol=1e-7):
+                log.warning("direct in-place predict disagrees with the wrapper: using the wrapper")
+                return False
         return True
 
 
