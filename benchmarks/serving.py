@@ -787,7 +787,7 @@ def _report(p: dict[str, Any]) -> None:
     print(
         table(
             f"5. Batch inference flow, {f['rows']:,} rows, the median of "
-            f"{len(f.get('score_seconds_runs', [1]))} run(s) by score time "
+            f"{len(f['score_seconds_runs'])} run(s) by score time "
             f"(step timings {_fmt_timings(f['timings'])})",
             flow_rows,
         )

@@ -26,6 +26,7 @@ import numpy as np
 import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
@@ -365,8 +366,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             ctx.metrics.queue_depth.set(max(0, ctx.recorder.depth()))
         return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    hot = {"/predict": predict, "/predict/batch": predict_batch, "/predict/columns": predict_columns}
-    app.add_middleware(HotPathMiddleware, endpoints=hot)
+    # the paths as the routes declare them, so a renamed route cannot leave its old path served here
+    hot = (predict, predict_batch, predict_columns)
+    endpoints = {r.path: r.endpoint for r in app.routes if isinstance(r, APIRoute) and r.endpoint in hot}
+    app.add_middleware(HotPathMiddleware, endpoints=endpoints)
     app.openapi = lambda: _openapi(app, ctx)  # type: ignore[method-assign]
     return app
 
