@@ -65,8 +65,13 @@ def monitoring(stack: str | None = None, problem: str = "flights", emit: bool = 
     reference = timer.run(windows.load_reference, "load-reference", ctx.store, spec.model_name, version)
     views = {name: windows.load_window(ctx.store, w) for name, w in sorted(checked.items())}
     drift = timer.run(drift_step.window_drift, "drift", reference, views, ctx.validator, watched)
-    joined = timer.run(windows.labelled_predictions, "labels", ctx.store, spec.model_name, version)
-    realized = policy_step.realized_metrics(joined)
+    labelled = timer.run(
+        windows.labelled_predictions, "labels", ctx.store, spec.model_name, version, model.task
+    )
+    realized = policy_step.realized_metrics(labelled.frame, model.task)
+    if labelled.skipped:
+        realized["skipped_labels"] = float(sum(labelled.skipped.values()))
+        logger.warning("label rows left out: %s", labelled.skipped)
     now = datetime.now(UTC)
     # the cooldown counts from the later of: this champion's registration, the last retrain we asked for
     moments = [datetime.fromtimestamp(model.created_at, UTC)] if model.created_at else []
@@ -139,6 +144,7 @@ def monitoring(stack: str | None = None, problem: str = "flights", emit: bool = 
         "suppressed_by": decision.suppressed_by,
         "windows": list(views),
         "realized": realized,
+        "skipped_labels": labelled.skipped,
         "report": report_uri,
         "monitoring_run_id": run_id,
         "event_id": event_id,

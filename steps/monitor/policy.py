@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 
@@ -53,15 +54,24 @@ def watched_columns(policy: RetrainPolicy, model_features: list[str]) -> list[st
     return columns
 
 
-def realized_metrics(joined: pd.DataFrame) -> dict[str, float]:
-    """ROC AUC, log loss and rates on predictions whose ground truth came back (binary tasks)."""
+def realized_metrics(joined: pd.DataFrame, task: str = "binary") -> dict[str, float]:
+    """Metrics on predictions whose ground truth came back: ROC AUC, log loss and rates for binary tasks;
+    RMSE, MAE and R² for regression."""
     from sklearn import metrics as skm
 
     n = len(joined)
     if n == 0:
         return {"labels": 0.0}
     y = joined["label"].to_numpy(dtype="float64")
-    p = joined["prediction"].to_numpy(dtype="float64").clip(1e-7, 1 - 1e-7)
+    raw = joined["prediction"].to_numpy(dtype="float64")
+    if task == "regression":
+        return {
+            "labels": float(n),
+            "rmse": float(np.sqrt(np.mean((y - raw) ** 2))),
+            "mae": float(np.mean(np.abs(y - raw))),
+            "r2": float(skm.r2_score(y, raw)) if n > 1 else math.nan,
+        }
+    p = raw.clip(1e-7, 1 - 1e-7)
     out = {
         "labels": float(n),
         "positive_rate": float(y.mean()),

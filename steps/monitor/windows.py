@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from stacks.components.artifact_store import ArtifactStore
 from stacks.components.data_validator import WhylogsValidator
+from steps.monitor.labels import clean_labels
 
 
 @dataclass(frozen=True)
@@ -61,21 +63,45 @@ def load_reference(store: ArtifactStore, model_name: str, version: str) -> Any:
     )
 
 
-def _read_parquets(store: ArtifactStore, prefix: str) -> pd.DataFrame:
-    frames = [
-        pd.read_parquet(io.BytesIO(store.read_bytes(p))) for p in store.list(prefix) if p.endswith(".parquet")
-    ]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+def _read_parquets(store: ArtifactStore, prefix: str) -> tuple[pd.DataFrame, int]:
+    """Every Parquet file under ``prefix`` concatenated, and how many could not be read (a file cut short by
+    a process that died, or not Parquet at all, is skipped, not fatal)."""
+    frames, unreadable = [], 0
+    for path in store.list(prefix):
+        if not path.endswith(".parquet"):
+            continue
+        try:
+            frames.append(pd.read_parquet(io.BytesIO(store.read_bytes(path))))
+        except Exception:  # pyarrow raises several types for a damaged file
+            unreadable += 1
+    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), unreadable
 
 
-def labelled_predictions(store: ArtifactStore, model_name: str, version: str) -> pd.DataFrame:
-    """Predictions joined with the ground truth that came back for them (request id), with timestamps."""
-    predictions = _read_parquets(store, f"serving/{model_name}/v{version}/predictions")
-    feedback = _read_parquets(store, f"serving/{model_name}/feedback")
-    if predictions.empty or feedback.empty:
-        return pd.DataFrame(columns=["request_id", "prediction", "label", "ts"])
-    latest = feedback.sort_values("ts").drop_duplicates("request_id", keep="last")
-    joined = predictions[["request_id", "prediction", "ts"]].merge(
-        latest[["request_id", "label"]], on="request_id", how="inner"
+@dataclass(frozen=True)
+class Labelled:
+    """Predictions with the ground truth that came back for them, and the label rows left out, by reason."""
+
+    frame: pd.DataFrame
+    skipped: dict[str, int]
+
+
+def labelled_predictions(store: ArtifactStore, model_name: str, version: str, task: str) -> Labelled:
+    """Predictions joined with the ground truth that came back for them (request id), with timestamps.
+
+    Label rows that are not ground truth for ``task`` are skipped and counted (steps.monitor.labels)."""
+    predictions, bad_logs = _read_parquets(store, f"serving/{model_name}/v{version}/predictions")
+    feedback, bad_files = _read_parquets(store, f"serving/{model_name}/feedback")
+    labels = clean_labels(feedback, task)
+    skipped = dict(labels.skipped)
+    if bad_files:
+        skipped["unreadable label files"] = bad_files
+    if bad_logs:
+        skipped["unreadable prediction logs"] = bad_logs
+    if predictions.empty or labels.frame.empty or not {"request_id", "prediction"} <= set(predictions):
+        return Labelled(pd.DataFrame(columns=["request_id", "prediction", "label", "ts"]), skipped)
+    logged = predictions[["request_id", "prediction", "ts"]]
+    logged = logged[np.isfinite(pd.to_numeric(logged["prediction"], errors="coerce").to_numpy("float64"))]
+    joined = logged.drop_duplicates("request_id").merge(
+        labels.frame[["request_id", "label"]], on="request_id", how="inner"
     )
-    return joined
+    return Labelled(joined, skipped)

@@ -88,6 +88,45 @@ def test_training_months_do_not_fire_later_months_do(
     assert run.data.tags["flywheel.decision"] == "retrain" and "drift.month" in run.data.metrics
 
 
+def test_garbage_label_files_are_counted_not_fatal(
+    champion: dict[str, Any], stack_file: str, module_home: Path
+) -> None:
+    """A label 2 for a binary model once failed the monitoring run (sklearn: y_true contains {2.0})."""
+    import io
+
+    import numpy as np
+    import pandas as pd
+
+    version = champion["version"]
+    store = ArtifactStore(str(module_home / "artifacts"))
+    ids = [f"r{i}" for i in range(400)]
+    predictions = pd.DataFrame({"request_id": ids, "prediction": np.linspace(0.05, 0.95, 400), "ts": 1.0})
+    labels = pd.DataFrame(
+        {
+            "request_id": [*ids, "r0", None, "r1", "r2"],
+            "label": [float(i % 2) for i in range(400)] + [1.0, 1.0, 2.0, np.nan],
+            "ts": 2.0,
+        }
+    )
+    for path, frame in (
+        (f"serving/flight-delay/v{version}/predictions/20260101/test.parquet", predictions),
+        ("serving/flight-delay/feedback/20260101/test.parquet", labels),
+    ):
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        store.write_bytes(path, buffer.getvalue())
+    store.write_bytes("serving/flight-delay/feedback/20260101/broken.parquet", b"PAR1 not really")
+    result = monitoring(stack=stack_file, problem="flights", emit=False)
+    assert result["realized"]["labels"] == 400.0
+    assert result["skipped_labels"] == {
+        "repeated request id": 1,
+        "bad request id": 1,
+        "label not 0 or 1": 1,
+        "label not a finite number": 1,
+        "unreadable label files": 1,
+    }
+
+
 def test_no_champion_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "empty"))
     with pytest.raises(ValueError, match="no champion to monitor"):
