@@ -7,12 +7,14 @@ signature and the serving request model all follow from the spec and the data.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from steps.expression import Expression, ExpressionError, parse
 
 
 class SpecError(ValueError):
@@ -24,19 +26,38 @@ class _Frozen(BaseModel):
 
 
 class TargetSpec(_Frozen):
-    """The label: a column, or a rule over columns (``arr_delay > 15``) evaluated with ``DataFrame.eval``.
+    """The label: a column, or a rule over columns (``arr_delay > 15``) in the safe language of
+    :mod:`steps.expression`.
 
+    The rule is untrusted text, so it is parsed and checked when the spec loads: a rule that is not allowed
+    (attribute access, calls, ``@`` variables ...) fails ``load_spec`` and never reaches data.
     Rows where a column the rule reads is missing get no label (cancelled flights have no arrival delay):
-    validation reports them and they are left out of training.
+    validation reports them and they are left out of training. A column read only inside ``isnull()`` /
+    ``notnull()`` is the exception, since testing whether it is missing is the point of those checks.
     """
 
     column: str
     rule: str | None = None
     name: str | None = Field(default=None, description="name of the derived label column (default: label)")
 
+    @field_validator("rule")
+    @classmethod
+    def _rule_is_allowed(cls, rule: str | None) -> str | None:
+        if rule is not None:
+            try:
+                parse(rule, what="target rule")
+            except ExpressionError as exc:  # a template with the message as data: it may contain braces
+                raise PydanticCustomError("target_rule", "{reason}", {"reason": str(exc)}) from None
+        return rule
+
     @property
     def label(self) -> str:
         return self.name or ("label" if self.rule else self.column)
+
+    @property
+    def expression(self) -> Expression | None:
+        """The parsed rule (parsing is cached), or None for a plain label column."""
+        return parse(self.rule, what="target rule") if self.rule is not None else None
 
 
 class TimeSpec(_Frozen):
@@ -157,11 +178,14 @@ class ProblemSpec(_Frozen):
         return self.metric in LOWER_IS_BETTER
 
     def target_source_columns(self) -> list[str]:
-        """Columns the target reads, so they are required and never used as features (leakage)."""
-        if not self.target.rule:
+        """Columns the target reads, so they are required and never used as features (leakage).
+
+        Taken from the parsed rule, so text literals (``Class == 'bad'``) and list items are not columns.
+        """
+        expression = self.target.expression
+        if expression is None:
             return [self.target.column]
-        names = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", self.target.rule))
-        return sorted({self.target.column} | names)
+        return sorted({self.target.column} | expression.columns)
 
 
 PROBLEMS_DIR = Path(__file__).resolve().parent.parent / "flows" / "problems"

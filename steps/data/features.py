@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from stacks.components.model_registry import FeatureColumn, FeatureSchema
+from steps.expression import ExpressionError
 from steps.problem import JoinSpec, ProblemSpec, TimeSpec
 
 EVENT_TIME = "_event_time"
@@ -45,20 +46,30 @@ class Dataset:
 
 
 def make_label(frame: pd.DataFrame, spec: ProblemSpec) -> pd.Series:
-    """The label as floats, NaN where a column the rule reads is missing (no label, not a negative)."""
+    """The label as floats, NaN where a column the rule reads is missing (no label, not a negative).
+
+    The rule is evaluated by :mod:`steps.expression`, never as code: true/false becomes 1.0/0.0 and a
+    numeric rule (regression) stays numeric. A row gets no label when the rule's answer is unknown, or when
+    a column it reads is missing; only a column read solely inside ``isnull()``/``notnull()`` may be missing
+    (testing for that is the point of those checks).
+    """
     target = spec.target
     missing_cols = [c for c in spec.target_source_columns() if c not in frame.columns]
     if missing_cols:
         raise FeatureError(f"the target needs column(s) {missing_cols} that the data does not have")
-    if not target.rule:
+    expression = target.expression
+    if expression is None:
         values = pd.to_numeric(frame[target.column], errors="coerce")
         return values.astype("float64").rename(target.label)
     try:
-        result = frame.eval(target.rule)
-    except Exception as exc:  # pandas raises many types for a bad expression
+        result = expression.evaluate(frame)
+    except ExpressionError as exc:
         raise FeatureError(f"target rule {target.rule!r} failed: {exc}") from exc
-    unknown = frame[spec.target_source_columns()].isna().any(axis=1)
-    label = pd.Series(np.asarray(result, dtype="float64"), index=frame.index, name=target.label)
+    if not (pd.api.types.is_bool_dtype(result.dtype) or pd.api.types.is_numeric_dtype(result.dtype)):
+        raise FeatureError(f"target rule {target.rule!r} gives text; a label is a number or true/false")
+    masked = (set(spec.target_source_columns()) - expression.columns) | expression.value_columns
+    unknown = frame[sorted(masked)].isna().any(axis=1)
+    label = pd.Series(result.to_numpy(dtype="float64", na_value=np.nan), index=frame.index, name=target.label)
     return label.mask(unknown)
 
 

@@ -14,7 +14,7 @@ from steps.data.features import (
     make_label,
     point_in_time_join,
 )
-from steps.problem import load_spec
+from steps.problem import ProblemSpec, load_spec
 
 SPEC = load_spec("flights")
 WEATHER = SPEC.joins[0]
@@ -26,6 +26,53 @@ def test_label_is_missing_for_cancelled_flights() -> None:
     assert label.tolist()[:2] == [1.0, 0.0]
     assert np.isnan(label.iloc[2])
     assert label.tolist()[3:] == [1.0, 0.0]
+
+
+def test_label_from_a_string_literal_rule() -> None:
+    """`Class == 'bad'` reads only `Class`: the text literal is a value, not a column the data must have."""
+    spec = ProblemSpec.model_validate(
+        {
+            "name": "credit",
+            "model_name": "credit",
+            "source": "credit.csv",
+            "task": "binary",
+            "target": {"column": "Class", "rule": "Class == 'bad'"},
+        }
+    )
+    frame = pd.DataFrame({"Class": ["good", "bad", None, "bad"], "amount": [1.0, 2.0, 3.0, 4.0]})
+    label = make_label(frame, spec)
+    assert label.name == "label"
+    assert label.tolist()[:2] == [0.0, 1.0]
+    assert np.isnan(label.iloc[2])
+    assert label.iloc[3] == 1.0
+
+
+def test_label_rule_null_check_and_numeric_rule() -> None:
+    """A column read only in isnull() may be missing (that is what it tests); numeric rules stay numeric."""
+    base = {"name": "x", "model_name": "m", "source": "a.csv"}
+    cancelled = ProblemSpec.model_validate(
+        base | {"task": "binary", "target": {"column": "dep_time", "rule": "isnull(dep_time)"}}
+    )
+    frame = pd.DataFrame({"dep_time": [517.0, np.nan], "price": [10, 20]})
+    assert make_label(frame, cancelled).tolist() == [0.0, 1.0]
+    doubled = ProblemSpec.model_validate(
+        base | {"task": "regression", "metric": "rmse", "target": {"column": "price", "rule": "price * 2"}}
+    )
+    assert make_label(frame, doubled).tolist() == [20.0, 40.0]
+
+
+def test_label_rule_comparing_text_with_a_number_fails_clearly() -> None:
+    spec = ProblemSpec.model_validate(
+        {
+            "name": "x",
+            "model_name": "m",
+            "source": "a.csv",
+            "task": "binary",
+            "target": {"column": "Class", "rule": "Class == 'bad'"},
+        }
+    )
+    with pytest.raises(FeatureError, match=r"cannot compare `Class` \(numbers\) with `'bad'` \(text\)"):
+        make_label(pd.DataFrame({"Class": [0, 1]}), spec)
 
 
 def test_event_time_is_scheduled_departure_in_utc(flights: pd.DataFrame) -> None:
