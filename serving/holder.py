@@ -3,6 +3,11 @@
 ``current`` is one reference, replaced in a single assignment once a new version is loaded and warmed up,
 so a request sees either the old model or the new one, never half of each. A version that fails to load
 leaves the old one serving; the failure is counted on /metrics and logged, and retried after a back-off.
+
+Every check of the registry is recorded: which version the champion alias names, when it was looked at, and
+why the check failed (``registry_error``: the registry cannot be read, or has no such model or alias) or why
+the version it names is not the one served (``load_error``). The two are kept apart and each is cleared as
+soon as it no longer holds, so ``/ready`` never reports a problem that is over, nor hides one that is not.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
@@ -22,7 +28,14 @@ from serving.encoding import RowEncoder
 from serving.metrics import ServiceMetrics
 from serving.predictor import InplacePredictor
 from serving.schemas import batch_model, columns_model, record_model
-from stacks.components.model_registry import LoadedModel, alias_version, load_model
+from stacks.components.model_registry import (
+    AliasNotSet,
+    LoadedModel,
+    RegistryUnavailable,
+    alias_target,
+    describe_error,
+    load_model,
+)
 
 log = logging.getLogger("flywheel.serving")
 
@@ -73,57 +86,148 @@ def prepare(model: LoadedModel, max_batch_size: int) -> Served:
 
 
 class ModelHolder:
+    """The served model, the champion alias as last seen, and why the two differ when they do."""
+
     def __init__(self, model_name: str, metrics: ServiceMetrics, max_batch_size: int) -> None:
         self.model_name = model_name
         self.metrics = metrics
         self.max_batch_size = max_batch_size
         self.current: Served | None = None
-        self.last_error: str | None = None
-        self._failed: dict[str, float] = {}
+        # the version the alias named at the last check that could read the registry: a registry outage
+        # says nothing about where the alias is, so it does not make the served version "not the champion"
+        self.champion_version: str | None = None
+        self.checked_at: float | None = None  # epoch seconds of the last check, successful or not
+        self.registry_error: str | None = None
+        self._load_failure: tuple[str, str] | None = None  # (version, why) of the champion, when it failed
+        self._failed: dict[str, tuple[float, str]] = {}  # version -> (monotonic time, why), for the back-off
+        self._lock = threading.Lock()  # the watcher writes the state that /ready reads as one
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @property
+    def load_error(self) -> str | None:
+        """Why the version the alias names is not served (``v4: OSError: ...``), or None."""
+        failure = self._load_failure
+        return None if failure is None else f"v{failure[0]}: {failure[1]}"
+
+    @property
+    def last_error(self) -> str | None:
+        """The registry error, else the load error: what ``/model`` and a 503 name."""
+        return self.registry_error or self.load_error
+
     def load(self, version: str) -> Served:
         served = prepare(load_model(self.model_name, version), self.max_batch_size)
-        self.current = served  # the swap: one reference assignment
+        with self._lock:
+            self.current = served  # the swap: one reference assignment
+            self._load_failure = None
         self.metrics.serving(self.model_name, served.version)
         self.metrics.model_loads.labels(outcome="loaded").inc()
-        self.last_error = None
         log.info("serving %s v%s", self.model_name, served.version)
         return served
 
     def refresh(self, retry_after_s: float = 60.0) -> bool:
-        """Load the champion if the alias moved; True when a new version is now served."""
-        version = alias_version(self.model_name)
-        if version is None or (self.current is not None and version == self.current.version):
+        """Check the champion alias and load its version if it moved; True when a new version is now served.
+
+        Never raises: a registry that cannot be read, or has no champion, is recorded as ``registry_error``
+        and a version that fails to load as ``load_error``, and the next check tries again."""
+        try:
+            version = alias_target(self.model_name)
+        except (RegistryUnavailable, AliasNotSet) as exc:
+            self._check_failed(str(exc), alias_unset=isinstance(exc, AliasNotSet))
             return False
-        failed_at = self._failed.get(version)
-        if failed_at is not None and time.monotonic() - failed_at < retry_after_s:
+        except Exception as exc:  # anything else the client raises is the same state, named by its type
+            self._check_failed(f"the registry check failed: {describe_error(exc)}", alias_unset=False)
+            return False
+        self._checked(version)
+        if self.current is not None and version == self.current.version:
+            return False
+        failed = self._failed.get(version)
+        if failed is not None and time.monotonic() - failed[0] < retry_after_s:
             return False
         try:
             self.load(version)
         except Exception as exc:  # any failure must keep the old model serving
-            self._failed[version] = time.monotonic()
-            self.last_error = f"v{version}: {type(exc).__name__}: {exc}"
+            why = describe_error(exc)
+            self._failed[version] = (time.monotonic(), why)
+            with self._lock:
+                self._load_failure = (version, why)
             self.metrics.model_loads.labels(outcome="failed").inc()
             log.error(
                 "could not load %s v%s, still serving %s: %s",
                 self.model_name,
                 version,
                 "nothing" if self.current is None else f"v{self.current.version}",
-                exc,
+                why,
             )
             return False
+        finally:
+            self._update_gauge()
         self._failed.pop(version, None)
         return True
+
+    def _checked(self, version: str) -> None:
+        """The registry answered: the alias names ``version``; a load error of any other version is over."""
+        if self.registry_error is not None:
+            log.info(
+                "registry check of %s succeeded again: the champion alias names v%s", self.model_name, version
+            )
+        with self._lock:
+            self.checked_at = time.time()
+            self.registry_error = None
+            self.champion_version = version
+            failed = self._failed.get(version)
+            served = self.current is not None and self.current.version == version
+            self._load_failure = None if served or failed is None else (version, failed[1])
+        self._update_gauge()
+
+    def _check_failed(self, why: str, *, alias_unset: bool) -> None:
+        if why != self.registry_error:  # one line per new problem, not one per check
+            log.error("champion check of %s failed: %s", self.model_name, why)
+        with self._lock:
+            self.checked_at = time.time()
+            self.registry_error = why
+            if alias_unset:  # the registry answered: there is no champion, and so no load error of one
+                self.champion_version = None
+                self._load_failure = None
+        self._update_gauge()
+
+    def _update_gauge(self) -> None:
+        served = self.current
+        is_champion = served is not None and served.version == self.champion_version
+        self.metrics.model_is_champion.set(1 if is_champion else 0)
+
+    def readiness(self) -> dict[str, Any]:
+        """What ``/ready`` answers: ready when a model is served, even one that is no longer the champion
+        (its replacement failed to load): taking every replica out of rotation would turn a bad release
+        into an outage, so the detail says it plainly instead."""
+        with self._lock:
+            served = self.current
+            champion = self.champion_version
+            checked_at = self.checked_at
+            registry_error = self.registry_error
+            failure = self._load_failure
+        version = None if served is None else served.version
+        return {
+            "ready": served is not None,
+            "model_name": self.model_name,
+            "served_version": version,
+            "model_version": version,  # the key deployers and older clients read
+            "champion_version": champion,
+            "checked_at": None
+            if checked_at is None
+            else datetime.fromtimestamp(checked_at, UTC).isoformat(timespec="seconds"),
+            "registry_error": registry_error,
+            "load_error": None if failure is None else f"v{failure[0]}: {failure[1]}",
+            "detail": _detail(version, champion, checked_at is not None, registry_error, failure),
+        }
 
     def start_watching(self, interval_s: float) -> None:
         def loop() -> None:
             while not self._stop.wait(interval_s):
                 try:
                     self.refresh()
-                except Exception as exc:  # the registry may be briefly unreachable
-                    log.warning("champion check failed: %s", exc)
+                except Exception as exc:  # refresh reports what it expects; this keeps the watcher alive
+                    log.warning("champion check failed: %s", describe_error(exc))
 
         self._thread = threading.Thread(target=loop, name="champion-watcher", daemon=True)
         self._thread.start()
@@ -134,6 +238,34 @@ class ModelHolder:
             self._thread.join(timeout=5)
 
     def info(self) -> dict[str, Any]:
+        errors = {
+            "last_error": self.last_error,
+            "registry_error": self.registry_error,
+            "load_error": self.load_error,
+            "champion_version": self.champion_version,
+        }
         if self.current is None:
-            return {"name": self.model_name, "version": None, "last_error": self.last_error}
-        return {**self.current.model.info(), "last_error": self.last_error}
+            return {"name": self.model_name, "version": None, **errors}
+        return {**self.current.model.info(), **errors}
+
+
+def _detail(
+    served: str | None,
+    champion: str | None,
+    checked: bool,
+    registry_error: str | None,
+    failure: tuple[str, str] | None,
+) -> str:
+    """One sentence: what is served, and each reason it is not the champion or nothing is served."""
+    problems = []
+    if failure is not None:
+        problems.append(f"the champion alias names v{failure[0]}, which failed to load: {failure[1]}")
+    if registry_error is not None:
+        problems.append(registry_error)
+    if served is None:
+        return "no model served: " + ("; ".join(problems) if problems else "the registry was not checked yet")
+    if problems:
+        return f"serving v{served}; " + "; ".join(problems) + f"; v{served} keeps serving"
+    if champion is not None and champion != served:
+        return f"serving v{served}; the champion alias names v{champion}"
+    return f"serving v{served}, the version the champion alias names" if checked else f"serving v{served}"

@@ -46,8 +46,16 @@ def ensure_experiment(name: str) -> str:
         return str(experiment.experiment_id)
 
 
-def configure_mlflow(stack: Any) -> MlflowTarget:
-    """Point MLflow at the stack's tracking server and registry; returns where it points."""
+def configure_mlflow(stack: Any, *, create_experiment: bool = True) -> MlflowTarget:
+    """Point MLflow at the stack's tracking server and registry; returns where it points.
+
+    ``create_experiment=False`` is for a process that only reads the registry (the prediction service): it
+    must not write to it, and creating the experiment would also turn a missing SQLite database into a new,
+    empty one (or crash the start on a corrupt one) instead of leaving the service to report it. Such a
+    reader also opens a database connection per query (``NullPool``) unless told otherwise: a long-lived
+    process keeping pooled connections to a SQLite file would go on reading the old file after a backup is
+    restored over it, and never see the repair.
+    """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # MLflow 3 reports usage unless told not to
     import mlflow
 
@@ -66,5 +74,8 @@ def configure_mlflow(stack: Any) -> MlflowTarget:
     else:
         root = stack.artifact_root().rstrip("/")
         _artifact_base = f"{root}/mlflow" if "://" in root else Path(root, "mlflow").resolve().as_uri()
-    ensure_experiment(config.experiment_name)
+    if create_experiment:
+        ensure_experiment(config.experiment_name)
+    elif any(uri.startswith("sqlite:") for uri in (tracking_uri, registry_uri)):
+        os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")  # read when a store is built
     return MlflowTarget(tracking_uri, registry_uri, config.experiment_name, _artifact_base)
