@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# The Flywheel model service: `uvicorn serving.app:create_app --factory` on port 8080, as a non-root user.
+# The Flywheel model service: `flywheel serve` (uvicorn, serving.app:create_app) on port 8080, as a non-root user.
 # Build: docker build -t flywheel:latest .      Run: see `flywheel service deploy` with a docker stack.
 # The stack comes at run time (FLYWHEEL_STACK: a shipped stack's name or a mounted YAML file); secrets come
 # from the environment the container is given, never from the image.
@@ -44,5 +44,6 @@ EXPOSE 8080
 # healthy once the model is loaded: /ready answers 503 before (urlopen raises, exit 1)
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/ready', timeout=4)"]
-# workers: WEB_CONCURRENCY (uvicorn's default for --workers), 1 if unset
-CMD ["python", "-m", "uvicorn", "serving.app:create_app", "--factory", "--host", "0.0.0.0", "--port", "8080"]
+# workers, timeouts and connection limits: the stack's model_deployer (its `server` block); `flywheel service
+# deploy` runs its own uvicorn command with the same values instead
+CMD ["flywheel", "serve", "--host", "0.0.0.0", "--port", "8080"]

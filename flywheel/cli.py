@@ -212,13 +212,19 @@ def serve(
     host: Annotated[str | None, typer.Option(help="default: the stack's model_deployer host")] = None,
     port: Annotated[int | None, typer.Option(help="default: the stack's model_deployer port")] = None,
     workers: Annotated[int | None, typer.Option(help="uvicorn workers (default: the stack's)")] = None,
-    model: Annotated[str, typer.Option(help="registered model name")] = "flight-delay",
+    model: Annotated[
+        str | None, typer.Option(help="registered model name (default: FLYWHEEL_MODEL, then flight-delay)")
+    ] = None,
 ) -> None:
-    """Serve models:/MODEL@champion in the foreground (FastAPI + uvicorn), hot-swapping when it moves."""
+    """Serve models:/MODEL@champion in the foreground (FastAPI + uvicorn), hot-swapping when it moves.
+
+    The server's timeouts and connection limits are the stack's (model_deployer ``server``)."""
     import os
 
     import uvicorn
 
+    from stacks.components.deployers.base import APP_FACTORY, stack_reference
+    from stacks.components.deployers.server_options import uvicorn_options
     from stacks.config import LocalDeployerConfig, StackError
     from stacks.loader import load_stack, selected_stack_name
 
@@ -228,17 +234,19 @@ def serve(
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc
     config = chosen.model_deployer.configuration if chosen.model_deployer else LocalDeployerConfig()
-    os.environ["FLYWHEEL_STACK"] = stack or chosen.name
-    os.environ["FLYWHEEL_MODEL"] = model
+    # the service and its workers load exactly this stack: a file stays a file (its name may be no stack's)
+    os.environ["FLYWHEEL_STACK"] = stack_reference(chosen)
+    os.environ["FLYWHEEL_MODEL"] = model or os.environ.get("FLYWHEEL_MODEL") or "flight-delay"
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # halves CPU per request at equal latency (DESIGN)
     uvicorn.run(
-        "serving.app:create_app",
+        APP_FACTORY,
         factory=True,
         host=host or str(getattr(config, "host", "127.0.0.1")),
         port=port or config.port,
         workers=workers or getattr(config, "workers", 1),
         log_level="info",
         access_log=False,  # a line per request cost 14-18% of throughput (measured); /metrics counts requests
+        **uvicorn_options(config.server),
     )
 
 

@@ -1,13 +1,53 @@
 """Service settings: from the stack (deployer, artifact store, registry) and a few environment variables.
 
 The stack is chosen as everywhere else (``FLYWHEEL_STACK`` or the default), so a process started by a
-deployer, by ``flywheel serve`` or by a test gets the same configuration.
+deployer, by ``flywheel serve`` or by a test gets the same configuration. The server's limits belong to the
+stack (its model deployer's ``server`` block); an environment variable overrides one of them for a process.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from stacks.components.deployers.server_options import (
+    HEADER_TIMEOUT_ENV,
+    MAX_BODY_BYTES_ENV,
+    MAX_CONNECTIONS_ENV,
+    server_limits,
+)
+from stacks.config import DEFAULT_SERVER_LIMITS, ServerLimits, describe_validation_error
+
+__all__ = ["LIMIT_OVERRIDES", "ServiceSettings", "service_limits"]
+
+LIMIT_OVERRIDES: dict[str, tuple[str, Callable[[str], float | int]]] = {
+    HEADER_TIMEOUT_ENV: ("header_timeout_s", float),
+    MAX_CONNECTIONS_ENV: ("max_connections", int),
+    MAX_BODY_BYTES_ENV: ("max_body_bytes", int),
+}
+"""Environment variable -> (``ServerLimits`` key, how to read it)."""
+
+
+def service_limits(stack: str | None = None) -> ServerLimits:
+    """The selected stack's server limits with this process's environment overrides, validated alike."""
+    from stacks.loader import load_stack, selected_stack_name
+
+    limits = server_limits(load_stack(selected_stack_name(stack)))
+    given = {var: os.environ[var] for var in LIMIT_OVERRIDES if var in os.environ}
+    if not given:
+        return limits
+    try:
+        overrides = {LIMIT_OVERRIDES[var][0]: LIMIT_OVERRIDES[var][1](value) for var, value in given.items()}
+        return ServerLimits.model_validate({**limits.model_dump(), **overrides})
+    except ValidationError as exc:
+        why = "; ".join(describe_validation_error(exc, ServerLimits))
+    except ValueError as exc:  # not a number
+        why = str(exc)
+    shown = ", ".join(f"{var}={value!r}" for var, value in given.items())
+    raise ValueError(f"bad server limit in the environment ({shown}): {why}")
 
 
 @dataclass(frozen=True)
@@ -15,7 +55,7 @@ class ServiceSettings:
     stack: str | None
     model_name: str
     max_batch_size: int = 1000
-    max_body_bytes: int = 2_000_000
+    max_body_bytes: int = DEFAULT_SERVER_LIMITS.max_body_bytes
     watch_interval_s: float = 10.0
     profile_queue_rows: int = 200_000
     profile_batch_rows: int = 10_000
@@ -27,10 +67,11 @@ class ServiceSettings:
         def number(name: str, default: float) -> float:
             return float(os.environ.get(name, default))
 
+        stack = os.environ.get("FLYWHEEL_STACK") or None
         return cls(
-            stack=os.environ.get("FLYWHEEL_STACK") or None,
+            stack=stack,
             model_name=os.environ.get("FLYWHEEL_MODEL", "flight-delay"),
-            max_body_bytes=int(number("FLYWHEEL_MAX_BODY_BYTES", 2_000_000)),
+            max_body_bytes=service_limits(stack).max_body_bytes,
             watch_interval_s=number("FLYWHEEL_WATCH_INTERVAL_S", 10.0),
             profile_queue_rows=int(number("FLYWHEEL_PROFILE_QUEUE_ROWS", 200_000)),
             profile_batch_rows=int(number("FLYWHEEL_PROFILE_BATCH_ROWS", 10_000)),

@@ -25,6 +25,7 @@ from stacks import secrets
 from stacks.paths import has_url_scheme, resolve_db_uri, resolve_path
 
 __all__ = [
+    "DEFAULT_SERVER_LIMITS",
     "FLAVORS",
     "REQUIRED_TYPES",
     "ArtifactStoreComponent",
@@ -47,6 +48,7 @@ __all__ = [
     "OptunaConfig",
     "OrchestratorComponent",
     "PrefectOrchestratorConfig",
+    "ServerLimits",
     "Stack",
     "StackError",
     "TunerComponent",
@@ -194,6 +196,40 @@ class WhylogsConfig(_Config):
     retraining: RetrainingPolicyConfig = Field(default_factory=RetrainingPolicyConfig)
 
 
+class ServerLimits(_Config):
+    """How long the service waits for a client and how many it holds: the one owner of these numbers.
+
+    uvicorn's defaults wait forever for a connection that sends nothing or sends its headers slowly, wait
+    forever on shutdown for a client that sent half a body, and accept connections until the process runs
+    out of file descriptors (then even /ready fails). Every path that starts the service renders these
+    into its options (``stacks.components.deployers.server_options``); the service itself reads the header
+    timeout, connection cap, body timeout and body size from the same stack. Counts are per server process
+    (each of ``workers``). uvicorn takes whole seconds for the keep-alive and shutdown timeouts.
+    """
+
+    header_timeout_s: float = Field(default=10.0, gt=0, le=300)  # open, or a request's 1st byte -> headers
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3600)  # headers -> the whole body received
+    keep_alive_timeout_s: int = Field(default=5, ge=1, le=3600)  # idle between requests on a connection
+    graceful_shutdown_timeout_s: int = Field(default=10, ge=1, le=3600)  # in-flight requests on SIGTERM
+    limit_concurrency: int = Field(default=1000, ge=1, le=1_000_000)  # connections or requests -> 503 past it
+    max_connections: int = Field(default=2000, ge=1, le=1_000_000)  # past it a new connection is closed
+    backlog: int = Field(default=2048, ge=1, le=65535)  # accept queue (the kernel caps it at somaxconn)
+    max_body_bytes: int = Field(default=2_000_000, ge=1, le=1_000_000_000)  # larger: 413
+
+    @model_validator(mode="after")
+    def _connections_hold_the_concurrency(self) -> ServerLimits:
+        if self.max_connections < self.limit_concurrency:
+            raise ValueError(
+                f"max_connections ({self.max_connections}) is below limit_concurrency "
+                f"({self.limit_concurrency}): connections would be dropped before any request is told 503"
+            )
+        return self
+
+
+DEFAULT_SERVER_LIMITS = ServerLimits()
+"""The limits of a service whose stack has no model_deployer component (or no ``server`` block)."""
+
+
 class LocalDeployerConfig(_Config):
     """Serve the champion as a local process."""
 
@@ -203,6 +239,7 @@ class LocalDeployerConfig(_Config):
     max_batch_size: int = Field(default=1000, ge=1)
     auth_token: str | None = None
     ready_timeout_s: float = Field(default=60, gt=0)  # how long `deploy` waits for /ready
+    server: ServerLimits = Field(default_factory=ServerLimits)
 
 
 class DockerDeployerConfig(_Config):
@@ -216,6 +253,7 @@ class DockerDeployerConfig(_Config):
     env: dict[str, str] = Field(default_factory=dict)
     build: bool = True  # `docker build` this repository's Dockerfile before `docker run`
     ready_timeout_s: float = Field(default=120, gt=0)
+    server: ServerLimits = Field(default_factory=ServerLimits)
 
 
 class KubernetesDeployerConfig(_Config):
@@ -231,6 +269,7 @@ class KubernetesDeployerConfig(_Config):
     auth_token: str | None = None
     service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
     ready_timeout_s: float = Field(default=300, gt=0)  # `kubectl rollout status --timeout`
+    server: ServerLimits = Field(default_factory=ServerLimits)
 
 
 DeployerConfig = LocalDeployerConfig | DockerDeployerConfig | KubernetesDeployerConfig

@@ -10,6 +10,11 @@ copies the value from the environment of whoever runs the command, so it never a
 line, in a log or in a file. A stack that keeps its state on this machine (an SQLite registry, a local
 artifact folder) gets the Flywheel home mounted at the same path, so the absolute artifact paths MLflow
 recorded resolve inside the container too.
+
+The container runs uvicorn with the stack's workers and server limits, as the command after the image (so
+``docker inspect`` shows them), and Docker waits as long as the limits say before it kills a stopping
+container. The image's own CMD, for a container started by hand, is ``flywheel serve``: the same limits,
+read from the stack the container is given.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 
 from stacks import secrets
 from stacks.components.deployers.base import (
+    APP_FACTORY,
     DeploymentError,
     ModelDeployer,
     ServiceInfo,
@@ -37,6 +43,7 @@ from stacks.components.deployers.base import (
     write_stack_copy,
     write_state,
 )
+from stacks.components.deployers.server_options import shutdown_wait_s, uvicorn_flags
 from stacks.config import DockerDeployerConfig, Stack
 from stacks.paths import flywheel_home, has_url_scheme
 
@@ -153,6 +160,8 @@ class DockerDeployer(ModelDeployer):
             "60s",
             "--health-retries",
             "3",
+            "--stop-timeout",  # `docker stop` without --time: in-flight requests, then the app's shutdown
+            str(shutdown_wait_s(self.config.server)),
             "--volume",
             f"{self.stack_copy}:{STACK_IN_CONTAINER}:ro",
         ]
@@ -160,7 +169,6 @@ class DockerDeployer(ModelDeployer):
             "FLYWHEEL_STACK": STACK_IN_CONTAINER,
             "FLYWHEEL_MODEL": model_name,
             "OMP_NUM_THREADS": "1",
-            "WEB_CONCURRENCY": str(self.config.workers),  # uvicorn's --workers default
         }
         if self.uses_local_state():
             home = str(flywheel_home())
@@ -181,7 +189,24 @@ class DockerDeployer(ModelDeployer):
         for var, _ref in service_secret_refs(self.stack):
             cmd += ["--env", var]  # the name only: docker takes the value from the caller's environment
         cmd.append(self.config.image)
-        return cmd
+        return cmd + self.server_command()
+
+    def server_command(self) -> list[str]:
+        """What the container runs instead of the image's CMD: uvicorn with the stack's workers and limits."""
+        return [
+            "python",
+            "-m",
+            "uvicorn",
+            APP_FACTORY,
+            "--factory",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(CONTAINER_PORT),
+            "--workers",
+            str(self.config.workers),
+            *uvicorn_flags(self.config.server),
+        ]
 
     def render(self, model_name: str, version: str) -> list[list[str]]:
         """Every command ``deploy`` runs, in order (the build only if the stack asks for it)."""
@@ -282,7 +307,7 @@ class DockerDeployer(ModelDeployer):
             return False
         problem = self.engine_problem()
         commands = [
-            ["docker", "stop", "--time", "10", self.container_name],
+            ["docker", "stop", "--time", str(shutdown_wait_s(self.config.server)), self.container_name],
             ["docker", "rm", self.container_name],
         ]
         if problem is not None:

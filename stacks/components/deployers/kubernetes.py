@@ -14,7 +14,8 @@ when the stack changes. A new champion needs no rollout: the pods hot-swap when 
 
 Pods run one uvicorn worker each (scale with ``replicas``), as a non-root user on a read-only root file
 system, with ``OMP_NUM_THREADS=1``, readiness on ``/ready`` (no traffic before the model is loaded) and
-liveness on ``/health``.
+liveness on ``/health``. uvicorn gets the stack's server limits as flags, and the pod's termination grace
+period covers the graceful shutdown timeout and the app's own shutdown.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from stacks.components.deployers.base import (
     service_secret_refs,
     write_state,
 )
+from stacks.components.deployers.server_options import shutdown_wait_s, uvicorn_flags
 from stacks.config import KubernetesDeployerConfig, Stack
 from stacks.paths import flywheel_home
 
@@ -157,7 +159,15 @@ class KubernetesDeployer(ModelDeployer):
             "image": self.config.image,
             "imagePullPolicy": "IfNotPresent",
             "command": ["python", "-m", "uvicorn", APP_FACTORY, "--factory"],
-            "args": ["--host", "0.0.0.0", "--port", str(self.config.port), "--workers", "1"],
+            "args": [
+                "--host",
+                "0.0.0.0",
+                "--port",
+                str(self.config.port),
+                "--workers",
+                "1",
+                *uvicorn_flags(self.config.server),
+            ],
             "ports": [{"name": "http", "containerPort": self.config.port, "protocol": "TCP"}],
             "env": self.env(model_name),
             "resources": {"requests": dict(resources), "limits": dict(resources)},
@@ -212,7 +222,8 @@ class KubernetesDeployer(ModelDeployer):
                     },
                     "spec": {
                         "automountServiceAccountToken": False,
-                        "terminationGracePeriodSeconds": 30,
+                        # in-flight requests, then the app's shutdown, before the kubelet's SIGKILL
+                        "terminationGracePeriodSeconds": shutdown_wait_s(self.config.server),
                         "securityContext": {
                             "runAsNonRoot": True,
                             "runAsUser": RUN_AS,

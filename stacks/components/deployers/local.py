@@ -42,6 +42,7 @@ from stacks.components.deployers.base import (
     wait_until_ready,
     write_state,
 )
+from stacks.components.deployers.server_options import shutdown_wait_s, uvicorn_flags
 from stacks.config import LocalDeployerConfig, Stack
 from stacks.paths import flywheel_home
 
@@ -105,7 +106,8 @@ class LocalDeployer(ModelDeployer):
     """Runs ``python -m uvicorn serving.app:create_app --factory`` detached, one per stack.
 
     ``app`` and ``python`` are the factory and interpreter to run (tests substitute a stand-in app);
-    ``ready_timeout_s`` overrides the stack's ``ready_timeout_s``.
+    ``ready_timeout_s`` overrides the stack's ``ready_timeout_s``; ``stop_timeout_s`` (how long ``stop``
+    waits after SIGTERM before SIGKILL) defaults to the graceful shutdown timeout plus the app's shutdown.
     """
 
     flavor = "local"
@@ -117,7 +119,7 @@ class LocalDeployer(ModelDeployer):
         app: str = APP_FACTORY,
         python: str | None = None,
         ready_timeout_s: float | None = None,
-        stop_timeout_s: float = 10.0,
+        stop_timeout_s: float | None = None,
     ) -> None:
         super().__init__(stack)
         config = self.component.configuration
@@ -126,7 +128,7 @@ class LocalDeployer(ModelDeployer):
         self.app = app
         self.python = python or sys.executable
         self.ready_timeout_s = ready_timeout_s or config.ready_timeout_s
-        self.stop_timeout_s = stop_timeout_s
+        self.stop_timeout_s = stop_timeout_s or shutdown_wait_s(config.server)
 
     # ------------------------------------------------------------------ rendering
 
@@ -139,7 +141,8 @@ class LocalDeployer(ModelDeployer):
         return services_dir() / f"{self.stack.name}.log"
 
     def command(self) -> list[str]:
-        """The uvicorn command line (this interpreter, so the service sees the same packages)."""
+        """The uvicorn command line (this interpreter, so the service sees the same packages), with the
+        stack's server limits."""
         return [
             self.python,
             "-m",
@@ -153,6 +156,7 @@ class LocalDeployer(ModelDeployer):
             "--workers",
             str(self.config.workers),
             "--no-access-log",  # a line per request cost 14-18% of throughput; /metrics counts requests
+            *uvicorn_flags(self.config.server),
         ]
 
     def environment(self, model_name: str) -> dict[str, str]:

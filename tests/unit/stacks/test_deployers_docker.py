@@ -65,14 +65,15 @@ def test_build_and_run_commands(docker_stack: Callable[..., Stack], home: Path) 
     ]
     assert rm == ["docker", "rm", "--force", "flywheel-mini"]
     assert run[:4] == ["docker", "run", "--detach", "--name"] and run[4] == "flywheel-mini"
-    assert run[-1] == "flywheel:test"
+    image = run.index("flywheel:test")  # then the command that replaces the image's CMD
+    assert run[image + 1 : image + 5] == ["python", "-m", "uvicorn", "serving.app:create_app"]
+    assert run[run.index("--workers") + 1] == "2"
     assert _flags(run, "--restart") == ["unless-stopped"]
     assert _flags(run, "--publish") == [f"9090:{CONTAINER_PORT}"]
     env = _flags(run, "--env")
     assert "FLYWHEEL_STACK=/etc/flywheel/stack.yaml" in env
     assert "FLYWHEEL_MODEL=flight-delay" in env
     assert "OMP_NUM_THREADS=1" in env
-    assert "WEB_CONCURRENCY=2" in env
     assert "LOG_LEVEL=info" in env
     assert "SERVING_AUTH_TOKEN" in env  # the name alone: docker copies the caller's value
     assert f"{home / 'deploy' / 'mini' / 'stack.yaml'}:/etc/flywheel/stack.yaml:ro" in _flags(run, "--volume")
@@ -200,7 +201,7 @@ def test_deploy_status_stop_with_a_stand_in_engine(
 
     assert d.stop() is True
     calls = (tmp_path / "docker-calls.log").read_text().splitlines()
-    assert "stop --time 10 flywheel-mini" in calls and "rm flywheel-mini" in calls
+    assert "stop --time 30 flywheel-mini" in calls and "rm flywheel-mini" in calls  # 10 s grace + 20
     assert read_state("mini") is None
 
 
@@ -228,7 +229,7 @@ def test_dockerfile_base_and_locked_runtime_dependencies() -> None:
     assert any("pip install" in r and "uv" in r for r in _instructions("RUN"))
 
 
-def test_dockerfile_runs_the_factory_as_a_non_root_user() -> None:
+def test_dockerfile_serves_with_the_stacks_limits_as_a_non_root_user() -> None:
     users = _instructions("USER")
     assert users and users[-1].split(":")[0] not in ("root", "0")
     assert _instructions("EXPOSE") == [str(CONTAINER_PORT)]
@@ -236,7 +237,8 @@ def test_dockerfile_runs_the_factory_as_a_non_root_user() -> None:
     assert f"http://127.0.0.1:{CONTAINER_PORT}/ready" in health
     (cmd,) = _instructions("CMD")
     argv = json.loads(cmd)
-    assert argv[:4] == ["python", "-m", "uvicorn", "serving.app:create_app"] and "--factory" in argv
+    assert argv[:2] == ["flywheel", "serve"]  # workers, timeouts and limits from the stack it is given
+    assert argv[argv.index("--host") + 1] == "0.0.0.0"
     assert argv[argv.index("--port") + 1] == str(CONTAINER_PORT)
     assert any("OMP_NUM_THREADS=1" in e for e in _instructions("ENV"))
 

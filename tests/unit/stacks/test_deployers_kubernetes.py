@@ -102,6 +102,12 @@ def test_deployment_follows_the_stack(production: KubernetesDeployer) -> None:
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert "serving.app:create_app" in container["command"] and "--factory" in container["command"]
+    args = container["args"]
+    flags = {args[i]: args[i + 1] for i in range(0, len(args), 2)}
+    assert flags["--http"] == "serving.server_protocol:ServerProtocol"
+    assert flags["--timeout-keep-alive"] == "75" and flags["--limit-concurrency"] == "500"  # production's
+    assert flags["--timeout-graceful-shutdown"] == "20" and flags["--backlog"] == "2048"
+    assert pod["terminationGracePeriodSeconds"] == 40  # the graceful timeout, then the app's shutdown
     env = {e["name"]: e for e in container["env"]}
     assert env["OMP_NUM_THREADS"]["value"] == "1"
     assert env["FLYWHEEL_MODEL"]["value"] == "flight-delay"

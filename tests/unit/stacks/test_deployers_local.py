@@ -138,7 +138,18 @@ def test_command_and_environment(local_stack: Stack, home: Path) -> None:
         "--workers",
         "1",
         "--no-access-log",
+        "--http",
+        "serving.server_protocol:ServerProtocol",
+        "--timeout-keep-alive",
+        "5",
+        "--timeout-graceful-shutdown",
+        "10",
+        "--limit-concurrency",
+        "1000",
+        "--backlog",
+        "2048",
     ]
+    assert d.stop_timeout_s == 30  # the graceful shutdown timeout, then the app's own shutdown
     env = d.environment("flight-delay")
     assert env["FLYWHEEL_STACK"] == str(Path(local_stack.source).resolve())  # a file, not a shipped name
     assert env["FLYWHEEL_HOME"] == str(home)
