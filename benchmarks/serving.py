@@ -125,13 +125,16 @@ def _start_mlflow(procs: Processes, name: str, home: Path, model_path: str, cpu:
 
 
 def _metric(server: Server, name: str) -> float | None:
+    """A metric's value, summed over its labelled series (e.g. dropped rows of every reason)."""
     status, body = get(server.url + "/metrics")
     if status != 200:
         return None
-    for line in body.decode().splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return None
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in body.decode().splitlines()
+        if line.startswith(name + " ") or line.startswith(name + "{")
+    ]
+    return sum(values) if values else None
 
 
 def _drain_profiler(server: Server, limit_s: float) -> float:

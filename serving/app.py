@@ -475,6 +475,6 @@ def _start_recorder(ctx: _Ctx) -> TrafficRecorder:
         model_name=ctx.settings.model_name,
         batch_rows=validator.profile_batch_size if validator else ctx.settings.profile_batch_rows,
         window_s=ctx.settings.profile_window_s or (validator.profile_window_seconds if validator else 300),
-        queue_messages=max(100, ctx.settings.profile_queue_rows // 10),
+        queue_rows=ctx.settings.profile_queue_rows,
     )
     return TrafficRecorder(config, ctx.metrics)

@@ -6,6 +6,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+#: why profiling rows are dropped: the ``reason`` label of ``flywheel_profile_dropped_rows_total``
+PROFILE_DROP_REASONS = ("queue_full", "worker_died", "write_failed", "shutdown")
+
 
 class ServiceMetrics:
     def __init__(self) -> None:
@@ -40,20 +43,34 @@ class ServiceMetrics:
             "flywheel_model_loads_total", "Model loads by outcome", ["outcome"], registry=self.registry
         )
         self.queue_depth = Gauge(
-            "flywheel_profile_queue_depth", "Rows waiting to be profiled", registry=self.registry
+            "flywheel_profile_queue_depth",
+            "Rows handed to the profiling process and not yet taken by it",
+            registry=self.registry,
         )
         self.profile_dropped = Counter(
             "flywheel_profile_dropped_rows_total",
-            "Rows not profiled because the queue was full",
+            "Rows lost to profiling, by reason: queue_full (the bound on rows in flight), worker_died "
+            "(queued or held by a profiling process that died), write_failed (rows of each failed write: "
+            "a prediction log, a window profile, feedback labels), shutdown (not handed over or written "
+            "when the service stopped)",
+            ["reason"],
+            registry=self.registry,
+        )
+        # every reason exported from the start, at 0, so an alert can rate() one that never happened yet
+        for reason in PROFILE_DROP_REASONS:
+            self.profile_dropped.labels(reason=reason)
+        self.profiler_up = Gauge(
+            "flywheel_profiler_up",
+            "1 while the profiling process runs, 0 while it is down (waiting to restart) or profiling is off",
+            registry=self.registry,
+        )
+        self.profiler_restarts = Counter(
+            "flywheel_profiler_restarts_total",
+            "Profiling processes started to replace one that died (a crash loop shows as a steady rate)",
             registry=self.registry,
         )
         self.feedback = Counter(
             "flywheel_feedback_total", "Ground-truth labels received", registry=self.registry
-        )
-        self.model_is_champion = Gauge(
-            "flywheel_model_is_champion",
-            "1 when the served version is the one the champion alias names, 0 when it is not or none is",
-            registry=self.registry,
         )
 
         self._series: dict[tuple[str, int], tuple[Any, Any]] = {}
