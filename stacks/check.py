@@ -4,7 +4,9 @@ A training run that fails after an hour because the artifact store's credentials
 or the MLflow server is down wastes the hour; this answers in seconds, per component, with one
 line saying what worked or why not. Every check runs in its own daemon thread with a deadline,
 so an unroutable host costs `timeout` seconds, not a TCP retry schedule, and checks run in
-parallel. Secrets are resolved to connect but never appear in a detail line.
+parallel. Secrets are resolved to connect (through the stack, so `{{name.key}}` is found on the
+stack's own Prefect server in a shell without PREFECT_API_URL) but never appear in a detail line:
+each line has the secrets it resolved and every URL's password masked.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from stacks import secrets
+from stacks import secret_keys, secrets
 from stacks.config import (
     ArtifactStoreComponent,
     Component,
@@ -70,13 +72,14 @@ def _http_get(url: str, timeout: float) -> str:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({})) if loopback else None
     try:
         with (opener.open if opener else urllib.request.urlopen)(url, timeout=timeout) as resp:
-            return f"{url} answered {resp.status}"
+            return f"{secret_keys.mask_url(url)} answered {resp.status}"
     except urllib.error.HTTPError as exc:
-        raise _NotOk(f"{url} answered HTTP {exc.code}") from None
+        raise _NotOk(f"{secret_keys.mask_url(url)} answered HTTP {exc.code}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise _NotOk(
-            f"cannot reach {url}: {_one_line(reason) if isinstance(reason, BaseException) else reason}"
+            f"cannot reach {secret_keys.mask_url(url)}: "
+            f"{_one_line(reason) if isinstance(reason, BaseException) else reason}"
         ) from None
 
 
@@ -126,20 +129,8 @@ def _database(uri: str, timeout: float, what: str) -> str:
         finally:
             engine.dispose()
     except Exception as exc:
-        raise _NotOk(f"{what}: cannot connect to {_safe_url(uri)}: {_one_line(exc)}") from None
-    return f"{what}: connected to {_safe_url(uri)}"
-
-
-def _safe_url(uri: str) -> str:
-    """A URL for display with any password replaced (a resolved storage URL may carry one)."""
-    try:
-        parsed = urlparse(uri)
-    except ValueError:
-        return "<url>"
-    if parsed.password:
-        netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
-        return parsed._replace(netloc=netloc).geturl()
-    return uri
+        raise _NotOk(f"{what}: cannot connect to {secret_keys.mask_url(uri)}: {_one_line(exc)}") from None
+    return f"{what}: connected to {secret_keys.mask_url(uri)}"
 
 
 def _mlflow_uri(uri: str, timeout: float, what: str) -> str:
@@ -164,7 +155,7 @@ def _check_orchestrator(stack: Stack, timeout: float) -> str:
     if cfg.api_url is None:
         parts.append("ephemeral local API (started by the first flow run)")
     else:
-        url = secrets.resolve(cfg.api_url).rstrip("/")
+        url = stack.resolve(cfg.api_url).rstrip("/")
         parts.append("Prefect API " + _http_get(f"{url}/health", timeout))
     if cfg.dask_address:
         addr = urlparse(cfg.dask_address)
@@ -286,40 +277,56 @@ _CHECKS: dict[ComponentType, Callable[[Stack, float], str]] = {
 }
 
 
-def _unresolved_secrets(component: Component[Any]) -> list[str]:
-    problems = []
+def _resolve_secrets(
+    component: Component[Any], resolver: secrets.SecretResolver
+) -> tuple[list[str], list[str]]:
+    """(one reason per reference that does not resolve, the values of those that do)."""
+    problems, values = [], []
     for key, ref in secrets.find_refs(component.configuration.model_dump()):
         try:
-            secrets.resolve(ref)
-        except secrets.SecretNotFoundError:
-            problems.append(f"key '{key}' ({ref}: set {secrets.env_var_for(ref)})")
-    return problems
+            values.append(resolver.resolve(ref))
+        except secrets.SecretNotFoundError as exc:
+            problems.append(f"key '{key}' ({ref}: {exc.hint})")
+    return problems, values
 
 
-def _run_one(stack: Stack, component: Component[Any], timeout: float) -> ComponentCheck:
-    def verdict(ok: bool, detail: str) -> ComponentCheck:
-        return ComponentCheck(component.type.value, component.name, component.flavor, ok, detail)
+def _scrub(detail: str, values: list[str]) -> str:
+    """A detail line with any resolved secret and any URL password masked (an error may quote them)."""
+    for value in sorted(values, key=len, reverse=True):
+        if len(value) >= 3:  # shorter strings are in every message; masking them would garble it
+            detail = detail.replace(value, secrets.MASK)
+    return secret_keys.redact(detail)
 
-    missing = _unresolved_secrets(component)
-    if missing:
-        return verdict(False, "unresolvable secret " + "; ".join(missing))
+
+def _run_one(
+    stack: Stack, component: Component[Any], timeout: float, resolver: secrets.SecretResolver
+) -> ComponentCheck:
+    values: list[str] = []
     try:
-        return verdict(True, _CHECKS[component.type](stack, timeout))
+        missing, values = _resolve_secrets(component, resolver)
+        if missing:
+            ok, detail = False, "unresolvable secret " + "; ".join(missing)
+        else:
+            ok, detail = True, _CHECKS[component.type](stack, timeout)
     except _NotOk as exc:
-        return verdict(False, str(exc))
+        ok, detail = False, str(exc)
     except Exception as exc:  # a check must report, never crash the command
-        return verdict(False, f"{type(exc).__name__}: {_one_line(exc)}")
+        ok, detail = False, f"{type(exc).__name__}: {_one_line(exc)}"
+    return ComponentCheck(component.type.value, component.name, component.flavor, ok, _scrub(detail, values))
 
 
 def check_stack(stack: Stack, timeout: float = 5.0) -> list[ComponentCheck]:
     """Check every component in parallel; each verdict arrives within about `timeout` seconds."""
     components = stack.components()
+    # one resolver for all components: a Prefect server that does not answer is waited on once
+    resolver = stack.secret_resolver(timeout=timeout)
+    resolver.warm_up(ref for _, _, ref in stack.secret_refs())  # before any component's clock starts
     results: dict[int, ComponentCheck] = {}
     threads = []
     for i, component in enumerate(components):
 
         def work(i: int = i, component: Component[Any] = component) -> None:
-            results[i] = _run_one(stack, component, timeout)
+            results[i] = _run_one(stack, component, timeout, resolver)
 
         thread = threading.Thread(target=work, name=f"stack-check-{component.type.value}", daemon=True)
         thread.start()

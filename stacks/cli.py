@@ -1,8 +1,10 @@
 """`flywheel stack ...`: list, show, use, check, provision, export and import stacks.
 
 Mounted by `flywheel/cli.py` as `app.add_typer(stack_app, name="stack")`. Only light modules
-are imported here so `flywheel --help` stays fast. Nothing printed here ever contains a resolved
-secret: `show` and `export` print the stack's references, `check` prints one-line reasons.
+are imported here so `flywheel --help` stays fast. Nothing printed here ever contains a secret:
+a stack cannot hold one in plain text (loading refuses it), `show` and `export` print the stack's
+references through its masked dump, `check` prints one-line reasons with secrets masked, and
+every error has its URLs' passwords masked.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Annotated, NoReturn
 import typer
 import yaml
 
+from stacks import secret_keys
 from stacks.check import check_stack
 from stacks.config import StackError
 from stacks.loader import (
@@ -55,7 +58,7 @@ class ExportFormat(StrEnum):
 
 
 def _fail(exc: Exception) -> NoReturn:
-    typer.echo(f"error: {exc}", err=True)
+    typer.echo(f"error: {secret_keys.redact(str(exc))}", err=True)
     raise typer.Exit(1)
 
 

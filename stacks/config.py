@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from stacks import secrets
+from stacks import secret_keys, secrets
 from stacks.paths import has_url_scheme, resolve_db_uri, resolve_path
 
 __all__ = [
@@ -82,9 +82,27 @@ REQUIRED_TYPES: tuple[ComponentType, ...] = (ComponentType.ORCHESTRATOR, Compone
 
 
 class _Config(BaseModel):
-    """Base of every configuration: frozen, unknown keys rejected, no silent type coercion."""
+    """Base of every configuration: frozen, unknown keys rejected, no silent type coercion.
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    No configuration holds a credential in plain text: a value under a secret key (`auth_token`,
+    `storage_options.secret`, see `secret_keys.py`) must be a secret reference and a URL must not
+    carry a password, or validation fails, so no file, export or log line can carry one. For the
+    same reason pydantic's errors omit the input and `repr()` masks secret keys.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, hide_input_in_errors=True)
+
+    @model_validator(mode="after")
+    def _no_plain_secrets(self) -> _Config:
+        found = secret_keys.plain_secrets(self.model_dump(mode="python"))
+        if found:
+            namespace = _secret_namespace(type(self))
+            raise ValueError("\n".join(secret_keys.refusal(f, namespace) for f in found))
+        return self
+
+    def __repr_args__(self) -> Any:
+        masked = secret_keys.mask_tree(dict(super().__repr_args__()))
+        return list(masked.items())
 
 
 # --------------------------------------------------------------------------- configurations
@@ -97,7 +115,8 @@ def _dask_address(v: str | None) -> str | None:
     """A Dask scheduler address as distributed.Client takes it: scheme://host:port."""
     if v is not None and not (v.startswith(DASK_SCHEMES) and len(v.split("://", 1)[1]) > 0):
         raise ValueError(
-            f"dask_address must be a scheduler address such as tcp://dask-scheduler:8786 (got {v!r})"
+            "dask_address must be a scheduler address such as tcp://dask-scheduler:8786 "
+            f"(got {secret_keys.mask_url(v)!r})"
         )
     return v
 
@@ -119,7 +138,10 @@ class PrefectOrchestratorConfig(_Config):
     @classmethod
     def _http_api_url(cls, v: str | None) -> str | None:
         if v is not None and not secrets.is_secret_ref(v) and not v.startswith(("http://", "https://")):
-            raise ValueError(f"api_url must be an http(s) URL such as http://127.0.0.1:4200/api (got {v!r})")
+            raise ValueError(
+                "api_url must be an http(s) URL such as http://127.0.0.1:4200/api "
+                f"(got {secret_keys.mask_url(v)!r})"
+            )
         return v
 
     @field_validator("dask_address")
@@ -292,7 +314,8 @@ class OptunaConfig(_Config):
         if v is not None and not secrets.is_secret_ref(v) and not has_url_scheme(v):
             raise ValueError(
                 "storage must be a SQLAlchemy URL (sqlite:///optuna.db, postgresql://...), a whole "
-                f"secret reference such as ${{FLYWHEEL_OPTUNA_DB_URL}}, or null (got {v!r})"
+                "secret reference such as ${FLYWHEEL_OPTUNA_DB_URL}, or null "
+                f"(got {secret_keys.mask_url(v)!r})"
             )
         return v
 
@@ -351,6 +374,26 @@ FLAVORS: dict[ComponentType, dict[str, type[_Config]]] = {
     ComponentType.COMPUTE: {"local": ComputeConfig, "dask": ComputeConfig},
 }
 """Flavors per component type and the configuration model each one takes."""
+
+SECRET_NAMESPACES: dict[ComponentType, str] = {
+    ComponentType.ORCHESTRATOR: "prefect",
+    ComponentType.ARTIFACT_STORE: "storage",
+    ComponentType.EXPERIMENT_TRACKER: "mlflow",
+    ComponentType.MODEL_REGISTRY: "mlflow",
+    ComponentType.DATA_VALIDATOR: "whylogs",
+    ComponentType.MODEL_DEPLOYER: "serving",
+    ComponentType.TUNER: "optuna",
+    ComponentType.COMPUTE: "dask",
+}
+"""The `name` of the `{{name.key}}` reference a refusal suggests, per component type."""
+
+
+def _secret_namespace(config_cls: type[BaseModel]) -> str:
+    for ctype, flavors in FLAVORS.items():
+        if config_cls in flavors.values():
+            return SECRET_NAMESPACES[ctype]
+    return "stack"
+
 
 ARTIFACT_SCHEMES: dict[str, tuple[str, ...]] = {
     "s3": ("s3://",),
@@ -568,16 +611,42 @@ class Stack(BaseModel):
         """Every secret reference, as (component name, dotted configuration key, reference)."""
         return [(c.name, key, ref) for c in self.components() for key, ref in _component_refs(c)]
 
+    def secrets_api_url(self) -> str | None:
+        """The Prefect API whose Secret blocks this stack's `{{name.key}}` references may live in.
+
+        The orchestrator's api_url, the server the stack's flows run on (`make staging-up` saves the
+        staging blocks there), so a shell without PREFECT_API_URL finds them; None when it is null
+        or itself a reference (a reference cannot say where to look references up).
+        """
+        url = self.orchestrator.configuration.api_url
+        return None if url is None or secrets.is_secret_ref(url) else url
+
+    def secret_resolver(self, timeout: float = secrets.LOOKUP_TIMEOUT_S) -> secrets.SecretResolver:
+        """A resolver for this stack's references (env, then its Prefect API, then PREFECT_API_URL's).
+
+        Use one for an operation that resolves several references: it asks a dead server once.
+        """
+        return secrets.SecretResolver(self.secrets_api_url(), timeout)
+
+    def resolve(self, value: str) -> str:
+        """A value with its secret reference resolved the way this stack's code needs it (never log it)."""
+        return self.secret_resolver().resolve(value)
+
+    def resolve_tree(self, obj: Any) -> Any:
+        """Every reference inside nested dicts and lists resolved (see `resolve`)."""
+        return self.secret_resolver().resolve_tree(obj)
+
     def require_secrets(self) -> None:
         """Raise StackError naming file, component and key for every reference that cannot be resolved.
 
         Flows call this first, so a missing credential stops a run before any work is done.
         """
         problems = []
+        resolver = self.secret_resolver()
         for c in self.components():
             for key, ref in _component_refs(c):
                 try:
-                    secrets.resolve(ref)
+                    resolver.resolve(ref)
                 except secrets.SecretNotFoundError as exc:
                     problems.append(f"{self.source}: {c.label()}: key '{key}': {exc}")
         if problems:
@@ -591,14 +660,14 @@ class Stack(BaseModel):
 
     def storage_options(self) -> dict[str, Any]:
         """The artifact store's fsspec options with secret references resolved (never log these)."""
-        resolved: dict[str, Any] = secrets.resolve_tree(self.artifact_store.configuration.storage_options)
+        resolved: dict[str, Any] = self.resolve_tree(self.artifact_store.configuration.storage_options)
         return resolved
 
     def mlflow_tracking_uri(self) -> str | None:
         """The tracker's URI, secret-resolved, relative SQLite under flywheel home; None if no tracker."""
         if self.experiment_tracker is None:
             return None
-        return resolve_db_uri(secrets.resolve(self.experiment_tracker.configuration.tracking_uri))
+        return resolve_db_uri(self.resolve(self.experiment_tracker.configuration.tracking_uri))
 
     def mlflow_registry_uri(self) -> str | None:
         """The registry's URI (the tracking URI when registry_uri is null); None if no registry."""
@@ -607,7 +676,7 @@ class Stack(BaseModel):
         uri = self.model_registry.configuration.registry_uri
         if uri is None:
             return self.mlflow_tracking_uri()
-        return resolve_db_uri(secrets.resolve(uri))
+        return resolve_db_uri(self.resolve(uri))
 
     def mlflow_env(self) -> dict[str, str]:
         """MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN for the tracker's credentials, resolved (may be empty)."""
@@ -619,7 +688,8 @@ class Stack(BaseModel):
             "MLFLOW_TRACKING_PASSWORD": cfg.tracking_password,
             "MLFLOW_TRACKING_TOKEN": cfg.tracking_token,
         }
-        return {k: secrets.resolve(v) for k, v in pairs.items() if v is not None}
+        resolver = self.secret_resolver()
+        return {k: resolver.resolve(v) for k, v in pairs.items() if v is not None}
 
     def dask_cluster(self) -> DaskCluster | None:
         """The run's Dask cluster, or None when neither the task runner nor the compute engine is dask.
@@ -647,17 +717,22 @@ class Stack(BaseModel):
         """The tuner's storage URL, secret-resolved and SQLite-anchored; None means in memory."""
         if self.tuner is None or self.tuner.configuration.storage is None:
             return None
-        return resolve_db_uri(secrets.resolve(self.tuner.configuration.storage))
+        return resolve_db_uri(self.resolve(self.tuner.configuration.storage))
 
     def to_dict(self) -> dict[str, Any]:
-        """The native file form (ZenML's export shape); references stay references."""
+        """The native file form (ZenML's export shape); references stay references.
+
+        What every output of a stack prints or writes (`stack show`, `stack export`, the stack file
+        a container or ConfigMap gets), so it is masked (`secret_keys.mask_tree`): lossless for a
+        stack that validated, which holds references only, and safe for one that did not.
+        """
         return {
             "stack_name": self.name,
             "components": {
                 c.type.value: {
                     "name": c.name,
                     "flavor": c.flavor,
-                    "configuration": c.configuration.model_dump(mode="json"),
+                    "configuration": secret_keys.mask_tree(c.configuration.model_dump(mode="json")),
                 }
                 for c in self.components()
             },
@@ -671,10 +746,12 @@ def _component_refs(component: Component[Any]) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------- parsing
 
 
-def _show(value: object) -> str:
-    """A short rendering of a bad input for an error message."""
+def _show(value: object, secret: bool = False) -> str:
+    """A short rendering of a bad input for an error message; under a secret key only its type."""
+    if secret and value is not None:
+        return f"a {type(value).__name__}, not shown"
     if isinstance(value, str | int | float | bool) or value is None:
-        text = repr(value)
+        text = repr(secret_keys.mask_url(value) if isinstance(value, str) else value)
         return text if len(text) <= 60 else text[:57] + "..."
     return f"a {type(value).__name__}"
 
@@ -685,7 +762,11 @@ def _suggest(word: str, choices: list[str] | tuple[str, ...]) -> str:
 
 
 def describe_validation_error(exc: ValidationError, model: type[BaseModel] | None = None) -> list[str]:
-    """One readable line per pydantic error: `unknown key 'pth'; did you mean 'path'?`."""
+    """One readable line per pydantic error: `unknown key 'pth'; did you mean 'path'?`.
+
+    No line shows a credential: an input under a secret key is shown by its type only, and any
+    URL in a line has its password masked (a validator may quote the value it rejects).
+    """
     fields = tuple(model.model_fields) if model is not None else ()
     lines: list[str] = []
     for err in exc.errors(include_url=False):
@@ -698,10 +779,11 @@ def describe_validation_error(exc: ValidationError, model: type[BaseModel] | Non
             lines.append(f"missing required key '{loc}'")
         elif kind in ("value_error", "assertion_error"):
             msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-            lines.append(f"key '{loc}': {msg}" if loc else msg)
+            lines.extend(f"key '{loc}': {m}" if loc else m for m in msg.splitlines())
         else:
-            lines.append(f"key '{loc}': {msg} (got {_show(err.get('input'))})")
-    return lines
+            shown = _show(err.get("input"), secret_keys.is_secret_path(err["loc"]))
+            lines.append(f"key '{loc}': {msg} (got {shown})")
+    return [secret_keys.redact(line) for line in lines]
 
 
 def _parse_component(ctype: ComponentType, entry: object) -> tuple[Component[Any] | None, list[str]]:

@@ -158,7 +158,9 @@ def stack_file(name: str) -> Path | None:
 def load_stack(name_or_path: str | None = None) -> Stack:
     """Load and validate a stack by name (selection order if None) or from a YAML file path.
 
-    Secrets are not resolved here: call `Stack.require_secrets()` where they are needed.
+    Secrets are not resolved here: call `Stack.require_secrets()` where they are needed. A
+    credential written in plain text (a secret key's value, a URL's password) is refused with a
+    StackError naming the file, the component, the key and the reference to write instead.
     """
     chosen, origin = stack_selection(name_or_path)
     if _looks_like_path(chosen):

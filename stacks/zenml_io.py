@@ -8,6 +8,9 @@ ZenML's flavor knows into `configuration`. Everything ZenML cannot hold (the Pre
 orchestrator's settings, drift thresholds, deployer, tuner, compute) goes into a top-level
 `flywheel` section that ZenML ignores and our import reads back, so a round trip through a file
 loses nothing. Secret references are copied as references: ZenML uses the same `{{name.key}}`.
+Both directions hold no credential: the export masks (`secret_keys.mask_tree`) what a stack
+could only hold if built around validation, and an import with a plain-text password (ZenML
+accepts them) is refused like any stack file, naming the key and the reference to use instead.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from stacks import secret_keys
 from stacks.config import (
     FLAVORS,
     STACK_NAME_PATTERN,
@@ -152,7 +156,7 @@ def to_zenml_dict(stack: Stack) -> tuple[dict[str, Any], list[str]]:
     warn: list[str] = []
     components: dict[str, Any] = {}
     for c in stack.components():
-        cfg = c.configuration.model_dump(mode="json")
+        cfg = secret_keys.mask_tree(c.configuration.model_dump(mode="json"))
         flavors = _TO_ZENML.get(c.type)
         if c.type is ComponentType.ORCHESTRATOR:
             # ZenML requires an orchestrator but has no Prefect flavor: its `local` one stands in

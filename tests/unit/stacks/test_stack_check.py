@@ -108,8 +108,10 @@ def test_unresolvable_secret_named(
     )
     store = _by_type(check_stack(parse_stack(doc, "f.yaml"), timeout=1.0))["artifact_store"]
     assert not store.ok
-    assert (
-        store.detail == "unresolvable secret key 'storage_options.key' ({{s3.access_key}}: set S3_ACCESS_KEY)"
+    assert store.detail == (
+        "unresolvable secret key 'storage_options.key' ({{s3.access_key}}: set the environment variable "
+        "S3_ACCESS_KEY, or create a Prefect Secret block named 's3-access-key' on the Prefect server that "
+        "PREFECT_API_URL or the stack's orchestrator api_url names (neither is set, so no server was asked))"
     )
 
 
@@ -257,3 +259,29 @@ def test_compute_dask_scheduler_probed(
     assert up.ok and up.detail.endswith(f"Dask scheduler tcp://127.0.0.1:{busy_port} answers")
     down = compute(free_port)
     assert not down.ok and down.detail.endswith(f"tcp://127.0.0.1:{free_port} does not answer")
+
+
+def test_a_resolved_secret_quoted_by_an_error_is_masked(
+    minimal: Callable[..., dict[str, Any]], monkeypatch: pytest.MonkeyPatch, free_port: int
+) -> None:
+    endpoint = f"http://127.0.0.1:{free_port}"
+    monkeypatch.setenv("S3_ENDPOINT", endpoint)  # an endpoint given as a reference is treated as a secret
+    monkeypatch.setenv("S3_TOKEN", "tok-LEAK-CHECK")
+    doc = minimal(
+        artifact_store={
+            "name": "s3",
+            "flavor": "s3",
+            "configuration": {
+                "path": "s3://b/a",
+                "storage_options": {
+                    "key": "${S3_TOKEN}",
+                    "secret": "${S3_TOKEN}",
+                    "client_kwargs": {"endpoint_url": "${S3_ENDPOINT}"},
+                },
+            },
+        }
+    )
+    store = _by_type(check_stack(parse_stack(doc, "f.yaml"), timeout=2.0))["artifact_store"]
+    assert not store.ok
+    assert endpoint not in store.detail and "LEAK-CHECK" not in store.detail
+    assert "********" in store.detail, store.detail

@@ -115,6 +115,20 @@ INVALID_CASES = [
         "is under 'orchestrator'",
     ),
     ("not_a_mapping.yaml", "expected a mapping with stack_name and components, got a list"),
+    (
+        "plain_auth_token.yaml",
+        "component 'model_deployer' (name 'serving', flavor 'local'): key 'auth_token' holds a plain-text "
+        "secret (not shown); a stack file holds no credentials: write a secret reference instead, "
+        '"{{serving.auth_token}}" (read from the environment variable SERVING_AUTH_TOKEN or the Prefect '
+        "Secret block 'serving-auth-token') or \"${SERVING_AUTH_TOKEN}\"",
+    ),
+    (
+        "url_with_password.yaml",
+        "component 'tuner' (name 'optuna', flavor 'optuna'): key 'storage' is a URL with a password inline "
+        "(postgresql://flywheel:***@127.0.0.1:5433/optuna); a stack file holds no credentials: make the "
+        'whole URL a secret reference, "{{optuna.storage}}" (read from the environment variable '
+        "OPTUNA_STORAGE or the Prefect Secret block 'optuna-storage') or \"${OPTUNA_STORAGE}\"",
+    ),
 ]
 
 
@@ -290,13 +304,18 @@ def test_artifact_schemes_accepted(flavor: str, path: str) -> None:
     assert store.configuration.path == path
 
 
-def test_require_secrets_names_file_component_and_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    stack = load_stack("staging")
+def test_require_secrets_names_file_component_and_key(
+    monkeypatch: pytest.MonkeyPatch, free_port: int
+) -> None:
+    shown = display_path(STACKS_DIR / "staging.yaml")
+    doc = yaml.safe_load((STACKS_DIR / "staging.yaml").read_text())
+    # its Prefect server moved to a port nobody listens on: a staging server running here has the blocks
+    doc["components"]["orchestrator"]["configuration"]["api_url"] = f"http://127.0.0.1:{free_port}/api"
+    stack = parse_stack(doc, shown)
     monkeypatch.setenv("S3_ACCESS_KEY", "VALUE-THAT-MUST-NOT-LEAK")
     with pytest.raises(StackError) as info:
         stack.require_secrets()
     lines = str(info.value).splitlines()
-    shown = display_path(STACKS_DIR / "staging.yaml")
     assert lines[0].startswith(
         f"{shown}: component 'artifact_store' (name 's3-staging', flavor 's3'): "
         "key 'storage_options.secret': secret reference {{s3.secret_key}} is not set: "
