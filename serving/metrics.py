@@ -72,6 +72,11 @@ class ServiceMetrics:
         self.feedback = Counter(
             "flywheel_feedback_total", "Ground-truth labels received", registry=self.registry
         )
+        self.model_is_champion = Gauge(
+            "flywheel_model_is_champion",
+            "1 when the served version is the one the champion alias names, 0 when it is not or none is",
+            registry=self.registry,
+        )
 
         self._series: dict[tuple[str, int], tuple[Any, Any]] = {}
 
