@@ -1,11 +1,19 @@
-"""Helpers the end-to-end scenarios share: free ports, a printed timeline, polling with a deadline."""
+"""Helpers the end-to-end scenarios share: free ports, a printed timeline, polling with a deadline, and
+finding and stopping the processes a test started (detached ones included)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
+
+import psutil
 
 
 def free_port() -> int:
@@ -35,3 +43,165 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float =
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+# ---------------------------------------------------------------------------------------------- processes
+# A service deployed by a flow is detached (its own session, reparented to init when its parent exits),
+# and so is each flow run a Prefect process worker starts: killing the test's own subprocesses does not
+# reach them. What does: every one of them inherits FLYWHEEL_HOME, so the processes of a test's home are
+# found by their environment, whichever process started them and whether or not anything recorded them.
+
+
+def environ_of(proc: psutil.Process) -> dict[str, str] | None:
+    """The environment ``proc`` started with, or None where it cannot be read (another user, gone)."""
+    try:
+        return proc.environ()
+    except (psutil.Error, OSError):
+        return None
+
+
+def _under(value: str | None, root: Path) -> bool:
+    if not value:
+        return False
+    try:
+        return Path(value).resolve().is_relative_to(root)
+    except (OSError, ValueError):
+        return False
+
+
+def processes_of_home(home: Path) -> list[psutil.Process]:
+    """Live processes (zombies excluded) whose FLYWHEEL_HOME is ``home`` or a folder under it."""
+    root, me = home.resolve(), os.getpid()
+    found = []
+    for proc in psutil.process_iter():
+        if proc.pid == me or not alive(proc):
+            continue
+        env = environ_of(proc)
+        if env is not None and _under(env.get("FLYWHEEL_HOME"), root):
+            found.append(proc)
+    return found
+
+
+def alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def describe(proc: psutil.Process) -> str:
+    try:
+        return f"pid {proc.pid}: {' '.join(proc.cmdline())[:300]}"
+    except psutil.Error:
+        return f"pid {proc.pid}: (gone)"
+
+
+def kill_processes(procs: list[psutil.Process], timeout: float = 10.0) -> None:
+    """SIGTERM each process with its descendants (its whole group when it leads one), SIGKILL survivors.
+
+    Never the calling process nor its own group (pytest's terminal group).
+    """
+    me, my_group = os.getpid(), os.getpgid(0)
+    targets: dict[int, psutil.Process] = {}
+    for proc in procs:
+        try:
+            family = [proc, *proc.children(recursive=True)]
+        except psutil.Error:
+            family = [proc]
+        targets.update((p.pid, p) for p in family if p.pid != me)
+
+    def send(sig: signal.Signals) -> None:
+        for pid, proc in targets.items():
+            with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
+                if not proc.is_running():
+                    continue
+                group = os.getpgid(pid)
+                if group == pid and group != my_group:
+                    os.killpg(group, sig)
+                else:
+                    os.kill(pid, sig)
+
+    send(signal.SIGTERM)
+    _, left = psutil.wait_procs(list(targets.values()), timeout=timeout)
+    if left:
+        send(signal.SIGKILL)
+        psutil.wait_procs(left, timeout=5)
+
+
+@contextlib.contextmanager
+def _flywheel_home(home: Path) -> Iterator[None]:
+    saved = os.environ.get("FLYWHEEL_HOME")
+    os.environ["FLYWHEEL_HOME"] = str(home)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("FLYWHEEL_HOME", None)
+        else:
+            os.environ["FLYWHEEL_HOME"] = saved
+
+
+def recorded_services(home: Path) -> dict[str, dict[str, Any]]:
+    """The state files of local services under ``home/services``, by stack name (unreadable ones skipped)."""
+    found = {}
+    for path in sorted((home / "services").glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("flavor") == "local":
+            found[path.stem] = data
+    return found
+
+
+def stop_recorded_services(home: Path) -> list[str]:
+    """Stop every local service recorded under ``home`` with its deployer's ``stop()``; what failed, if any.
+
+    Only a recorded pid that is a live process of this home is acted on: a stale file, or one a test wrote
+    with a made-up pid, names nothing of ours. A service whose stop fails is left to the caller's sweep.
+    """
+    from stacks.components.deployers import deployer_for
+    from stacks.loader import load_stack
+
+    ours = {p.pid for p in processes_of_home(home)}
+    problems = []
+    with _flywheel_home(home):
+        for name, data in recorded_services(home).items():
+            if data.get("pid") not in ours:
+                continue
+            ref = (data.get("extra") or {}).get("stack_ref") or name
+            try:
+                deployer_for(load_stack(str(ref))).stop()
+            except Exception as exc:  # a stack file the test deleted, a bad state file
+                problems.append(f"stack {name!r} ({ref}): {type(exc).__name__}: {exc}")
+    return problems
+
+
+def _part_of(proc: psutil.Process, services: set[int]) -> bool:
+    """True if ``proc`` is one of ``services`` or theirs (a child, or in its process group): a service's
+    own stop ends those (the profiler ignores SIGTERM and waits for the server's word to flush)."""
+    try:
+        if proc.pid in services or os.getpgid(proc.pid) in services:
+            return True
+        return any(parent.pid in services for parent in proc.parents())
+    except (psutil.Error, ProcessLookupError):
+        return False
+
+
+def stop_everything_under(home: Path) -> list[str]:
+    """Stop every process of a test's Flywheel home; returns those that had to be killed (``describe``).
+
+    Order matters. First everything that is not a recorded service (a Prefect worker, its flow runs, a
+    service that a killed flow run had started but not recorded yet): after that nothing can deploy again.
+    Then the recorded services, through their deployer. Last, whatever is still there.
+    """
+    recorded = {d["pid"] for d in recorded_services(home).values() if isinstance(d.get("pid"), int)}
+    others = [p for p in processes_of_home(home) if not _part_of(p, recorded)]
+    killed = [describe(p) for p in others if alive(p)]  # not the ones that exited on their own meanwhile
+    kill_processes(others)
+    for problem in stop_recorded_services(home):
+        print(f"stopping the services under {home}: {problem}", flush=True)
+    left = processes_of_home(home)
+    killed += [describe(p) for p in left if alive(p)]
+    kill_processes(left)
+    return killed

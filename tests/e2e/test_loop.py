@@ -24,7 +24,7 @@ import pytest
 import requests
 import yaml
 
-from tests.e2e.support import Timeline, free_port, wait_for
+from tests.e2e.support import Timeline, free_port, stop_everything_under, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -103,11 +103,14 @@ def loop_env(tmp_path: Path) -> Iterator[dict[str, Any]]:
         "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     }
     procs: list[subprocess.Popen[bytes]] = []
+    handles: list[Any] = []
+    loads: list[Load] = []
     logs = tmp_path / "logs"
     logs.mkdir()
 
     def spawn(name: str, *args: str) -> subprocess.Popen[bytes]:
         handle = (logs / f"{name}.log").open("wb")
+        handles.append(handle)
         proc = subprocess.Popen(
             list(args),
             cwd=ROOT,
@@ -143,21 +146,74 @@ def loop_env(tmp_path: Path) -> Iterator[dict[str, Any]]:
             "spawn": spawn,
             "run": run,
             "logs": logs,
+            "loads": loads,
         }
     finally:
-        run(str(BIN / "flywheel"), "service", "stop", "--stack", "loop-e2e", timeout=60)
-        for proc in reversed(procs):
+        # Stopping the service first and the worker after let a deploy that a promotion had just
+        # triggered start a new service in between, recorded under a home nobody looked at again (or, if
+        # the worker's SIGTERM caught the flow run mid-deploy, recorded nowhere). Instead: nothing new is
+        # started, what runs finishes, the worker and the server go, then every process of this home
+        # (flow runs are their own sessions, the service is detached) and the recorded services.
+        for load in loads:
+            load.stop()
+        settle(env["PREFECT_API_URL"])
+        for proc in reversed(procs):  # the worker, then the server
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=20)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
+        for handle in handles:
+            handle.close()
+        for line in stop_everything_under(home):
+            print(f"killed at teardown: {line}", flush=True)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def settle(api_url: str, timeout: float = 60.0) -> None:
+    """Let the orchestrator go quiet: no automation fires and no schedule runs any more, scheduled runs are
+    dropped, and the runs in progress get ``timeout`` seconds to finish (what is left is killed after)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    def runs(client: Any, *types: StateType) -> list[Any]:
+        state = FlowRunFilterState(type=FlowRunFilterStateType(any_=list(types)))
+        return list(client.read_flow_runs(flow_run_filter=FlowRunFilter(state=state)))
+
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+            for automation in client.read_automations():
+                client.pause_automation(automation.id)
+            for deployment in client.read_deployments():
+                client.pause_deployment(deployment.id)
+            for waiting in runs(client, StateType.SCHEDULED, StateType.PAUSED):
+                client.delete_flow_run(waiting.id)
+            active = (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING)
+            started, deadline = time.monotonic(), time.monotonic() + timeout
+            waited = {f"{r.name} ({r.state_name})" for r in runs(client, *active)}
+            while runs(client, *active) and time.monotonic() < deadline:
+                time.sleep(1)
+            left = runs(client, *active)
+    except Exception as exc:  # the server never came up, or the test broke it: nothing to wait for
+        print(f"teardown: could not settle the Prefect server ({type(exc).__name__}: {exc})", flush=True)
+        return
+    if waited:
+        print(f"teardown: waited {time.monotonic() - started:.0f}s for flow runs {sorted(waited)}")
+    if left:
+        print(f"teardown: flow runs still in progress after {timeout:.0f}s: {[r.name for r in left]}")
 
 
 def known(record: dict[str, Any], features: list[dict[str, Any]]) -> bool:
@@ -272,6 +328,7 @@ def scenario(loop_env: dict[str, Any]) -> None:
     background = flights[flights["month"] <= 10].sample(n=3000, random_state=7)
     records = [r for r in build_records(background, features, "flights")[0] if known(r, features)]
     load = Load(url, records)
+    loop_env["loads"].append(load)  # stopped at teardown too, if the scenario fails first
     load.start()
     from mlflow import MlflowClient as _Client
 

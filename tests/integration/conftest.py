@@ -28,3 +28,8 @@ def module_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         mp.setenv("FLYWHEEL_HOME", str(target))
         mp.delenv("FLYWHEEL_STACK", raising=False)
         yield target
+    if (target / "services").exists():  # a service was deployed: whatever a test did, none outlives it
+        from tests.e2e.support import stop_everything_under
+
+        killed = stop_everything_under(target)  # recorded services are stopped by their deployer
+        assert not killed, f"processes of {target} that no deployer had recorded were left running: {killed}"

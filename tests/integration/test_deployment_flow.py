@@ -56,9 +56,8 @@ def champion(module_home: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def deployed(champion: dict[str, Any], stack_file: Path) -> Iterator[dict[str, Any]]:
-    result = deployment(stack=str(stack_file), model_name="flight-delay", ready_timeout_s=180)
-    try:
-        yield result
+    try:  # the flow may fail after the service started (tagging the version, the artifact): stop it too
+        yield deployment(stack=str(stack_file), model_name="flight-delay", ready_timeout_s=180)
     finally:
         deployer_for(load_stack(str(stack_file))).stop()
 
