@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,44 +25,30 @@ from typing import Any
 import numpy as np
 import orjson
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
 from serving.auth import authorized, token_from_stack
+from serving.batch_checks import check_columns, check_records
+from serving.body import JSON, BodyRejected, read_body
+from serving.errors import error as _error
+from serving.errors import json_response as _json
+from serving.errors import validation_error as _validation_error
+from serving.feedback import FeedbackChecker, feedback_schema
 from serving.holder import ModelHolder, Served
 from serving.hotpath import HotPathMiddleware
 from serving.metrics import ServiceMetrics
 from serving.profiling import ProfilerConfig, TrafficRecorder
-from serving.schemas import BatchPrediction, Explanation, Feedback, Prediction
+from serving.request_ids import LabelledIds, RequestIds, load_key
+from serving.schemas import BatchPrediction, Explanation, Prediction, column_adapters
 from serving.settings import ServiceSettings
+from stacks.config import DEFAULT_SERVER_LIMITS
 
 log = logging.getLogger("flywheel.serving")
-JSON = "application/json"
-
-
-def _json(payload: Any, status: int = 200) -> Response:
-    return Response(
-        orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type=JSON
-    )
-
-
-def _error(status: int, message: str, **extra: Any) -> Response:
-    return _json({"detail": message, **extra}, status)
-
-
-def _validation_error(exc: ValidationError) -> Response:
-    errors = [
-        {
-            "loc": ["body", *[str(p) for p in e["loc"]]],
-            "field": ".".join(str(p) for p in e["loc"]) or "(body)",
-            "msg": e["msg"],
-            "type": e["type"],
-        }
-        for e in exc.errors(include_url=False, include_input=False)
-    ]
-    return _json({"detail": errors}, 422)
+FEEDBACK_WINDOW_S = 90 * 86400
+"""How long after a prediction its ground truth is accepted (labels of credit or churn take months)."""
 
 
 class _Ctx:
@@ -74,6 +60,11 @@ class _Ctx:
         self.holder = ModelHolder(settings.model_name, self.metrics, settings.max_batch_size)
         self.token: str | None = None
         self.recorder: TrafficRecorder | None = None
+        self.body_timeout_s = DEFAULT_SERVER_LIMITS.body_timeout_s  # the stack's, once _startup read it
+        # a throwaway key until _startup reads the shared one from the artifact store
+        self.ids = RequestIds(secrets.token_bytes(32), FEEDBACK_WINDOW_S)
+        self.feedback = FeedbackChecker(self.ids, LabelledIds())
+        self.column_checks: dict[str, tuple[dict[str, Any], frozenset[str]]] = {}
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
@@ -104,12 +95,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     async def read_json(request: Request) -> Any | Response:
         if not authorized(request, ctx.token):
             return _error(401, "missing or wrong bearer token")
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
-            return _error(413, f"request body over {settings.max_body_bytes} bytes")
-        body = await request.body()
-        if len(body) > settings.max_body_bytes:
-            return _error(413, f"request body over {settings.max_body_bytes} bytes")
+        try:
+            body = await read_body(request, settings.max_body_bytes, ctx.body_timeout_s)
+        except BodyRejected as exc:
+            # the rest of the body is never read: the connection cannot carry another request
+            return _error(exc.status, exc.message, headers={"connection": "close"})
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -138,9 +128,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             )
         return predictions
 
-    def request_id(request: Request) -> str:
-        given = request.headers.get("x-request-id", "")
-        return given if 0 < len(given) <= 100 and given.isprintable() else uuid.uuid4().hex
+    def request_id(rows: int = 1) -> str:
+        """A fresh signed id (serving.request_ids): feedback is accepted for ids this service issued, so a
+        client's own ``X-Request-ID`` is not used as the key."""
+        return ctx.ids.issue(rows)
 
     def decision(served: Served, p: float) -> bool | None:
         return bool(p >= served.model.threshold) if served.model.task == "binary" else None
@@ -173,16 +164,23 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         matrix = served.reader.from_records(payload) if records else served.reader.from_columns(payload)
         if matrix is not None:
             return served, matrix
-        try:
-            batch = (served.batch if records else served.columns).model_validate(payload)
-        except ValidationError as exc:
-            return _validation_error(exc)
-        rows = (
-            [r.__dict__ for r in batch.records]  # type: ignore[attr-defined]
-            if records
-            else _rows_of(batch.columns.__dict__)  # type: ignore[attr-defined]
-        )
-        return served, served.encoder.encode(rows)
+        limit = served.reader.max_batch
+        if records:
+            checked = check_records(served.record, served.encoder, payload, limit)
+        else:
+            adapters, required = column_checks(served)
+            checked = check_columns(adapters, required, served.encoder, payload, limit)
+        return checked if isinstance(checked, Response) else (served, checked)
+
+    def column_checks(served: Served) -> tuple[dict[str, Any], frozenset[str]]:
+        """Per-column validators of a version, built on the first column batch that needs them."""
+        found = ctx.column_checks.get(served.version)
+        if found is None:
+            schema = served.model.schema
+            required = frozenset(c.name for c in schema.columns if not c.nullable)
+            found = (column_adapters(schema, served.reader.max_batch), required)
+            ctx.column_checks = {served.version: found}
+        return found
 
     def predictions_body(served: Served, predictions: np.ndarray, rid: str) -> dict[str, Any]:
         binary = served.model.task == "binary"
@@ -211,7 +209,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if isinstance(outcome, Response):
             return finish("predict", started, outcome)
         served, record = outcome
-        rid = request_id(request)
+        rid = request_id()
         p = float(score(served, served.encoder.encode([record.__dict__]), rid)[0])
         body = {
             "request_id": rid,
@@ -230,7 +228,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if isinstance(outcome, Response):
             return finish(endpoint, started, outcome)
         served, matrix = outcome
-        rid = request_id(request)
+        rid = request_id(len(matrix))
         return finish(endpoint, started, _json(predictions_body(served, score(served, matrix, rid), rid)))
 
     @app.post(
@@ -284,7 +282,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         names = served.encoder.names
         order = np.argsort(-np.abs(contrib[:-1]))[:top_k]
         body = {
-            "request_id": request_id(request),
+            "request_id": request_id(),
             "model_version": served.version,
             "prediction": float(served.predict(matrix)[0]),
             "base_value": float(contrib[-1]),
@@ -300,44 +298,33 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         "/feedback",
         status_code=202,
         tags=["monitor"],
-        responses=_ERRORS,
+        responses={
+            **_ERRORS,
+            404: {"description": "not a request id this service issued, or past the feedback window"},
+            409: {"description": "this request (or row) was labelled before"},
+        },
         openapi_extra=_body_schema("Feedback"),
     )
     async def feedback(request: Request) -> Response:
-        """Ground truth for an earlier request id (``label``, or ``labels`` in batch order)."""
+        """Ground truth for an earlier prediction, by the request id the service returned with it: ``label``
+        for a one-row request (or one row of a batch, as ``<request_id>:<row>``), or ``labels`` for every row
+        of a batch, in order. Labels must fit the model's task (binary: 0 or 1; regression: a finite
+        number); each request or row is labelled once (a repeat is 409)."""
         started = time.perf_counter()
         payload = await read_json(request)
         if isinstance(payload, Response):
             return finish("feedback", started, payload)
-        try:
-            item = Feedback.model_validate(payload)
-        except ValidationError as exc:
-            return finish("feedback", started, _validation_error(exc))
-        labels = item.labels if item.labels is not None else ([item.label] if item.label is not None else [])
-        if not labels:
-            return finish(
-                "feedback",
-                started,
-                _json(
-                    {
-                        "detail": [
-                            {
-                                "loc": ["body", "label"],
-                                "field": "label",
-                                "msg": "give label or labels",
-                                "type": "missing",
-                            }
-                        ]
-                    },
-                    422,
-                ),
-            )
-        ctx.metrics.feedback.inc(len(labels))
+        served = served_or_error()
+        if isinstance(served, Response):
+            return finish("feedback", started, served)
+        accepted = ctx.feedback.check(payload, served.model.task, served.reader.max_batch)
+        if isinstance(accepted, Response):
+            return finish("feedback", started, accepted)
+        ctx.metrics.feedback.inc(len(accepted.labels))
         if ctx.recorder is not None:
-            ctx.recorder.feedback(item.request_id, [float(v) for v in labels])
-        return finish(
-            "feedback", started, _json({"accepted": len(labels), "request_id": item.request_id}, 202)
-        )
+            ctx.recorder.feedback(accepted.request_id, accepted.labels)
+        body = {"accepted": len(accepted.labels), "request_id": accepted.request_id}
+        return finish("feedback", started, _json(body, 202))
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:
@@ -346,11 +333,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     @app.get("/ready", tags=["ops"], responses={503: {"description": "no model loaded yet"}})
     async def ready() -> Response:
-        """A model is loaded and serving (readiness)."""
-        served = ctx.holder.current
-        if served is None:
-            return _error(503, "no model loaded yet", last_error=ctx.holder.last_error)
-        return _json({"ready": True, "model_name": served.model.name, "model_version": served.version})
+        """A model is loaded and serving (readiness), with the version served, the one the champion alias
+        names, and in one sentence (``detail``) why they differ or why nothing is served; and the traffic
+        profiler's health (alive, restarts, rows queued and dropped). A profiler that is down does not make
+        the service unready: predictions do not depend on it, and it is restarted on its own."""
+        body = ctx.holder.readiness()
+        body["profiler"] = ctx.recorder.health() if ctx.recorder is not None else {"enabled": False}
+        return _json(body, 200 if body["ready"] else 503)
 
     @app.get("/model", tags=["ops"], responses={401: {"description": "missing or wrong bearer token"}})
     async def model_info(request: Request) -> Response:
@@ -359,7 +348,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             return _error(401, "missing or wrong bearer token")
         return _json(ctx.holder.info())
 
-    @app.get("/metrics", tags=["ops"])
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=PlainTextResponse,
+        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
+    )
     async def metrics() -> Response:
         """Prometheus metrics: requests, latency, predictions, model version, profiling queue."""
         if ctx.recorder is not None:
@@ -375,9 +369,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "malformed JSON"},
+    400: {"description": "malformed JSON, or the client went away before the body was complete"},
     401: {"description": "missing or wrong bearer token"},
+    408: {"description": "the body did not arrive within the body timeout"},
     413: {"description": "body or batch too large"},
+    415: {"description": "the body is not application/json"},
     422: {"description": "a field is missing, extra, mistyped, out of vocabulary or null where not allowed"},
     503: {"description": "no model loaded yet"},
 }
@@ -401,7 +397,12 @@ def _openapi(app: FastAPI, ctx: _Ctx) -> dict[str, Any]:
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     served = ctx.holder.current
-    models: list[type[BaseModel]] = [Feedback]
+    feedback, definitions = feedback_schema(
+        served.model.task if served is not None else "regression", ctx.holder.max_batch_size
+    )
+    components.update(definitions)
+    components["Feedback"] = feedback
+    models: list[type[BaseModel]] = []
     if served is not None:
         models += [served.record, served.batch, served.columns]
     for model in models:
@@ -417,47 +418,62 @@ def _openapi(app: FastAPI, ctx: _Ctx) -> dict[str, Any]:
     return schema
 
 
-def _rows_of(columns: dict[str, list[Any] | None]) -> list[dict[str, Any]]:
-    """Validated columns (None: a column left out, all null) as records, for the row encoder."""
-    rows = next(len(values) for values in columns.values() if values is not None)
-    return [
-        {name: None if values is None else values[i] for name, values in columns.items()} for i in range(rows)
-    ]
-
-
 def _startup(ctx: _Ctx) -> None:
-    """Load the stack, point MLflow at it, and load the champion if there is one."""
+    """Load the stack, point MLflow at it, and load the champion if there is one.
+
+    MLflow is only pointed at the stack, nothing is created: the service reads the registry. A registry
+    that cannot be read, or has no champion, is not a crash: the process starts, ``/ready`` answers 503
+    saying why, and the watcher keeps checking until it can load the champion.
+    """
+    from stacks.components.deployers.server_options import server_limits
     from stacks.components.tracking import configure_mlflow
     from stacks.loader import load_stack, selected_stack_name
 
     stack = load_stack(selected_stack_name(ctx.settings.stack))
     _require_service_secrets(stack)
-    configure_mlflow(stack)
+    configure_mlflow(stack, create_experiment=False)
     ctx.token = token_from_stack(stack)
     deployer = stack.model_deployer.configuration if stack.model_deployer else None
     if deployer is not None:
         ctx.holder.max_batch_size = deployer.max_batch_size
+    ctx.body_timeout_s = server_limits(stack).body_timeout_s
+    ctx.ids = RequestIds(_request_id_key(stack), FEEDBACK_WINDOW_S)
+    ctx.feedback = FeedbackChecker(ctx.ids, LabelledIds())
+    ctx.holder.refresh(retry_after_s=0)  # records (and logs) what is wrong instead of raising
+
+
+def _request_id_key(stack: Any) -> bytes:
+    """The key request ids are signed with, shared through the artifact store (serving.request_ids). If the
+    store cannot be read, a key of this process's own: predictions are served, and feedback is accepted for
+    this process's ids only (logged, so the cause is found)."""
+    from stacks.components.artifact_store import ArtifactStore
+
     try:
-        ctx.holder.refresh(retry_after_s=0)
-    except Exception as exc:  # no registry yet: start anyway, /ready says why
-        ctx.holder.last_error = f"{type(exc).__name__}: {exc}"
-        log.error("no model loaded at start: %s", exc)
+        return load_key(ArtifactStore.from_stack(stack))
+    except Exception as exc:  # a store that is down must not stop predictions
+        log.error(
+            "request-id key not readable from the artifact store (%s): feedback is accepted only for "
+            "ids this process issues",
+            exc,
+        )
+        return secrets.token_bytes(32)
 
 
 def _require_service_secrets(stack: Any) -> None:
     """Only the secrets of what the service uses: a pod gets those, not the tuner's database password."""
     from stacks.config import StackError
-    from stacks.secrets import SecretNotFoundError, resolve
+    from stacks.secrets import SecretNotFoundError
 
     used = {
         c.name
         for c in (stack.artifact_store, stack.experiment_tracker, stack.model_registry, stack.model_deployer)
         if c is not None
     }
+    resolver = stack.secret_resolver()  # one per check: a server that is down is asked once
     for component, key, ref in stack.secret_refs():
         if component in used:
             try:
-                resolve(ref)
+                resolver.resolve(ref)
             except SecretNotFoundError as exc:
                 raise StackError(f"{stack.source}: component {component!r}: key {key!r}: {exc}") from exc
 

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import hmac
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
+if TYPE_CHECKING:
+    from stacks.config import Stack
 
-def token_from_stack(stack: object) -> str | None:
-    from stacks.secrets import resolve
 
-    deployer = getattr(stack, "model_deployer", None)
-    ref = getattr(getattr(deployer, "configuration", None), "auth_token", None)
-    return resolve(ref) if ref else None
+def token_from_stack(stack: Stack) -> str | None:
+    deployer = stack.model_deployer
+    ref = deployer.configuration.auth_token if deployer is not None else None
+    return stack.resolve(ref) if ref else None
 
 
 def authorized(request: Request, token: str | None) -> bool:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, create_model, model_validator
 
+from serving.errors import quoted
 from stacks.components.model_registry import FeatureColumn, FeatureSchema
 
 FLOAT32_MAX = 3.4e38
@@ -22,7 +23,7 @@ def _vocabulary_check(column: FeatureColumn) -> AfterValidator:
 
     def check(value: str | None) -> str | None:
         if value is not None and value not in allowed:
-            raise ValueError(f"unknown value {value!r} for {column.name!r}; known values: {shown}")
+            raise ValueError(f"unknown value {quoted(value)} for {column.name!r}; known values: {shown}")
         return value
 
     return AfterValidator(check)
@@ -114,6 +115,17 @@ def columns_model(schema: FeatureSchema, max_batch: int) -> type[BaseModel]:
     )
 
 
+def column_adapters(schema: FeatureSchema, max_batch: int) -> dict[str, TypeAdapter[Any]]:
+    """One validator per feature for a column of values, under the same rules as ``columns_model``: a
+    rejected column batch is checked column by column, stopping once enough errors are found."""
+    adapters: dict[str, TypeAdapter[Any]] = {}
+    for c in schema.columns:
+        kind, _ = _field(c)
+        values: Any = Annotated[list[kind], Field(min_length=1, max_length=max_batch)]  # type: ignore[valid-type]
+        adapters[c.name] = TypeAdapter(values)
+    return adapters
+
+
 class Prediction(BaseModel):
     request_id: str
     model_name: str
@@ -151,13 +163,47 @@ class Explanation(BaseModel):
     contributions: dict[str, float]
 
 
-class Feedback(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_REQUEST_ID = Field(
+    min_length=1,
+    max_length=200,
+    description="the request_id the service returned with the prediction; one row of a batch as "
+    "<request_id>:<row>",
+)
 
-    request_id: str = Field(min_length=1, max_length=200)
-    label: float | None = Field(
-        default=None, allow_inf_nan=False, description="ground truth of a single request"
+
+def _binary_label(value: float) -> float:
+    if value not in (0, 1):
+        raise ValueError(f"a binary label is 0 or 1, not {quoted(value)}")
+    return value
+
+
+def label_type(task: str) -> Any:
+    """A label as the model's task allows it: 0 or 1 for binary, a finite float32 for regression (a JSON
+    number, never a string or a boolean)."""
+    if task == "binary":
+        return Annotated[
+            float, Field(strict=True, json_schema_extra={"enum": [0, 1]}), AfterValidator(_binary_label)
+        ]
+    return Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
+
+
+def feedback_models(task: str, max_labels: int) -> tuple[type[BaseModel], type[BaseModel]]:
+    """The two feedback bodies: ``FeedbackOne`` (``label``: one row) and ``FeedbackMany`` (``labels``: every
+    row of a batch, in order). A body is exactly one of them: both or neither is rejected."""
+    label = label_type(task)
+    one = create_model(
+        "FeedbackOne",
+        __base__=_Strict,
+        request_id=(str, _REQUEST_ID),
+        label=(label, Field(description="ground truth of a one-row request, or of one row of a batch")),
     )
-    labels: list[float] | None = Field(
-        default=None, max_length=100_000, description="ground truth, batch order"
+    many = create_model(
+        "FeedbackMany",
+        __base__=_Strict,
+        request_id=(str, _REQUEST_ID),
+        labels=(
+            list[label],  # type: ignore[valid-type]
+            Field(min_length=1, max_length=max_labels, description="ground truth of every row, batch order"),
+        ),
     )
+    return one, many  # type: ignore[return-value]

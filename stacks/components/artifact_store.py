@@ -26,10 +26,8 @@ class ArtifactStore:
 
     @classmethod
     def from_stack(cls, stack: Any) -> ArtifactStore:
-        from stacks.secrets import resolve_tree
-
-        config = stack.artifact_store.configuration
-        return cls(stack.artifact_root(), resolve_tree(dict(config.storage_options)))
+        """The stack's store, its credentials resolved the stack's way (environment, then its Prefect API)."""
+        return cls(stack.artifact_root(), stack.storage_options())
 
     def _path(self, relative: str) -> str:
         return posixpath.join(self._root, relative.lstrip("/"))
@@ -56,7 +54,7 @@ class ArtifactStore:
     @contextmanager
     def open(self, relative: str, mode: str = "rb") -> Iterator[IO[Any]]:
         path = self._path(relative)
-        if "w" in mode:
+        if "w" in mode or "x" in mode:  # "x": exclusive create
             self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
         with self.fs.open(path, mode) as handle:
             yield handle

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from serving.app import create_app
+from serving.request_ids import RequestIds
 from serving.settings import ServiceSettings
 from steps.model.xgb import predict
 from tests.unit.serving.conftest import record_from
@@ -33,7 +34,7 @@ def test_predict_matches_the_booster(client: TestClient, champion: dict[str, Any
         assert body["prediction"] == pytest.approx(expected, rel=1e-5)
         assert body["decision"] == (expected >= 0.3)
         assert body["threshold"] == 0.3 and body["model_version"] == champion["version"]
-        assert len(body["request_id"]) == 32
+        assert app_ids(client).check(body["request_id"]).rows == 1  # type: ignore[union-attr]
 
 
 def test_batch_keeps_order(client: TestClient, champion: dict[str, Any]) -> None:
@@ -43,7 +44,9 @@ def test_batch_keeps_order(client: TestClient, champion: dict[str, Any]) -> None
     assert r.status_code == 200, r.text
     got = [p["prediction"] for p in r.json()["predictions"]]
     np.testing.assert_allclose(got, predict(champion["booster"], test.X.iloc[:20]), rtol=1e-5)
-    assert r.json()["request_id"] == "batch-1"
+    # the service issues its own signed ids: a client's X-Request-ID never becomes a feedback key
+    assert r.json()["request_id"] != "batch-1"
+    assert app_ids(client).check(r.json()["request_id"]).rows == 20  # type: ignore[union-attr]
 
 
 def test_batch_of_whole_numbers_and_left_out_nulls(client: TestClient, champion: dict[str, Any]) -> None:
@@ -103,7 +106,7 @@ def test_columns_match_the_booster(client: TestClient, champion: dict[str, Any])
         predict(champion["booster"], test.X.iloc[:50]),
         rtol=1e-5,
     )
-    assert body["request_id"] == "c-1" and body["threshold"] == 0.3
+    assert body["request_id"] != "c-1" and body["threshold"] == 0.3
     records = client.post("/predict/batch", json={"records": [record_from(test, i) for i in range(50)]})
     assert records.json()["predictions"] == body["predictions"]
 
@@ -171,11 +174,12 @@ def test_null_allowed_where_training_had_missing_values(client: TestClient, cham
 
 
 def test_malformed_json_oversized_and_empty_batch(client: TestClient, champion: dict[str, Any]) -> None:
-    assert client.post("/predict", content=b"{not json").status_code == 400
-    assert client.post("/predict", content=b"[]").status_code == 422
-    assert client.post("/predict", content=b"NaN").status_code == 400
+    json = {"content-type": "application/json"}
+    assert client.post("/predict", content=b"{not json", headers=json).status_code == 400
+    assert client.post("/predict", content=b"[]", headers=json).status_code == 422
+    assert client.post("/predict", content=b"NaN", headers=json).status_code == 400
     big = b'{"x": "' + b"a" * 3_000_000 + b'"}'
-    assert client.post("/predict", content=big).status_code == 413
+    assert client.post("/predict", content=big, headers=json).status_code == 413
     assert client.post("/predict/batch", json={"records": []}).status_code == 422
     too_many = {"records": [record_from(champion["test"], 0)] * 1001}
     r = client.post("/predict/batch", json=too_many)
@@ -201,10 +205,12 @@ def test_health_ready_model_and_metrics(client: TestClient, champion: dict[str, 
     assert versions == [champion["version"]]
 
 
-def test_feedback_accepted(client: TestClient) -> None:
-    assert client.post("/feedback", json={"request_id": "abc", "label": 1}).status_code == 202
-    assert client.post("/feedback", json={"request_id": "abc"}).status_code == 422
-    assert client.post("/feedback", json={"request_id": "abc", "label": "yes"}).status_code == 422
+def test_feedback_accepted(client: TestClient, champion: dict[str, Any]) -> None:
+    rid = client.post("/predict", json=record_from(champion["test"], 0)).json()["request_id"]
+    assert client.post("/feedback", json={"request_id": rid}).status_code == 422
+    assert client.post("/feedback", json={"request_id": rid, "label": "yes"}).status_code == 422
+    ok = client.post("/feedback", json={"request_id": rid, "label": 1})
+    assert ok.status_code == 202 and ok.json() == {"accepted": 1, "request_id": rid}
 
 
 def test_openapi_declares_the_generated_schema(client: TestClient) -> None:
@@ -287,3 +293,8 @@ def _counter(client: TestClient, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return sample.value
     return 0.0
+
+
+def app_ids(client: TestClient) -> RequestIds:
+    """The app's own request-id signer, to check what it issued."""
+    return client.app.state.ctx.ids  # type: ignore[attr-defined,no-any-return]

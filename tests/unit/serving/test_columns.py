@@ -10,11 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from starlette.responses import Response
 
-from serving.app import _rows_of
+from serving.batch_checks import check_columns, check_records
 from serving.columns import BatchReader
 from serving.encoding import RowEncoder
-from serving.schemas import FLOAT32_MAX, batch_model, columns_model, record_model
+from serving.schemas import FLOAT32_MAX, batch_model, column_adapters, columns_model, record_model
 from stacks.components.model_registry import FeatureColumn, FeatureSchema
 
 SCHEMA = FeatureSchema(
@@ -31,8 +32,11 @@ SCHEMA = FeatureSchema(
 MAX_BATCH = 6
 READER = BatchReader(SCHEMA, MAX_BATCH)
 ENCODER = RowEncoder(SCHEMA)
-BATCH = batch_model(record_model(SCHEMA), MAX_BATCH)
+RECORD = record_model(SCHEMA)
+BATCH = batch_model(RECORD, MAX_BATCH)
 COLUMNS = columns_model(SCHEMA, MAX_BATCH)
+ADAPTERS = column_adapters(SCHEMA, MAX_BATCH)
+REQUIRED = frozenset(c.name for c in SCHEMA.columns if not c.nullable)
 
 
 def expected(payload: Any) -> np.ndarray | None:
@@ -49,7 +53,18 @@ def expected_from_columns(payload: Any) -> np.ndarray | None:
         batch = COLUMNS.model_validate(payload)
     except ValidationError:
         return None
-    return ENCODER.encode(_rows_of(batch.columns.__dict__))  # type: ignore[attr-defined]
+    given = batch.columns.__dict__  # type: ignore[attr-defined]
+    rows = next(len(values) for values in given.values() if values is not None)
+    return ENCODER.encode([{k: None if v is None else v[i] for k, v in given.items()} for i in range(rows)])
+
+
+def assert_same(got: np.ndarray | Response, want: np.ndarray | None, payload: Any) -> None:
+    """The slow path (serving.batch_checks) decides as the request model: a 422, or the same matrix."""
+    if want is None:
+        assert isinstance(got, Response) and got.status_code == 422, f"let through: {payload!r}"
+    else:
+        assert isinstance(got, np.ndarray), f"rejected a valid body: {payload!r}: {got.body!r}"
+        np.testing.assert_array_equal(got, want)
 
 
 # every kind of value JSON can carry, and the edges of what the schema allows (drawn more often)
@@ -121,6 +136,7 @@ def test_reader_accepts_exactly_what_the_request_model_accepts(payload: Any) -> 
         assert got is not None, f"a valid batch missed the fast path: {payload!r}"
         assert got.dtype == np.float32 and got.shape == want.shape
         np.testing.assert_array_equal(got, want)  # NaN where null, the same codes, the same float32 values
+    assert_same(check_records(RECORD, ENCODER, payload, MAX_BATCH), want, payload)
 
 
 def test_typical_batch() -> None:
@@ -222,6 +238,7 @@ def test_columns_accepted_exactly_as_the_request_model_accepts_them(payload: Any
     else:
         assert got is not None, f"valid columns missed the fast path: {payload!r}"
         np.testing.assert_array_equal(got, want)
+    assert_same(check_columns(ADAPTERS, REQUIRED, ENCODER, payload, MAX_BATCH), want, payload)
 
 
 def test_typical_columns() -> None:
