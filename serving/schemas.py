@@ -79,6 +79,13 @@ def batch_model(record: type[BaseModel], max_batch: int) -> type[BaseModel]:
 class _SameLength(_Strict):
     """Columns of one batch: as many values in each."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "description": "every array the same length (one value per row); a ragged batch is a 422",
+            "x-same-length": True,
+        }
+    )
+
     @model_validator(mode="after")
     def _same_length(self) -> _SameLength:
         lengths = {name: len(values) for name, values in self.__dict__.items() if values is not None}
