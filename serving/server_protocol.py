@@ -50,6 +50,9 @@ FD_HEADROOM = 256
 """Descriptors kept for everything but client connections: model files, the registry's database and HTTP
 pool, logs, the profiler's pipes. ``max_connections`` is lowered to fit the open-file limit less these."""
 
+PROBES = frozenset({b"/health", b"/ready"})
+"""Request targets answered even past ``limit_concurrency`` (cheap, and what orchestrators restart by)."""
+
 REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
 
@@ -246,6 +249,15 @@ else:
             if timer is not None:
                 timer.cancel()
                 self._header_timer = None
+            if self.url in PROBES and self.limit_concurrency is not None:
+                # a probe is answered past the concurrency limit: under overload a liveness probe that got
+                # 503 would have the orchestrator restart a healthy process, and the load move to the rest
+                limit, self.limit_concurrency = self.limit_concurrency, None
+                try:
+                    super().on_headers_complete()
+                finally:
+                    self.limit_concurrency = limit
+                return
             super().on_headers_complete()
 
         def _request_begun(self) -> bool:

@@ -234,6 +234,7 @@ def exchange(s: socket.socket, request: bytes) -> bytes:
     return head
 
 
+MODEL = b"GET /model HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 HEALTH = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 
@@ -290,8 +291,11 @@ def test_past_limit_concurrency_requests_get_a_quick_503_and_the_service_recover
     try:
         time.sleep(0.3)  # all accepted: each counts against limit_concurrency
         started = time.monotonic()
-        assert http_status(f"{service.url}/health", timeout=5) == 503
+        assert http_status(f"{service.url}/model", timeout=5) == 503
         assert time.monotonic() - started < 0.5
+        # the probes are answered all the same: a 503 liveness probe would get a healthy process restarted
+        assert http_status(f"{service.url}/health", timeout=5) == 200
+        assert http_status(f"{service.url}/ready", timeout=5) == 200
         # past max_connections a connection is closed at once; the ones before it stay open
         extra = open_sockets(service.port, MAX_CONNECTIONS - LIMIT + 20)
         endings = wait_closed(extra, within_s=0.5)
@@ -300,7 +304,7 @@ def test_past_limit_concurrency_requests_get_a_quick_503_and_the_service_recover
         # a burst of requests on the held connections: 503s, and uvicorn's warning at most once a second
         answers = []
         for s, _ in held[:200]:
-            s.sendall(HEALTH)
+            s.sendall(MODEL)
         for s, _ in held[:200]:
             s.settimeout(5)
             answers.append(s.recv(4096)[:12])
