@@ -162,6 +162,16 @@ class _Limited:
 
     _header_timer: asyncio.TimerHandle | None = None
 
+    # cooperative: placed before uvicorn's protocol class, super() is that class
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        if self._admitted():
+            self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)  # type: ignore[misc]
+
     def _admitted(self) -> bool:
         """False (and the connection closed) past ``max_connections``."""
         if len(self.connections) > self.max_connections:
@@ -196,15 +206,6 @@ class _Limited:
 class H11ServerProtocol(_Limited, H11Protocol):
     """uvicorn's h11 protocol with the header timeout and the connection cap (when httptools is missing)."""
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        if self._admitted():
-            self._arm()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
     def handle_events(self) -> None:
         super().handle_events()
         waiting = self.conn.their_state is h11.IDLE  # no request line and headers parsed yet
@@ -229,15 +230,6 @@ else:
 
     class HttpToolsServerProtocol(_Limited, HttpToolsProtocol):
         """uvicorn's httptools protocol with the header timeout and the connection cap."""
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            if self._admitted():
-                self._arm()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
