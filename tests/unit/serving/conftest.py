@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +95,13 @@ def record_from(test: Any, i: int = 0) -> dict[str, Any]:
         else:
             out[str(name)] = float(value)
     return out
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 20.0) -> bool:
+    """Poll ``condition`` every 0.1 s until it is true (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False

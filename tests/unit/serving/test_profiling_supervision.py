@@ -24,18 +24,10 @@ from serving.metrics import ServiceMetrics
 from serving.profiling import ProfilerConfig, TrafficRecorder
 from stacks.components.artifact_store import ArtifactStore
 from stacks.components.data_validator import WhylogsValidator
+from tests.unit.serving.conftest import wait_for
 
 MODEL = "probe"
 CATEGORIES = {"carrier": ["AA", "DL", "UA"]}
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def columns(width: int) -> list[str]:

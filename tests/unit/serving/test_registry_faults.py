@@ -24,17 +24,9 @@ from mlflow import MlflowClient
 from serving.app import create_app
 from serving.settings import ServiceSettings
 from stacks.components.model_registry import describe_error
+from tests.unit.serving.conftest import wait_for
 
 MODEL = "flight-delay"
-
-
-def wait_for(condition: Any, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def settings(model_name: str = MODEL, stack: str | None = None) -> ServiceSettings:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +13,7 @@ from serving.app import create_app
 from serving.settings import ServiceSettings
 from stacks.components.artifact_store import ArtifactStore
 from stacks.components.data_validator import WhylogsValidator
-from tests.unit.serving.conftest import record_from, train_and_register
-
-
-def wait_for(condition: Any, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
+from tests.unit.serving.conftest import record_from, train_and_register, wait_for
 
 
 def test_broken_version_keeps_the_old_model_then_a_good_one_swaps_in(
