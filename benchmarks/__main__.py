@@ -1,4 +1,5 @@
-"""`make bench` / `python -m benchmarks [training] [serving] [options]`: every part when none is named."""
+"""`make bench` / `python -m benchmarks [training] [serving] [scale] [hardening] [options]`: every part
+when none is named."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import typer
 
 app = typer.Typer(add_completion=False, help="Flywheel benchmarks: tables and ratios against the baselines.")
 
-PARTS = ("training", "serving", "scale")
+PARTS = ("training", "serving", "scale", "hardening")
 
 
 @app.command()
@@ -28,7 +29,7 @@ def main(
         bool,
         typer.Option(
             help="serving: a short check (small model, 3 s phases, 30k-row batch flow); "
-            "scale: 4 trials, 30k flights at 1x and 2x"
+            "scale: 4 trials, 30k flights at 1x and 2x; hardening: a small model, 2 s phases, 1 repeat"
         ),
     ] = False,
     scales: Annotated[
@@ -44,8 +45,15 @@ def main(
         int | None, typer.Option(help="serving: rows the batch flow scores (default: all flights)")
     ] = None,
     keep_home: Annotated[
-        bool, typer.Option(help="serving: keep the temporary FLYWHEEL_HOME (models, server logs)")
+        bool, typer.Option(help="serving, hardening: keep the temporary FLYWHEEL_HOME (models, server logs)")
     ] = False,
+    baseline: Annotated[
+        str,
+        typer.Option(
+            help="hardening: git ref of the service before the hardening work, measured beside the current "
+            "one ('none': skip the before/after comparison)"
+        ),
+    ] = "2248341",
 ) -> None:
     chosen = parts or list(PARTS)
     unknown = set(chosen) - set(PARTS)
@@ -70,6 +78,10 @@ def main(
             sample_rows=sample_rows,
             scales=[int(s) for s in scales.split(",")] if scales else None,
         )
+    if "hardening" in chosen:
+        from benchmarks import hardening
+
+        hardening.main(quick=quick, baseline=baseline, keep_home=keep_home)
 
 
 if __name__ == "__main__":

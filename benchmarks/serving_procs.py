@@ -185,7 +185,10 @@ class Processes:
         self.stop_all()
         signal.signal(signal.SIGTERM, self._previous)
 
-    def start(self, name: str, command: list[str], env: dict[str, str], port: int) -> Server:
+    def start(
+        self, name: str, command: list[str], env: dict[str, str], port: int, cwd: Path | None = None
+    ) -> Server:
+        """Start ``command`` in a process group of its own, in ``cwd`` (default: the repository root)."""
         log = self.log_dir / f"{name}.log"
         handle = log.open("wb")
         try:
@@ -196,7 +199,7 @@ class Processes:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                cwd=Path(__file__).resolve().parents[1],
+                cwd=cwd or Path(__file__).resolve().parents[1],
             )
         finally:
             handle.close()

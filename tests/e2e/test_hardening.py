@@ -1,0 +1,142 @@
+"""The service's request limits against a real uvicorn, started the way the local deployer starts it.
+
+One small champion and one server for the module (always stopped): a 1 GB chunked body, 1,000 empty records,
+eight clients flooding it with them beside a normal client, bodies that are not JSON, and a client that goes
+away in the middle of its body. The clients are ``benchmarks/hardening_attacks.py``'s (raw sockets), as in
+``make bench ARGS="hardening"``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import hardening_attacks as attacks
+from benchmarks.hardening import BENCH_LIMITS, start_service, write_stack
+from benchmarks.serving_procs import Processes, Server, free_port, wait_ready
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+
+@dataclass
+class Service:
+    server: Server
+    record: dict[str, Any]
+    home: Path
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def pid(self) -> int:
+        return self.server.process.pid
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    home = tmp_path_factory.mktemp("hardening-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FLYWHEEL_HOME", str(home))
+        mp.setenv("FLYWHEEL_STACK", "local")
+        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        mp.setenv("WHYLOGS_NO_ANALYTICS", "True")
+        from benchmarks import serving_setup as setup
+        from stacks.components.tracking import configure_mlflow
+        from stacks.loader import load_stack
+
+        configure_mlflow(load_stack("local"))
+        trained = setup.train_model(8_000, 20, 5, seed=1)
+        setup.register_model(trained, promote=True, reason="hardening e2e")
+        record = setup.complete_record(trained.parts.test.X)
+        stack = write_stack(home / "hardening-e2e.yaml", "hardening-e2e", free_port(), BENCH_LIMITS)
+        with Processes(home / "logs") as procs:
+            server, _ = start_service(
+                procs, "service", stack, home, trained.spec.model_name, FLYWHEEL_PROFILING="off"
+            )
+            wait_ready(server, "/ready", 120)
+            yield Service(server, record, home)
+
+
+def _log_lines(server: Server) -> list[str]:
+    return server.log.read_text(errors="replace").splitlines()
+
+
+def test_gigabyte_chunked_body_is_refused_without_memory_growth(service: Service) -> None:
+    with attacks.RssSampler(service.pid, children=False) as rss:
+        upload = attacks.chunked_upload(service.port, "/predict", 1 << 30, stop_on_answer=True, limit_s=30)
+    assert upload.status == 413, upload
+    assert upload.sent_bytes < 100_000_000, f"the server read {upload.sent_bytes:,} bytes before answering"
+    assert rss.peak_growth_mb < 50, f"the server process grew {rss.peak_growth_mb:.1f} MB"
+
+
+def test_thousand_empty_records_get_a_small_422(service: Service) -> None:
+    body = json.dumps({"records": [{}] * 1000}).encode()
+    assert len(body) < 5_000
+    answer = attacks.send(service.port, attacks.request_bytes(service.port, "POST", "/predict/batch", body))
+    assert answer.status == 422, answer
+    assert len(answer.body) < 10_000, f"a {len(answer.body):,}-byte 422 for a {len(body):,}-byte request"
+    assert json.loads(answer.body)["detail"], "the 422 names no error"
+
+
+def test_amplification_clients_leave_a_normal_client_half_its_throughput(
+    service: Service, tmp_path: Path
+) -> None:
+    single = json.dumps(service.record).encode()
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"records": [{}] * 1000}))
+    attacks.closed_loop(service.port, "/predict", single, 0.5)  # warm-up
+    alone = attacks.closed_loop(service.port, "/predict", single, 3)
+    flood = attacks.start_flood(service.port, "/predict/batch", empty, 8, 4.5)
+    time.sleep(1)
+    beside = attacks.closed_loop(service.port, "/predict", single, 3)
+    flooded = attacks.finish_flood(flood, 4.5)
+    assert alone.statuses == {"200": alone.requests} and beside.statuses == {"200": beside.requests}
+    assert set(flooded.statuses) == {"422"} and flooded.hangs == 0 and flooded.errors == 0, flooded
+    ratio = beside.rps / alone.rps
+    if ratio < 0.5:  # what sharing the server with eight clients of valid requests costs, for the message
+        tmp_path.joinpath("single.json").write_bytes(single)
+        valid = attacks.start_flood(service.port, "/predict", tmp_path.joinpath("single.json"), 8, 4.5)
+        time.sleep(1)
+        control = attacks.closed_loop(service.port, "/predict", single, 3)
+        attacks.finish_flood(valid, 4.5)
+        pytest.fail(
+            f"beside 8 clients sending 1,000 empty records ({flooded.rps:,.0f} 422/s) the normal client kept "
+            f"{beside.rps:,.0f} of {alone.rps:,.0f} req/s ({ratio:.2f}x, target >= 0.5x); beside 8 clients "
+            f"of valid single rows it kept {control.rps / alone.rps:.2f}x"
+        )
+
+
+@pytest.mark.parametrize("path", ["/predict", "/feedback"])
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [("text/plain", None), ("application/x-www-form-urlencoded", b"request_id=x&label=1")],
+)
+def test_bodies_that_are_not_json_get_415(
+    service: Service, path: str, content_type: str, body: bytes | None
+) -> None:
+    payload = body if body is not None else json.dumps(service.record).encode()
+    answer = attacks.send(
+        service.port, attacks.request_bytes(service.port, "POST", path, payload, content_type)
+    )
+    assert answer.status == 415, answer
+
+
+def test_client_gone_mid_body_is_one_log_line_and_no_traceback(service: Service) -> None:
+    before = len(_log_lines(service.server))
+    attacks.disconnect_mid_body(service.port, "/predict")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(_log_lines(service.server)) == before:
+        time.sleep(0.1)
+    time.sleep(1)  # anything else the disconnect leads to is logged by now
+    lines = _log_lines(service.server)
+    added = lines[before:]
+    assert len(added) == 1, f"{len(added)} log lines for one client gone mid-body: {added}"
+    assert "Traceback" not in "\n".join(lines)
+    assert attacks.post(service.port, "/predict", service.record).status == 200
