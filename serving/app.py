@@ -44,7 +44,6 @@ from serving.profiling import ProfilerConfig, TrafficRecorder
 from serving.request_ids import LabelledIds, RequestIds, load_key
 from serving.schemas import BatchPrediction, Explanation, Prediction, column_adapters
 from serving.settings import ServiceSettings
-from stacks.config import DEFAULT_SERVER_LIMITS
 
 log = logging.getLogger("flywheel.serving")
 FEEDBACK_WINDOW_S = 90 * 86400
@@ -60,7 +59,6 @@ class _Ctx:
         self.holder = ModelHolder(settings.model_name, self.metrics, settings.max_batch_size)
         self.token: str | None = None
         self.recorder: TrafficRecorder | None = None
-        self.body_timeout_s = DEFAULT_SERVER_LIMITS.body_timeout_s  # the stack's, once _startup read it
         # a throwaway key until _startup reads the shared one from the artifact store
         self.ids = RequestIds(secrets.token_bytes(32), FEEDBACK_WINDOW_S)
         self.feedback = FeedbackChecker(self.ids, LabelledIds())
@@ -96,7 +94,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if not authorized(request, ctx.token):
             return _error(401, "missing or wrong bearer token")
         try:
-            body = await read_body(request, settings.max_body_bytes, ctx.body_timeout_s)
+            body = await read_body(request, settings.max_body_bytes)
         except BodyRejected as exc:
             # the rest of the body is never read: the connection cannot carry another request
             return _error(exc.status, exc.message, headers={"connection": "close"})
@@ -425,7 +423,6 @@ def _startup(ctx: _Ctx) -> None:
     that cannot be read, or has no champion, is not a crash: the process starts, ``/ready`` answers 503
     saying why, and the watcher keeps checking until it can load the champion.
     """
-    from stacks.components.deployers.server_options import server_limits
     from stacks.components.tracking import configure_mlflow
     from stacks.loader import load_stack, selected_stack_name
 
@@ -436,7 +433,6 @@ def _startup(ctx: _Ctx) -> None:
     deployer = stack.model_deployer.configuration if stack.model_deployer else None
     if deployer is not None:
         ctx.holder.max_batch_size = deployer.max_batch_size
-    ctx.body_timeout_s = server_limits(stack).body_timeout_s
     ctx.ids = RequestIds(_request_id_key(stack), FEEDBACK_WINDOW_S)
     ctx.feedback = FeedbackChecker(ctx.ids, LabelledIds())
     ctx.holder.refresh(retry_after_s=0)  # records (and logs) what is wrong instead of raising
