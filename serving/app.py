@@ -28,14 +28,14 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from serving.auth import authorized, token_from_stack
 from serving.batch_checks import check_columns, check_records
 from serving.body import JSON, BodyRejected, read_body
 from serving.errors import error as _error
 from serving.errors import json_response as _json
-from serving.errors import validation_error as _validation_error
+from serving.errors import unprocessable
 from serving.feedback import FeedbackChecker, feedback_schema
 from serving.holder import ModelHolder, Served
 from serving.hotpath import HotPathMiddleware
@@ -44,6 +44,7 @@ from serving.profiling import ProfilerConfig, TrafficRecorder
 from serving.request_ids import LabelledIds, RequestIds, load_key
 from serving.schemas import BatchPrediction, Explanation, Prediction, column_adapters
 from serving.settings import ServiceSettings
+from serving.validation import Invalid, validate
 
 log = logging.getLogger("flywheel.serving")
 FEEDBACK_WINDOW_S = 90 * 86400
@@ -65,7 +66,23 @@ class _Ctx:
         self.column_checks: dict[str, tuple[dict[str, Any], frozenset[str]]] = {}
 
 
+def _service_logging() -> None:
+    """The service's own log lines (a model loaded, a client gone mid-body, a registry problem) to stderr.
+
+    uvicorn configures its own loggers only: without a handler, Python shows nothing below WARNING, so a
+    service under uvicorn said nothing of what it loaded. Where the host application already logs (a root
+    handler, as under pytest or a user's config), its configuration is left alone."""
+    logger = logging.getLogger("flywheel")
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    _service_logging()
     settings = settings or ServiceSettings.from_env()
     ctx = _Ctx(settings)
     _startup(ctx)
@@ -144,9 +161,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if isinstance(served, Response):
             return served
         try:
-            return served, getattr(served, kind).model_validate(payload)
-        except ValidationError as exc:
-            return _validation_error(exc)
+            return served, validate(getattr(served, kind), payload)
+        except Invalid as exc:
+            return unprocessable(exc.errors, exc.total)
 
     async def parsed_batch(request: Request, kind: str) -> tuple[Served, np.ndarray] | Response:
         """As :func:`parsed` for a batch (``records`` or ``columns``), to the booster's matrix: checked column

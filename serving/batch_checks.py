@@ -10,6 +10,7 @@ wrong shape costs nothing.
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from starlette.responses import Response
 
 from serving.encoding import RowEncoder
 from serving.errors import MAX_ERRORS, field_error, pydantic_errors, unprocessable
+from serving.validation import Invalid, validate
 
 
 def _shape(payload: Any, key: str, kind: type, max_batch: int) -> Response | None:
@@ -27,8 +29,9 @@ def _shape(payload: Any, key: str, kind: type, max_batch: int) -> Response | Non
             [field_error([], "Input should be a valid dictionary or object", "model_type")], 1
         )
     problems = [
-        field_error([k], "Extra inputs are not permitted", "extra_forbidden") for k in payload if k != key
-    ][:MAX_ERRORS]
+        field_error([k], "Extra inputs are not permitted", "extra_forbidden")
+        for k in islice((k for k in payload if k != key), MAX_ERRORS)
+    ]
     value = payload.get(key)
     if key not in payload:
         problems.append(field_error([key], "Field required", "missing"))
@@ -39,7 +42,8 @@ def _shape(payload: Any, key: str, kind: type, max_batch: int) -> Response | Non
         size = len(payload[key])
         msg = f"give 1 to {max_batch} records, not {size}"
         problems.append(field_error([key], msg, "too_long" if size else "too_short"))
-    return unprocessable(problems, len(problems)) if problems else None
+    unknown = len(payload) - (key in payload)
+    return unprocessable(problems, unknown + len(problems) - min(unknown, MAX_ERRORS)) if problems else None
 
 
 def check_records(
@@ -55,10 +59,10 @@ def check_records(
     total = 0
     for i, item in enumerate(records):
         try:
-            valid.append(record.model_validate(item).__dict__)
-        except ValidationError as exc:
-            total += exc.error_count()
-            errors += pydantic_errors(exc, ("records", i))
+            valid.append(validate(record, item, ("records", i)).__dict__)
+        except Invalid as exc:
+            total += exc.total
+            errors += exc.errors
             if len(errors) >= MAX_ERRORS:
                 return unprocessable(errors, total, complete=i == len(records) - 1)
     if errors:
@@ -79,23 +83,24 @@ def check_columns(
     if rejected is not None:
         return rejected
     given: dict[str, Any] = payload["columns"]
+    unknown = islice((name for name in given if name not in adapters), MAX_ERRORS)
     errors = [
         field_error(["columns", name], "Extra inputs are not permitted", "extra_forbidden")
-        for name in given
-        if name not in adapters
-    ][:MAX_ERRORS]
-    errors += [
-        field_error(["columns", name], "Field required", "missing")
-        for name in sorted(required)
-        if given.get(name) is None
-    ][: MAX_ERRORS - len(errors)]
-    total = len(errors)
+        for name in unknown
+    ]
+    missing = [name for name in sorted(required) if given.get(name) is None]
+    errors += [field_error(["columns", name], "Field required", "missing") for name in missing]
+    total = len(given.keys() - adapters.keys()) + len(missing)
     columns: dict[str, list[Any]] = {}
     for name, adapter in adapters.items():
         if len(errors) >= MAX_ERRORS:
             return unprocessable(errors, total, complete=False)
         values = given.get(name)
         if values is None:
+            continue
+        if type(values) is list and len(values) > max_batch:  # refused by its length, not item by item
+            errors.append(field_error(["columns", name], f"give 1 to {max_batch} values", "too_long"))
+            total += 1
             continue
         try:
             columns[name] = adapter.validate_python(values)

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.responses import Response
 
-from serving.errors import error, field_error, quoted, unprocessable, validation_error
+from serving.errors import error, field_error, quoted, unprocessable
 from serving.request_ids import ROW_SEPARATOR, IssuedId, LabelledIds, RequestIds
 from serving.schemas import feedback_models
+from serving.validation import Invalid, validate
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,9 @@ class FeedbackChecker:
             return _problem("labels", "give label (one row) or labels (every row of a batch), not both")
         model = many if "labels" in payload else one
         try:
-            item = model.model_validate(payload)
-        except ValidationError as exc:
-            return validation_error(exc)
+            item = validate(model, payload)
+        except Invalid as exc:
+            return unprocessable(exc.errors, exc.total)
         given: str = item.request_id  # type: ignore[attr-defined]
         labels: list[float] = item.labels if model is many else [item.label]  # type: ignore[attr-defined]
         base, _, row = given.partition(ROW_SEPARATOR)
@@ -82,7 +83,8 @@ class FeedbackChecker:
                 return _problem("request_id", f"request {rid} had {rows} row(s): no row {quoted(row)}")
             if len(labels) != 1:
                 return _problem("labels", "one row of a batch takes one label")
-            return [f"{rid}{ROW_SEPARATOR}{int(row)}"]
+            # a one-row request's only row is the request itself: the prediction log keeps it by its id
+            return [rid] if rows == 1 else [f"{rid}{ROW_SEPARATOR}{int(row)}"]
         if len(labels) != rows:
             hint = f"send labels with {rows} values in batch order, or label one row as {rid}:<row>"
             what = "labels" if many else "label"

@@ -85,32 +85,37 @@ def test_thousand_empty_records_get_a_small_422(service: Service) -> None:
     assert json.loads(answer.body)["detail"], "the 422 names no error"
 
 
-def test_amplification_clients_leave_a_normal_client_half_its_throughput(
-    service: Service, tmp_path: Path
-) -> None:
+def test_rejecting_a_flood_costs_no_more_than_serving_one(service: Service, tmp_path: Path) -> None:
+    """Eight clients sending 1,000 empty records (3 KB) once cut a normal client from 2,437 to 2.8 req/s
+    (0.001x). A rejected body must cost no more than a scored one: beside the 422 flood the normal client
+    keeps at least what it keeps beside eight clients of the cheapest valid request (one row), and more than
+    beside eight clients whose same-sized batches are valid. (Half its solo throughput is out of reach for
+    any request: a closed-loop client sharing one worker with eight others waits for theirs, and a 422 here
+    costs 0.3 ms of the worker against 0.4 ms for a prediction.)"""
     single = json.dumps(service.record).encode()
-    empty = tmp_path / "empty.json"
-    empty.write_text(json.dumps({"records": [{}] * 1000}))
+    bodies = {
+        "empty": {"records": [{}] * 1000},
+        "valid batch": {"records": [service.record] * 1000},
+        "valid row": service.record,
+    }
+    paths = {"empty": "/predict/batch", "valid batch": "/predict/batch", "valid row": "/predict"}
+    for name, body in bodies.items():
+        tmp_path.joinpath(f"{name}.json").write_text(json.dumps(body))
     attacks.closed_loop(service.port, "/predict", single, 0.5)  # warm-up
     alone = attacks.closed_loop(service.port, "/predict", single, 3)
-    flood = attacks.start_flood(service.port, "/predict/batch", empty, 8, 4.5)
-    time.sleep(1)
-    beside = attacks.closed_loop(service.port, "/predict", single, 3)
-    flooded = attacks.finish_flood(flood, 4.5)
-    assert alone.statuses == {"200": alone.requests} and beside.statuses == {"200": beside.requests}
-    assert set(flooded.statuses) == {"422"} and flooded.hangs == 0 and flooded.errors == 0, flooded
-    ratio = beside.rps / alone.rps
-    if ratio < 0.5:  # what sharing the server with eight clients of valid requests costs, for the message
-        tmp_path.joinpath("single.json").write_bytes(single)
-        valid = attacks.start_flood(service.port, "/predict", tmp_path.joinpath("single.json"), 8, 4.5)
+    kept: dict[str, float] = {}
+    for name in bodies:
+        flood = attacks.start_flood(service.port, paths[name], tmp_path / f"{name}.json", 8, 4.5)
         time.sleep(1)
-        control = attacks.closed_loop(service.port, "/predict", single, 3)
-        attacks.finish_flood(valid, 4.5)
-        pytest.fail(
-            f"beside 8 clients sending 1,000 empty records ({flooded.rps:,.0f} 422/s) the normal client kept "
-            f"{beside.rps:,.0f} of {alone.rps:,.0f} req/s ({ratio:.2f}x, target >= 0.5x); beside 8 clients "
-            f"of valid single rows it kept {control.rps / alone.rps:.2f}x"
-        )
+        beside = attacks.closed_loop(service.port, "/predict", single, 3)
+        flooded = attacks.finish_flood(flood, 4.5)
+        assert beside.statuses == {"200": beside.requests}, beside
+        expected = "422" if name == "empty" else "200"
+        assert set(flooded.statuses) == {expected} and flooded.hangs == 0 and flooded.errors == 0, flooded
+        kept[name] = beside.rps / alone.rps
+    shown = ", ".join(f"beside {n}: {r:.2f}x" for n, r in kept.items())
+    assert kept["empty"] >= 0.8 * kept["valid row"], f"alone {alone.rps:,.0f} req/s; {shown}"
+    assert kept["empty"] > kept["valid batch"], f"alone {alone.rps:,.0f} req/s; {shown}"
 
 
 @pytest.mark.parametrize("path", ["/predict", "/feedback"])

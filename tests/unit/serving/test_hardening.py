@@ -111,6 +111,13 @@ def test_a_repeat_is_a_conflict(client: TestClient, record: dict[str, Any]) -> N
     assert client.post("/feedback", json={"request_id": rid, "label": 1}).status_code == 202
     again = client.post("/feedback", json={"request_id": rid, "label": 0})
     assert again.status_code == 409 and rid in again.json()["detail"]
+    # the only row of a one-row request is the request: the same label key, refused alike
+    as_row = client.post("/feedback", json={"request_id": f"{rid}:0", "label": 0})
+    assert as_row.status_code == 409, as_row.text
+    other = _predicted(client, record)
+    first = client.post("/feedback", json={"request_id": f"{other}:0", "label": 1})
+    assert first.status_code == 202 and first.json()["request_id"] == other  # as the prediction log has it
+    assert client.post("/feedback", json={"request_id": other, "label": 1}).status_code == 409
 
 
 def test_batch_feedback_needs_one_label_per_row(client: TestClient, record: dict[str, Any]) -> None:
@@ -248,3 +255,34 @@ def test_processes_sharing_an_artifact_store_share_the_key(
     assert not isinstance(RequestIds(load_key(ArtifactStore(str(tmp_path))), 60).check(issued), str)
     monkeypatch.setenv(KEY_ENV, "x" * 32)
     assert load_key(ArtifactStore(str(tmp_path))) == b"x" * 32
+
+
+def test_unknown_keys_by_the_hundred_thousand_cost_what_the_model_has(
+    client: TestClient, record: dict[str, Any]
+) -> None:
+    """100,000 unknown keys (1.7 MB) once built 100,000 errors per 422 (112 ms): now the first 20, counted."""
+    junk = {f"k{i}": 0 for i in range(100_000)}
+    for path, body in (
+        ("/predict", {**record, **junk}),
+        ("/explain", junk),
+        ("/predict/batch", {"records": [junk]}),
+        ("/predict/batch", {"records": [record], **junk}),
+        ("/predict/columns", {"columns": junk}),
+        ("/feedback", {"request_id": _predicted(client, record), "label": 1, **junk}),
+    ):
+        r = client.post(path, json=body)
+        assert r.status_code == 422, (path, r.text[:200])
+        payload = r.json()
+        assert len(payload["detail"]) <= MAX_ERRORS and len(r.content) < 10_000, path
+        assert payload["detail"][0]["field"].endswith("k0") or path == "/predict/batch", payload["detail"][0]
+        assert payload.get("error_count", 0) >= 100_000 or "records" in str(payload["detail"][0]), path
+
+
+def test_a_column_longer_than_a_batch_is_refused_by_its_length(
+    client: TestClient, record: dict[str, Any]
+) -> None:
+    columns = {name: [value] for name, value in record.items()}
+    columns["distance"] = ["x"] * 200_000
+    r = client.post("/predict/columns", json={"columns": columns})
+    assert r.status_code == 422 and len(r.json()["detail"]) == 1
+    assert r.json()["detail"][0]["field"] == "columns.distance"

@@ -1,0 +1,48 @@
+"""Validating an object with a request model at a cost bounded by the model, not by the body.
+
+Pydantic reports every unknown key of an ``extra="forbid"`` model: a 1.7 MB body of 100,000 unknown keys
+cost 112 ms of the event loop per 422, and eight clients sending it left a normal client 4 requests/s. Here
+unknown keys are counted in C (a set difference), the first ``MAX_ERRORS`` are named in the body's order, and
+only the model's own fields go to pydantic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import islice
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from serving.errors import MAX_ERRORS, field_error, pydantic_errors
+
+
+class Invalid(Exception):
+    """The first ``MAX_ERRORS`` errors of an object, and how many there were in all."""
+
+    def __init__(self, errors: list[dict[str, Any]], total: int) -> None:
+        super().__init__(f"{total} validation errors")
+        self.errors = errors
+        self.total = total
+
+
+def validate(model: type[BaseModel], payload: Any, prefix: Sequence[str | int] = ()) -> BaseModel:
+    """``model.model_validate(payload)``, or :class:`Invalid` with at most ``MAX_ERRORS`` errors."""
+    fields = model.model_fields
+    if type(payload) is dict and len(payload) > len(fields):
+        unknown = len(payload.keys() - fields.keys())
+        if unknown:
+            named = islice((k for k in payload if k not in fields), MAX_ERRORS)
+            errors = [
+                field_error([*prefix, k], "Extra inputs are not permitted", "extra_forbidden") for k in named
+            ]
+            known = {k: payload[k] for k in fields.keys() & payload.keys()}
+            try:
+                model.model_validate(known)
+            except ValidationError as exc:
+                raise Invalid(errors + pydantic_errors(exc, prefix), unknown + exc.error_count()) from None
+            raise Invalid(errors, unknown)
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise Invalid(pydantic_errors(exc, prefix), exc.error_count()) from None
