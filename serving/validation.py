@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import islice
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from pydantic import BaseModel, ValidationError
 
@@ -26,10 +27,25 @@ class Invalid(Exception):
         self.total = total
 
 
+_FIELDS: WeakKeyDictionary[type[BaseModel], dict[str, Any]] = WeakKeyDictionary()
+"""Each request model's fields (a swapped-out version's models are let go)."""
+
+
+FEW_KEYS = 256
+"""Up to this many keys pydantic's own check is cheap (at most as many errors): no extra pass for them."""
+
+
+def _fields(model: type[BaseModel]) -> dict[str, Any]:
+    """pydantic's ``model_fields`` is a descriptor with a cost: looked up once per model."""
+    fields = _FIELDS.get(model)
+    if fields is None:
+        fields = _FIELDS[model] = dict(model.model_fields)
+    return fields
+
+
 def validate(model: type[BaseModel], payload: Any, prefix: Sequence[str | int] = ()) -> BaseModel:
     """``model.model_validate(payload)``, or :class:`Invalid` with at most ``MAX_ERRORS`` errors."""
-    fields = model.model_fields
-    if type(payload) is dict and len(payload) > len(fields):
+    if type(payload) is dict and len(payload) > FEW_KEYS and len(payload) > len(fields := _fields(model)):
         unknown = len(payload.keys() - fields.keys())
         if unknown:
             named = islice((k for k in payload if k not in fields), MAX_ERRORS)
