@@ -105,7 +105,7 @@ class Plan:
     def make(cls, quick: bool) -> Plan:
         if quick:
             return cls(20_000, 40, 8, 2, 1, 1, 1, 200, 10, 10, 8)
-        return cls(50_000, 100, 8, 10, 2, 3, 2, 200, 20, 15, 20)
+        return cls(50_000, 100, 8, 10, 2, 5, 2, 200, 20, 15, 20)
 
 
 @dataclass
@@ -1145,22 +1145,31 @@ def compare(
             "WHYLOGS_NO_ANALYTICS": "True",
         }
         limits = uvicorn_flags(server_limits(load_stack("local")))
-        for side, cwd, flags in (("baseline", tree, []), ("current", ROOT, limits)):
-            port = free_port()
-            sides[side] = procs.start(f"compare-{side}", _comparison_command(port, flags), env, port, cwd=cwd)
-        for server in sides.values():
-            wait_ready(server, "/ready", 180)
-        # which code each one runs: only the current service refuses a text/plain body
-        identity = {}
-        for side, server in sides.items():
-            raw = attacks.request_bytes(server.port, "POST", "/predict", single.read_bytes(), "text/plain")
-            identity[side] = attacks.send(server.port, raw).status
-        if identity["current"] != 415 or identity["baseline"] == 415:
-            raise RuntimeError(f"the services do not run the expected code (text/plain answers: {identity})")
-        for server in sides.values():
-            wrk.run(server.url + "/predict", single, 16, plan.warmup_s)
+        commands = {"baseline": (tree, []), "current": (ROOT, limits)}
         phases: list[dict[str, Any]] = []
+        identity: dict[str, int | None] = {}
         for rep in range(plan.reps):
+            # fresh processes every repeat: one process's hash seed and memory layout moved its CPU per
+            # request by up to 5% for all of its life (measured), which one process per side would take
+            # for the difference between the two
+            for side, (cwd, flags) in commands.items():
+                port = free_port()
+                command = _comparison_command(port, flags)
+                sides[side] = procs.start(f"compare-{side}-{rep + 1}", command, env, port, cwd=cwd)
+            for server in sides.values():
+                wait_ready(server, "/ready", 180)
+            # which code each one runs: only the current service refuses a text/plain body
+            for side, server in sides.items():
+                raw = attacks.request_bytes(
+                    server.port, "POST", "/predict", single.read_bytes(), "text/plain"
+                )
+                identity[side] = attacks.send(server.port, raw).status
+            if identity["current"] != 415 or identity["baseline"] == 415:
+                raise RuntimeError(
+                    f"the services do not run the expected code (text/plain answers: {identity})"
+                )
+            for server in sides.values():
+                wrk.run(server.url + "/predict", single, 16, plan.warmup_s)
             for conns in (1, 16):
                 for side, server in sides.items():
                     r = wrk.run(
@@ -1185,6 +1194,9 @@ def compare(
                         f"failed {r.failed}",
                         flush=True,
                     )
+            for server in list(sides.values()):
+                procs.stop(server)
+            sides.clear()
     finally:
         for server in sides.values():  # before their code goes away
             procs.stop(server)
