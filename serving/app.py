@@ -42,7 +42,7 @@ from serving.hotpath import HotPathMiddleware
 from serving.metrics import ServiceMetrics
 from serving.profiling import ProfilerConfig, TrafficRecorder
 from serving.request_ids import LabelledIds, RequestIds, load_key
-from serving.schemas import BatchPrediction, Explanation, Prediction, column_adapters
+from serving.schemas import BatchPrediction, Explanation, Prediction
 from serving.settings import ServiceSettings
 from serving.validation import Invalid, validate
 
@@ -60,10 +60,9 @@ class _Ctx:
         self.holder = ModelHolder(settings.model_name, self.metrics, settings.max_batch_size)
         self.token: str | None = None
         self.recorder: TrafficRecorder | None = None
-        # a throwaway key until _startup reads the shared one from the artifact store
-        self.ids = RequestIds(secrets.token_bytes(32), FEEDBACK_WINDOW_S)
-        self.feedback = FeedbackChecker(self.ids, LabelledIds())
-        self.column_checks: dict[str, tuple[dict[str, Any], frozenset[str]]] = {}
+        # set by _startup, from the key the artifact store shares (serving.request_ids)
+        self.ids: RequestIds
+        self.feedback: FeedbackChecker
 
 
 def _service_logging() -> None:
@@ -183,19 +182,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if records:
             checked = check_records(served.record, served.encoder, payload, limit)
         else:
-            adapters, required = column_checks(served)
+            adapters, required = served.column_checks
             checked = check_columns(adapters, required, served.encoder, payload, limit)
         return checked if isinstance(checked, Response) else (served, checked)
-
-    def column_checks(served: Served) -> tuple[dict[str, Any], frozenset[str]]:
-        """Per-column validators of a version, built on the first column batch that needs them."""
-        found = ctx.column_checks.get(served.version)
-        if found is None:
-            schema = served.model.schema
-            required = frozenset(c.name for c in schema.columns if not c.nullable)
-            found = (column_adapters(schema, served.reader.max_batch), required)
-            ctx.column_checks = {served.version: found}
-        return found
 
     def predictions_body(served: Served, predictions: np.ndarray, rid: str) -> dict[str, Any]:
         binary = served.model.task == "binary"

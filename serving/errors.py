@@ -68,7 +68,3 @@ def unprocessable(errors: Iterable[dict[str, Any]], total: int, complete: bool =
         body["error_count_is_lower_bound"] = not complete
         body["note"] = f"showing the first {len(shown)} errors"
     return json_response(body, 422)
-
-
-def validation_error(exc: ValidationError, prefix: Sequence[str | int] = ()) -> Response:
-    return unprocessable(pydantic_errors(exc, prefix), exc.error_count())

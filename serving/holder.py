@@ -21,13 +21,13 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from serving.columns import BatchReader
 from serving.encoding import RowEncoder
 from serving.metrics import ServiceMetrics
 from serving.predictor import InplacePredictor
-from serving.schemas import batch_model, columns_model, record_model
+from serving.schemas import batch_model, column_adapters, columns_model, record_model
 from stacks.components.model_registry import (
     AliasNotSet,
     LoadedModel,
@@ -60,6 +60,14 @@ class Served:
     def categories(self) -> dict[str, list[str]]:
         """Vocabulary of each categorical feature, for the traffic profiles (decoded off the request path)."""
         return {c.name: c.categories or [] for c in self.model.schema.columns if c.kind == "categorical"}
+
+    @cached_property
+    def column_checks(self) -> tuple[dict[str, TypeAdapter[Any]], frozenset[str]]:
+        """Per-column validators and the required columns, for a column batch the reader could not vouch
+        for (built on the first one: most versions never need them)."""
+        schema = self.model.schema
+        required = frozenset(c.name for c in schema.columns if not c.nullable)
+        return column_adapters(schema, self.reader.max_batch), required
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         return self.predictor(matrix)
