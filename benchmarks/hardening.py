@@ -762,21 +762,23 @@ def _broken_alias(b: Battery, family: Family) -> None:
     broken_detail = ""
     back_s: float | None = None
     noticed_s: float | None = None
+    moved = time.perf_counter()
+
+    def sample() -> dict[str, Any]:
+        """/ready once: counted, and kept with its time since the alias moved; its body."""
+        status, body = ready(b.server)
+        family.count(f"{status // 100}xx")
+        seen.append(
+            (time.perf_counter() - moved, status, body.get("served_version"), body.get("champion_version"))
+        )
+        return body
+
     try:
         time.sleep(0.5)
         moved = time.perf_counter()
         client.set_registered_model_alias(b.model_name, "champion", broken)
         while time.perf_counter() - moved < 10:
-            status, body = ready(b.server)
-            family.count(f"{status // 100}xx")
-            seen.append(
-                (
-                    time.perf_counter() - moved,
-                    status,
-                    body.get("served_version"),
-                    body.get("champion_version"),
-                )
-            )
+            body = sample()
             if body.get("champion_version") == broken and noticed_s is None:
                 noticed_s = time.perf_counter() - moved
                 broken_detail = str(body.get("detail"))
@@ -786,16 +788,7 @@ def _broken_alias(b: Battery, family: Family) -> None:
         client.set_registered_model_alias(b.model_name, "champion", b.champion)
         restored = time.perf_counter()
         while time.perf_counter() - restored < 10:
-            status, body = ready(b.server)
-            family.count(f"{status // 100}xx")
-            seen.append(
-                (
-                    time.perf_counter() - moved,
-                    status,
-                    body.get("served_version"),
-                    body.get("champion_version"),
-                )
-            )
+            body = sample()
             if body.get("champion_version") == b.champion and not body.get("load_error"):
                 back_s = time.perf_counter() - restored
                 break
