@@ -30,7 +30,12 @@ def partitioned(data: Dataset, partition_rows: int, n_workers: int = 1) -> Any:
 
 
 def n_workers(client: Any) -> int:
-    return max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+    """The cluster's workers, asked of the scheduler directly.
+
+    Not ``scheduler_info()``: the client's periodic refresh replaces that cache with one that lists no
+    workers, and it can land between the fetch and the read (seen in CI: an empty worker set).
+    """
+    return max(1, len(client.nthreads()))
 
 
 def train(
