@@ -7,14 +7,44 @@ signature and the serving request model all follow from the spec and the data.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from steps.expression import Expression, ExpressionError, parse
+
+LabelValue = str | int | float | bool
+"""A label value as a spec writes it (``bad``, ``1``, ``true``)."""
+MAX_CLASSES = 100
+"""A multiclass label with more values than this is more likely an identifier than a class."""
+
+
+def label_key(value: Any) -> str:
+    """The canonical text of a label value, so ``1``, ``1.0`` and ``"1"`` (or ``True`` and ``"true"``) match.
+
+    Labels come as numbers, booleans or text depending on the file format (CSV gives text, Parquet
+    keeps types, YAML specs give Python scalars); classes are matched on this form.
+    """
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return "true" if value else "false"
+    if isinstance(value, int | float) or hasattr(value, "dtype"):
+        number = float(value)
+        if number.is_integer():
+            return str(int(number))
+        return repr(number)
+    text = str(value).strip()
+    lowered = text.lower()
+    if lowered in {"true", "false"}:
+        return lowered
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return str(int(number)) if number.is_integer() else repr(number)
 
 
 class SpecError(ValueError):
@@ -39,6 +69,17 @@ class TargetSpec(_Frozen):
     column: str
     rule: str | None = None
     name: str | None = Field(default=None, description="name of the derived label column (default: label)")
+    positive: LabelValue | None = Field(
+        default=None,
+        description="binary: the label value that is the positive class (needed unless the values are "
+        "0/1 or true/false)",
+    )
+    classes: list[LabelValue] | None = Field(
+        default=None,
+        description="multiclass: the label values in class order (default: every value seen, sorted)",
+        min_length=3,
+        max_length=MAX_CLASSES,
+    )
 
     @field_validator("rule")
     @classmethod
@@ -49,6 +90,16 @@ class TargetSpec(_Frozen):
             except ExpressionError as exc:  # a template with the message as data: it may contain braces
                 raise PydanticCustomError("target_rule", "{reason}", {"reason": str(exc)}) from None
         return rule
+
+    @model_validator(mode="after")
+    def _one_way_to_say_positive(self) -> TargetSpec:
+        if self.rule is not None and (self.positive is not None or self.classes is not None):
+            raise ValueError(
+                "a rule already says which rows are positive: give 'rule' or 'positive'/'classes', not both"
+            )
+        if self.classes is not None and len({label_key(c) for c in self.classes}) != len(self.classes):
+            raise ValueError(f"classes {self.classes} repeat a value")
+        return self
 
     @property
     def label(self) -> str:
@@ -122,11 +173,33 @@ class PromotionSpec(_Frozen):
     min_slice_rows: int = Field(default=500, ge=1)
 
 
-_METRICS = {
+Task = Literal["binary", "multiclass", "regression"]
+METRICS: dict[str, tuple[str, ...]] = {
     "binary": ("roc_auc", "pr_auc", "log_loss", "brier"),
+    "multiclass": ("log_loss", "accuracy", "f1_macro", "roc_auc_ovr"),
     "regression": ("rmse", "mae", "r2"),
 }
+"""The metrics each task computes; the first is the task's default gate metric."""
 LOWER_IS_BETTER = {"log_loss", "brier", "rmse", "mae"}
+
+
+class SchedulesSpec(_Frozen):
+    """When the problem's deployments run on their own (cron in UTC, or every N seconds); null turns one off.
+
+    Drift-triggered retraining and promotion-triggered service updates happen besides these.
+    """
+
+    training: str | None = Field(default="0 3 * * 1", description="cron: weekly retrain")
+    monitoring: int | None = Field(default=3600, ge=60, description="seconds between monitoring runs")
+    inference: str | None = Field(default="0 5 * * *", description="cron: daily batch scoring")
+    service: str | None = Field(default="30 5 * * *", description="cron: daily check the champion is served")
+
+    @field_validator("training", "inference", "service")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > 100 or len(value.split()) != 5):
+            raise ValueError(f"{value!r} is not a cron expression of 5 fields")
+        return value
 
 
 class ProblemSpec(_Frozen):
@@ -134,7 +207,7 @@ class ProblemSpec(_Frozen):
     model_name: str
     description: str = ""
     source: str
-    task: Literal["binary", "regression"]
+    task: Task
     target: TargetSpec
     features: list[str] | None = None
     exclude: list[str] = Field(default_factory=list)
@@ -142,7 +215,7 @@ class ProblemSpec(_Frozen):
     time: TimeSpec | None = None
     joins: list[JoinSpec] = Field(default_factory=list)
     slices: list[str] = Field(default_factory=list)
-    metric: str = "roc_auc"
+    metric: str = Field(default="", description="gate metric (default: the task's first in METRICS)")
     threshold: float | Literal["f1"] = Field(
         default=0.5, description="decision threshold, or 'f1': the F1-best one on the validation period"
     )
@@ -151,15 +224,27 @@ class ProblemSpec(_Frozen):
     tuning: TuningSpec = TuningSpec()
     monitoring: MonitoringSpec = MonitoringSpec()
     promotion: PromotionSpec = PromotionSpec()
+    schedules: SchedulesSpec = SchedulesSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_default_metric(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and not raw.get("metric") and raw.get("task") in METRICS:
+            return {**raw, "metric": METRICS[raw["task"]][0]}
+        return raw
 
     @model_validator(mode="after")
     def _consistent(self) -> ProblemSpec:
-        if self.metric not in _METRICS[self.task]:
+        if self.metric not in METRICS[self.task]:
             raise ValueError(
-                f"metric {self.metric!r} does not fit task {self.task!r}: use one of {_METRICS[self.task]}"
+                f"metric {self.metric!r} does not fit task {self.task!r}: use one of {METRICS[self.task]}"
             )
         if isinstance(self.threshold, float) and not 0 < self.threshold < 1:
             raise ValueError(f"threshold {self.threshold} must lie strictly between 0 and 1")
+        if self.target.positive is not None and self.task != "binary":
+            raise ValueError("target.positive is for a binary task")
+        if self.target.classes is not None and self.task != "multiclass":
+            raise ValueError("target.classes is for a multiclass task")
         if self.features is not None and self.exclude:
             raise ValueError("give either 'features' (a list) or 'exclude' (all but), not both")
         return self
@@ -188,6 +273,24 @@ class ProblemSpec(_Frozen):
         return sorted({self.target.column} | expression.columns)
 
 
+class SpecLoader(yaml.SafeLoader):
+    """YAML's safe loader with YAML 1.2 booleans: only true/false, so ``positive: yes`` means the text yes.
+
+    YAML 1.1 (PyYAML's default) reads yes/no/on/off as booleans, which would turn a label value a user
+    copies from their data into something the data does not hold.
+    """
+
+
+SpecLoader.yaml_implicit_resolvers = {
+    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
 PROBLEMS_DIR = Path(__file__).resolve().parent.parent / "flows" / "problems"
 
 
@@ -200,7 +303,7 @@ def load_spec(name_or_path: str | Path) -> ProblemSpec:
         known = sorted(p.stem for p in PROBLEMS_DIR.glob("*.yaml"))
         raise SpecError(f"{path}: no such problem spec (known: {', '.join(known)})")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=SpecLoader)  # noqa: S506 (a SafeLoader, see SpecLoader)
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
