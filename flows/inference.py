@@ -21,8 +21,8 @@ from steps.problem import load_spec
 
 @flow(name="batch-inference", log_prints=True)
 def inference(
+    problem: str,
     stack: str | None = None,
-    problem: str = "flights",
     source: str | None = None,
     alias: str = CHAMPION,
     version: str | None = None,

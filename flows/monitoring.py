@@ -40,7 +40,7 @@ def policy_from_stack(config: Any, drift_threshold: float) -> policy_step.Retrai
 
 
 @flow(name="monitoring", log_prints=True)
-def monitoring(stack: str | None = None, problem: str = "flights", emit: bool = True) -> dict[str, Any]:
+def monitoring(problem: str, stack: str | None = None, emit: bool = True) -> dict[str, Any]:
     """Check the champion's traffic; emit ``flywheel.model.drift-detected`` when the policy fires."""
     logger = get_run_logger()
     ctx = resolve_stack(stack)

@@ -26,8 +26,8 @@ PROMOTED_EVENT = "flywheel.model.promoted"
 
 @flow(name="training", log_prints=True)
 def training(
+    problem: str,
     stack: str | None = None,
-    problem: str = "flights",
     n_trials: int | None = None,
     timeout_s: float | None = None,
     sample_rows: int | None = None,

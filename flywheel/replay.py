@@ -1,7 +1,12 @@
-"""Replay real flights to the service: later months' traffic, and their true outcomes after a delay.
+"""Replay real later traffic to the service: rows the model never trained on, and their true labels later.
 
-Drift and decay then happen on real data (November's weather, December's holidays), not synthetic noise.
-Requests are paced at ``rate`` per second and bounded by ``limit`` rows and ``duration`` seconds.
+Drift and decay then happen on real data (for flights: November's weather, December's holidays), not
+synthetic noise. For any problem with a time column the rows are those after its training period (the
+spec's ``split.test_fraction`` says where that ends), or those of a time window (``--from``/``--to``); a
+problem without one (a seeded random split has no "later") replays a file of later rows (``--source``).
+Requests are paced at ``rate`` per second and bounded by ``limit`` rows and ``duration`` seconds; labels
+go to ``/feedback`` as the task's label (binary 0/1, the class index into GET /model's ``classes``, or the
+number).
 """
 
 from __future__ import annotations
@@ -15,6 +20,23 @@ from typing import Any
 
 import pandas as pd
 
+from steps.problem import ProblemSpec, load_spec
+
+__all__ = [
+    "ReplayError",
+    "ReplayResult",
+    "build_records",
+    "later_rows",
+    "replay",
+    "rows_between",
+    "select_rows",
+]
+
+
+class ReplayError(ValueError):
+    """Rows cannot be chosen or sent (no time column and no source, a window with no rows, the wrong
+    service ...); the message says what to pass instead."""
+
 
 @dataclass
 class ReplayResult:
@@ -27,26 +49,132 @@ class ReplayResult:
     seconds: float = 0.0
 
 
-def month_range(start: str, end: str) -> list[int]:
-    """``2013-10``..``2013-12`` to month numbers (the data set is one year)."""
-    first, last = int(start.split("-")[1]), int(end.split("-")[1])
-    if not 1 <= first <= last <= 12:
-        raise ValueError(f"months must run forwards within 2013: {start}..{end}")
-    return list(range(first, last + 1))
+def _event_times(frame: pd.DataFrame, spec: ProblemSpec) -> pd.Series:
+    from steps.data.features import FeatureError, event_time
+
+    if spec.time is None:
+        raise ReplayError(
+            f"problem {spec.name!r} has no time column (its test set is a seeded random sample, so no rows "
+            "are later than its training data): pass --source FILE_OR_URI with rows to replay"
+        )
+    try:
+        return event_time(frame, spec.time)
+    except FeatureError as exc:
+        raise ReplayError(f"problem {spec.name!r}: {exc}") from exc
+
+
+def later_rows(frame: pd.DataFrame, spec: ProblemSpec) -> pd.DataFrame:
+    """The rows after the training period: later than every row training learned from.
+
+    Training holds out the latest ``split.test_fraction`` of its labelled rows by event time, as
+    ``steps/data/split.py`` does; the rows strictly after the last training row's time are returned
+    (unlabelled ones too: they are traffic, only without feedback). Input order is kept.
+    """
+    times = _event_times(frame, spec)
+    labelled = pd.Series(True, index=frame.index)
+    if all(c in frame.columns for c in spec.target_source_columns()):
+        from steps.data.features import FeatureError, make_label
+
+        try:
+            labelled = make_label(frame, spec).notna()
+        except FeatureError as exc:
+            raise ReplayError(f"problem {spec.name!r}: {exc}") from exc
+    order = times[labelled & times.notna()].sort_values(kind="stable")
+    n_test = max(1, round(len(order) * spec.split.test_fraction))
+    if len(order) <= n_test:
+        raise ReplayError(
+            f"problem {spec.name!r}: only {len(order)} timed rows, too few to have a later part"
+        )
+    training_ends = order.iloc[-n_test - 1]
+    return frame[(times > training_ends).to_numpy()]
+
+
+def _bound(text: str, tz: str | None, end: bool) -> pd.Timestamp:
+    try:
+        period = pd.Period(text)
+    except (ValueError, TypeError) as exc:
+        raise ReplayError(f"{text!r} is not a date, month or year (e.g. 2013-10 or 2013-10-19)") from exc
+    stamp = period.end_time if end else period.start_time
+    return stamp.tz_localize(tz or "UTC")
+
+
+def rows_between(frame: pd.DataFrame, spec: ProblemSpec, start: str | None, end: str | None) -> pd.DataFrame:
+    """The rows whose event time falls from the start of ``start`` to the end of ``end`` (each a year, a
+    month or a day, e.g. ``2013-10``), in the spec's time zone when it names one; either may be open."""
+    times = _event_times(frame, spec)
+    assert spec.time is not None
+    tz = spec.time.timezone
+    local = times.dt.tz_convert(tz) if tz else times
+    if start and end and _bound(start, tz, end=False) > _bound(end, tz, end=True):
+        raise ReplayError(f"--from {start} is after --to {end}")
+    mask = pd.Series(True, index=frame.index)
+    if start:
+        mask &= local >= _bound(start, tz, end=False)
+    if end:
+        mask &= local <= _bound(end, tz, end=True)
+    return frame[mask.to_numpy()]
+
+
+def select_rows(
+    spec: ProblemSpec,
+    source: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> pd.DataFrame:
+    """The rows to replay: ``source`` (any URI read_source reads), else the spec's source after the
+    training period, narrowed to ``start``..``end`` when either is given."""
+    from steps.data.sources import read_source
+
+    frame = read_source(source or spec.source, storage_options)
+    if start or end:
+        rows = rows_between(frame, spec, start, end)
+    elif source:
+        rows = frame
+    else:
+        rows = later_rows(frame, spec)
+    if rows.empty:
+        raise ReplayError(f"no rows to replay from {source or spec.source} in the window asked for")
+    return rows
+
+
+def _label(value: Any, task: str) -> float | int | None:
+    """A label as /feedback takes it: 0/1 or a class index as an int, a finite number for regression."""
+    if value is None or pd.isna(value):
+        return None
+    number = float(value)
+    if not math.isfinite(number):
+        return None
+    if task == "regression":
+        return number
+    return int(number) if number.is_integer() and number >= 0 else None
 
 
 def build_records(
-    frame: pd.DataFrame, features: list[dict[str, Any]], problem: str
-) -> tuple[list[dict[str, Any]], list[float | None]]:
-    """Request bodies in the service's schema, and the true label of each (None if unknown)."""
+    frame: pd.DataFrame,
+    features: list[dict[str, Any]],
+    problem: str | ProblemSpec,
+    classes: list[str] | None = None,
+) -> tuple[list[dict[str, Any]], list[float | int | None]]:
+    """Request bodies in the service's schema, and the true label of each (None if unknown).
+
+    ``classes`` is the model's class order as GET /model gives it (labels are indices into it); without
+    it a classification label's order is the spec's.
+    """
     from steps.data import features as feature_steps
     from steps.data.sources import read_source
-    from steps.problem import load_spec
 
-    spec = load_spec(problem)
+    spec = problem if isinstance(problem, ProblemSpec) else load_spec(problem)
     joined = {j.name: read_source(j.source) for j in spec.joins}
-    derived = feature_steps.derive(frame.reset_index(drop=True), spec, joined)
+    extra: dict[str, Any] = {"classes": classes} if classes is not None else {}
+    try:
+        derived = feature_steps.derive(frame.reset_index(drop=True), spec, joined, **extra)
+    except feature_steps.FeatureError as exc:
+        raise ReplayError(f"problem {spec.name!r}: {exc}") from exc
     names = [f["name"] for f in features]
+    missing = [n for n in names if n not in derived.columns]
+    if missing:
+        raise ReplayError(f"the rows lack feature(s) {missing} that the served model takes")
     records: list[dict[str, Any]] = []
     for row in derived[names].itertuples(index=False):
         record: dict[str, Any] = {}
@@ -58,8 +186,8 @@ def build_records(
             else:
                 record[f["name"]] = float(value)
         records.append(record)
-    labels: list[float | None] = (
-        [None if pd.isna(v) else float(v) for v in derived[spec.label]]
+    labels: list[float | int | None] = (
+        [_label(v, spec.task) for v in derived[spec.label]]
         if spec.label in derived
         else [None] * len(records)
     )
@@ -68,32 +196,44 @@ def build_records(
 
 def replay(
     url: str,
-    months: list[int],
+    rows: pd.DataFrame,
     *,
+    problem: str | ProblemSpec,
     rate: float,
     limit: int,
     duration: float,
     feedback_delay: float,
-    problem: str = "flights",
     token: str | None = None,
     seed: int = 0,
 ) -> ReplayResult:
+    """Send a random sample of ``rows`` (at most ``limit``) to ``url``/predict, and each known label to
+    /feedback ``feedback_delay`` seconds after its prediction. The service must serve the problem's model."""
     import requests
 
-    from steps.data.sources import read_source
-    from steps.problem import load_spec
-
+    spec = problem if isinstance(problem, ProblemSpec) else load_spec(problem)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     session = requests.Session()
-    info = session.get(f"{url}/model", headers=headers, timeout=10).json()
-    spec = load_spec(problem)
-    flights = read_source(spec.source)
-    pool = flights[flights["month"].isin(months)]
-    # a random sample in random order: each window then shows those months' traffic, not a few hours of it
-    pool = pool.sample(n=min(limit, len(pool)), random_state=seed)
-    records, labels = build_records(pool, info["features"], problem)
+    try:
+        answer = session.get(f"{url}/model", headers=headers, timeout=10)
+    except requests.RequestException as exc:
+        raise ReplayError(
+            f"no service answers at {url} ({type(exc).__name__}): start it or pass --url"
+        ) from exc
+    if answer.status_code != 200:
+        raise ReplayError(
+            f"{url}/model answered {answer.status_code}: is a model served there (and a token set)?"
+        )
+    info = answer.json()
+    if info.get("name") != spec.model_name:
+        raise ReplayError(
+            f"the service at {url} serves {info.get('name')!r}, not {spec.model_name!r} (problem "
+            f"{spec.name!r}): pass the --url of that problem's service"
+        )
+    # a random sample in random order: each window then shows the period's traffic, not a few hours of it
+    pool = rows.sample(n=min(limit, len(rows)), random_state=seed)
+    records, labels = build_records(pool, info["features"], spec, info.get("classes"))
     result = ReplayResult()
-    pending: deque[tuple[float, str, float]] = deque()
+    pending: deque[tuple[float, str, float | int]] = deque()
     done = threading.Event()
     lock = threading.Lock()
 
