@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from flywheel.deployments_cli import deployments_app
+from flywheel.init_cli import init_command
 from flywheel.problem_cli import problem_app
 from flywheel.service_cli import service_app
 from stacks.cli import stack_app
@@ -28,6 +29,7 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(service_app, name="service")
 app.add_typer(problem_app, name="problem")
 app.add_typer(deployments_app, name="deployments")
+app.command("init")(init_command)
 
 StackOption = Annotated[
     str | None,
