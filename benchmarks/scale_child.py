@@ -93,7 +93,7 @@ def _warm(client: Any) -> None:
 
 
 def _schema(path: Path) -> Any:
-    from stacks.components.model_registry import FeatureSchema
+    from flywheel.contracts.schema import FeatureSchema
 
     return FeatureSchema.from_dict(json.loads(path.read_text()))
 

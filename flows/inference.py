@@ -79,7 +79,9 @@ def inference(
                 retries=1,
             )
     else:
-        derived = timer.run(features.derive, "features", raw, spec, joined)
+        derived = timer.run(
+            features.derive, "features", raw, spec, joined, model.schema.classes, strict_label=False
+        )
         encoded = timer.run(features.encode, "encode", derived, model.schema)
         result = timer.run(
             score_chunks,

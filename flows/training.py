@@ -58,8 +58,17 @@ def training(
         retries=2,
     )
     joined, join_snapshots = ingest_joins(timer, ctx, spec)
+    missing_reference = timer.run(
+        reference.champion_missing_fractions, "reference", ctx.store, ctx.validator, spec.model_name
+    )
     report = timer.run(
-        validate.validate, "validate", raw, spec, ctx.validator, f"{spec.name} ({snapshot.digest})"
+        validate.validate,
+        "validate",
+        raw,
+        spec,
+        ctx.validator,
+        f"{spec.name} ({snapshot.digest})",
+        missing_reference,
     )
     create_markdown_artifact(
         report.to_markdown(), key=_key(spec, "validation"), description="Data validation report"
@@ -112,7 +121,7 @@ def training(
                 client=client,
             )
             booster = _train(timer, ctx, client, parts.train, tuning)
-        threshold = timer.run(
+        choice = timer.run(
             choose_threshold,
             "threshold",
             spec,
@@ -121,6 +130,14 @@ def training(
             tuning.best_params,
             tuning.best_rounds,
         )
+        threshold = choice.value
+        if choice.warning:
+            logger.warning("%s", choice.warning)
+            create_markdown_artifact(
+                f"# Decision threshold\n\n**Warning:** {choice.warning}",
+                key=_key(spec, "threshold"),
+                description="The decision threshold never (or always) says positive",
+            )
         evaluation = timer.run(evaluate.evaluate, "evaluate", booster, parts.test, spec, threshold)
         explanation = timer.run(explain.explain, "explain", booster, parts.test.X, seed=seed)
         profile = timer.run(
@@ -138,6 +155,7 @@ def training(
             training_profile=profile,
             lineage=track.lineage_tags(snapshot, join_snapshots, reason),
             threshold=threshold,
+            warnings=[choice.warning] if choice.warning else [],
             retries=2,
         )
         timer.run(

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from flywheel.contracts.schema import FeatureSchema
 from serving.schemas import FLOAT32_MAX
-from stacks.components.model_registry import FeatureSchema
 
 _NONE = type(None)
 _NUMBER = frozenset({float, int})

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from stacks.components.model_registry import FeatureSchema
+from flywheel.contracts.schema import FeatureSchema
 
 
 class RowEncoder:

@@ -11,8 +11,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, create_model, model_validator
 
+from flywheel.contracts.schema import FeatureColumn, FeatureSchema
 from serving.errors import quoted
-from stacks.components.model_registry import FeatureColumn, FeatureSchema
 
 FLOAT32_MAX = 3.4e38
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from flywheel.contracts.validation import CheckResult, ValidationReport
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -70,57 +71,6 @@ def _vectorise_float_split() -> None:
 
     split._flywheel_vectorised = True  # type: ignore[attr-defined]
     PreprocessedColumn._pandas_split = split
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """One constraint outcome, worded for the person reading the report."""
-
-    name: str
-    column: str
-    passed: bool
-    detail: str
-
-
-@dataclass
-class ValidationReport:
-    """All constraint outcomes for one data set; ``failures`` is what stops a flow."""
-
-    dataset: str
-    rows: int
-    results: list[CheckResult] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return all(r.passed for r in self.results)
-
-    @property
-    def failures(self) -> list[CheckResult]:
-        return [r for r in self.results if not r.passed]
-
-    def to_markdown(self) -> str:
-        status = "PASSED" if self.passed else f"FAILED ({len(self.failures)} constraint(s))"
-        lines = [
-            f"# Data validation: {self.dataset}",
-            "",
-            f"**{status}** on {self.rows:,} rows.",
-            "",
-            "| check | column | result | detail |",
-            "|---|---|---|---|",
-        ]
-        for r in self.results:
-            lines.append(f"| {r.name} | `{r.column}` | {'pass' if r.passed else '**FAIL**'} | {r.detail} |")
-        if self.notes:
-            lines += ["", *[f"- {n}" for n in self.notes]]
-        return "\n".join(lines)
-
-    def summary(self) -> str:
-        """A one-paragraph message naming each failure, for exceptions and logs."""
-        if self.passed:
-            return f"{self.dataset}: all {len(self.results)} checks passed"
-        parts = [f"{r.column}: {r.detail}" for r in self.failures]
-        return f"{self.dataset}: {len(parts)} check(s) failed: " + "; ".join(parts)
 
 
 class WhylogsValidator:
@@ -181,6 +131,17 @@ class WhylogsValidator:
     @staticmethod
     def summary_frame(view: DatasetProfileView) -> pd.DataFrame:
         return view.to_pandas()
+
+    @staticmethod
+    def missing_fractions(view: DatasetProfileView) -> dict[str, float]:
+        """Each profiled column's fraction of missing values (whylogs counts NaN among nulls)."""
+        summary = view.to_pandas()
+        out: dict[str, float] = {}
+        for column, row in summary.iterrows():
+            count = float(row.get("counts/n", 0) or 0)
+            if count:
+                out[str(column)] = float(row.get("counts/null", 0) or 0) / count
+        return out
 
     # constraints ----------------------------------------------------------------------------------------
     def check_profile(

@@ -1,8 +1,7 @@
 """The MLflow model registry as the service and the flows see it: the model contract and loading a version.
 
-The feature schema (names, kinds, vocabularies, nullability, training ranges) is the contract between
-training, serving and monitoring; it lives here, beside the code that loads a registered version, so the
-service depends on the stack layer only.
+The feature schema (names, kinds, vocabularies, nullability, training ranges, classes) is the contract
+between training, serving and monitoring; it is defined in :mod:`flywheel.contracts.schema`.
 
 A registry that cannot be read (a missing or corrupt database, an unreachable server) raises
 :class:`RegistryUnavailable` with one sentence naming it, and a registry that answers but has no such model
@@ -24,53 +23,13 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
+
+from flywheel.contracts.schema import FeatureSchema
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 TAG = "flywheel"
-
-
-@dataclass(frozen=True)
-class FeatureColumn:
-    name: str
-    kind: Literal["numeric", "categorical"]
-    categories: list[str] | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-    nullable: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "categories": self.categories,
-            "minimum": self.minimum,
-            "maximum": self.maximum,
-            "nullable": self.nullable,
-        }
-
-
-@dataclass(frozen=True)
-class FeatureSchema:
-    """The model's input contract: names, kinds, vocabularies and the ranges seen in training."""
-
-    columns: list[FeatureColumn]
-    label: str
-    task: str
-
-    @property
-    def names(self) -> list[str]:
-        return [c.name for c in self.columns]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "task": self.task, "columns": [c.to_dict() for c in self.columns]}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FeatureSchema:
-        return cls(
-            columns=[FeatureColumn(**c) for c in data["columns"]], label=data["label"], task=data["task"]
-        )
 
 
 @dataclass

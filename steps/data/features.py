@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stacks.components.model_registry import FeatureColumn, FeatureSchema
+from flywheel.contracts.schema import FeatureColumn, FeatureSchema
 from steps.expression import ExpressionError
-from steps.problem import JoinSpec, ProblemSpec, TimeSpec
+from steps.problem import MAX_CLASSES, JoinSpec, ProblemSpec, TimeSpec, label_key
 
 EVENT_TIME = "_event_time"
 
@@ -45,22 +45,90 @@ class Dataset:
         return Dataset(self.frame.loc[index], self.schema, 0, [])
 
 
-def make_label(frame: pd.DataFrame, spec: ProblemSpec) -> pd.Series:
-    """The label as floats, NaN where a column the rule reads is missing (no label, not a negative).
+def label_keys(values: pd.Series) -> pd.Series:
+    """Each label value's canonical text (``1``/``1.0``/``"1"`` alike), None where the label is missing."""
+    return values.map(lambda v: None if pd.isna(v) else label_key(v), na_action="ignore").astype(object)
 
-    The rule is evaluated by :mod:`steps.expression`, never as code: true/false becomes 1.0/0.0 and a
-    numeric rule (regression) stays numeric. A row gets no label when the rule's answer is unknown, or when
-    a column it reads is missing; only a column read solely inside ``isnull()``/``notnull()`` may be missing
-    (testing for that is the point of those checks).
+
+def label_classes(frame: pd.DataFrame, spec: ProblemSpec) -> list[str] | None:
+    """The classes of a classification label in the model's output order, from the spec and the data.
+
+    Binary: ``[negative, positive]``; the positive class is ``target.positive``, or 1/true when the values
+    are 0/1 or true/false; any other pair without ``target.positive`` is an error that lists the values
+    seen and names the key. Multiclass: ``target.classes``, or every value seen (numbers in numeric
+    order, text sorted). Regression: None. Raises :class:`FeatureError` with the remedy in the message.
     """
+    if spec.task == "regression":
+        return None
+    raw = _label_values(frame, spec)
+    seen = _ordered(set(label_keys(raw).dropna()))
+    if spec.task == "binary":
+        if spec.target.expression is not None and not _is_text(raw):
+            return ["0", "1"]
+        return _binary_classes(seen, spec)
+    if spec.target.classes is not None:
+        classes = [label_key(c) for c in spec.target.classes]
+        unknown = [v for v in seen if v not in classes]
+        if unknown:
+            raise FeatureError(
+                f"label {spec.target.column!r} holds value(s) {_shown(unknown)} that target.classes "
+                f"{classes} does not list: add them to target.classes"
+            )
+        return classes
+    if len(seen) > MAX_CLASSES:
+        raise FeatureError(
+            f"label {spec.target.column!r} has {len(seen):,} distinct values (at most {MAX_CLASSES} "
+            f"classes), such as {_shown(seen)}: is it a regression target (task: regression) or an "
+            "identifier?"
+        )
+    return seen
+
+
+def make_label(frame: pd.DataFrame, spec: ProblemSpec, classes: list[str] | None = None) -> pd.Series:
+    """The label as floats: 0/1 (binary), the class index (multiclass) or the number (regression);
+    NaN where it is unknown (no label, not a negative).
+
+    ``classes`` is the model's class order (a registered model's schema); without it the order comes from
+    :func:`label_classes`, so training decides it once and every later reader uses the model's.
+    A rule is evaluated by :mod:`steps.expression`, never as code: true/false becomes 1/0. A row gets no
+    label when the rule's answer is unknown, or when a column it reads is missing; only a column read
+    solely inside ``isnull()``/``notnull()`` may be missing (testing for that is the point of those checks).
+    """
+    values = _label_values(frame, spec)
+    if spec.task == "regression":
+        if _is_text(values):
+            numbers = pd.to_numeric(values, errors="coerce")
+            text = values[numbers.isna() & values.notna()]
+            if len(text):
+                raise FeatureError(
+                    f"label {spec.target.column!r} holds text such as {_shown(text.unique()[:5])}: a "
+                    "regression label is a number (for classes use task: binary or multiclass)"
+                )
+        return pd.to_numeric(values, errors="coerce").astype("float64").rename(spec.label)
+    if spec.task == "binary" and spec.target.expression is not None and not _is_text(values):
+        return values.astype("float64").rename(spec.label)
+    order = classes if classes is not None else label_classes(frame, spec)
+    assert order is not None
+    keys = label_keys(values)
+    codes = keys.map({c: float(i) for i, c in enumerate(order)})
+    stray = keys.notna() & codes.isna()
+    if stray.any() and spec.task == "binary":  # a third value: not a binary label
+        raise FeatureError(
+            f"a binary label has two values; {spec.target.column!r} also holds "
+            f"{_shown(_ordered(set(keys[stray])))} besides {order}: for more classes use task: multiclass"
+        )
+    return codes.astype("float64").rename(spec.label)
+
+
+def _label_values(frame: pd.DataFrame, spec: ProblemSpec) -> pd.Series:
+    """The label's raw values: the target column, or the rule's result (NaN where it is unknown)."""
     target = spec.target
     missing_cols = [c for c in spec.target_source_columns() if c not in frame.columns]
     if missing_cols:
         raise FeatureError(f"the target needs column(s) {missing_cols} that the data does not have")
     expression = target.expression
     if expression is None:
-        values = pd.to_numeric(frame[target.column], errors="coerce")
-        return values.astype("float64").rename(target.label)
+        return frame[target.column]
     try:
         result = expression.evaluate(frame)
     except ExpressionError as exc:
@@ -71,6 +139,54 @@ def make_label(frame: pd.DataFrame, spec: ProblemSpec) -> pd.Series:
     unknown = frame[sorted(masked)].isna().any(axis=1)
     label = pd.Series(result.to_numpy(dtype="float64", na_value=np.nan), index=frame.index, name=target.label)
     return label.mask(unknown)
+
+
+def _binary_classes(seen: list[str], spec: ProblemSpec) -> list[str]:
+    positive = spec.target.positive
+    if positive is not None:
+        key = label_key(positive)
+        if seen and key not in seen:
+            raise FeatureError(
+                f"target.positive {positive!r} is not a value of {spec.target.column!r}; values seen: "
+                f"{_shown(seen)}"
+            )
+        others = [v for v in seen if v != key]
+        if len(others) > 1:
+            raise FeatureError(
+                f"a binary label has two values; {spec.target.column!r} holds {_shown(seen)}: "
+                "for more classes use task: multiclass"
+            )
+        negative = others[0] if others else {"1": "0", "true": "false"}.get(key, f"not {key}")
+        return [negative, key]
+    for pair in (["0", "1"], ["false", "true"]):
+        if set(seen) <= set(pair):
+            return pair
+    raise FeatureError(
+        f"label {spec.target.column!r} holds {_shown(seen)}, not 0/1 or true/false: set target.positive to "
+        f"the value that is the positive class (e.g. positive: {seen[-1] if seen else 'yes'})"
+    )
+
+
+def _is_text(values: pd.Series) -> bool:
+    return not (pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype))
+
+
+def _ordered(keys: set[str]) -> list[str]:
+    """Numbers in numeric order, text alphabetically (numbers first)."""
+
+    def order(key: str) -> tuple[int, float, str]:
+        try:
+            return (0, float(key), key)
+        except ValueError:
+            return (1, 0.0, key)
+
+    return sorted(keys, key=order)
+
+
+def _shown(values: Any, limit: int = 10) -> str:
+    items = [str(v) for v in list(values)[:limit]]
+    more = len(list(values)) - len(items)
+    return "[" + ", ".join(repr(v) for v in items) + (f", ... {more} more" if more > 0 else "") + "]"
 
 
 def event_time(frame: pd.DataFrame, time: TimeSpec) -> pd.Series:
@@ -147,14 +263,28 @@ def feature_names(frame: pd.DataFrame, spec: ProblemSpec) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def derive(raw: pd.DataFrame, spec: ProblemSpec, joined: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def derive(
+    raw: pd.DataFrame,
+    spec: ProblemSpec,
+    joined: dict[str, pd.DataFrame],
+    classes: list[str] | None = None,
+    *,
+    strict_label: bool = True,
+) -> pd.DataFrame:
     """Everything the spec derives from raw rows: label (where known), event time, calendar features, joins.
 
-    Shared by training and batch inference, so both see exactly the same features.
+    Shared by training and batch inference, so both see exactly the same features. ``classes`` is the
+    model's class order when a registered model's rows are derived (see :func:`make_label`). Scoring
+    passes ``strict_label=False``: rows to score need no label, so one that cannot be made (a class the
+    model never saw) leaves the label column out instead of stopping the run.
     """
     frame = raw.copy()
     if all(c in frame.columns for c in spec.target_source_columns()):
-        frame[spec.label] = make_label(frame, spec)
+        try:
+            frame[spec.label] = make_label(frame, spec, classes)
+        except FeatureError:
+            if strict_label:
+                raise
     if spec.time:
         frame[EVENT_TIME] = event_time(frame, spec.time)
         local = (
@@ -194,8 +324,10 @@ def encode(frame: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
     return out
 
 
-def infer_schema(frame: pd.DataFrame, spec: ProblemSpec, names: list[str]) -> FeatureSchema:
-    """The contract learned from training rows: kinds, vocabularies, nullability and ranges."""
+def infer_schema(
+    frame: pd.DataFrame, spec: ProblemSpec, names: list[str], classes: list[str] | None = None
+) -> FeatureSchema:
+    """The contract learned from training rows: kinds, vocabularies, nullability, ranges and classes."""
     categorical = set(spec.categorical) if spec.categorical is not None else None
     columns: list[FeatureColumn] = []
     for name in names:
@@ -221,20 +353,27 @@ def infer_schema(frame: pd.DataFrame, spec: ProblemSpec, names: list[str]) -> Fe
                 nullable=nullable,
             )
         )
-    return FeatureSchema(columns, spec.label, spec.task)
+    return FeatureSchema(columns, spec.label, spec.task, classes)
 
 
 def build_dataset(raw: pd.DataFrame, spec: ProblemSpec, joined: dict[str, pd.DataFrame]) -> Dataset:
-    """Turn a validated raw frame (and the frames it joins) into labelled, model-ready rows."""
-    frame = derive(raw, spec, joined)
+    """Turn a validated raw frame (and the frames it joins) into labelled, model-ready rows.
+
+    The label's classes (binary and multiclass) are decided here, once, from the spec and these rows, and
+    recorded in the schema: every later reader of the model uses that order.
+    """
+    classes = (
+        label_classes(raw, spec) if all(c in raw.columns for c in spec.target_source_columns()) else None
+    )
+    frame = derive(raw, spec, joined, classes)
     if spec.label not in frame.columns:
         raise FeatureError(f"the target needs column(s) {spec.target_source_columns()} that the data lacks")
     names = feature_names(frame, spec)
     unlabelled = int(frame[spec.label].isna().sum())
     frame = frame[frame[spec.label].notna()]
-    schema = infer_schema(frame, spec, names)
+    schema = infer_schema(frame, spec, names, classes)
     features = encode(frame, schema)
-    label = frame[spec.label].astype("int64") if spec.task == "binary" else frame[spec.label]
+    label = frame[spec.label].astype("int64") if classes is not None else frame[spec.label]
     extra = [EVENT_TIME] if spec.time else []
     extra += [s for s in spec.slices if s not in names and s in frame.columns and s not in extra]
     out = pd.concat([features, label.rename(spec.label), frame[extra]], axis=1)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from steps.data.features import EVENT_TIME, Dataset
 from steps.problem import ProblemSpec
@@ -44,11 +45,13 @@ def split(dataset: Dataset, spec: ProblemSpec) -> Splits:
     else:
         from sklearn.model_selection import train_test_split
 
-        stratify = dataset.y if spec.task == "binary" else None
+        classifier = spec.task in ("binary", "multiclass")
+        stratify = dataset.y if classifier and _stratifiable(dataset.y, cfg.test_fraction) else None
         train_idx, test_idx = train_test_split(
             frame.index, test_size=cfg.test_fraction, random_state=cfg.seed, stratify=stratify
         )
-        strat_fit = dataset.y.loc[train_idx] if spec.task == "binary" else None
+        train_y = dataset.y.loc[train_idx]
+        strat_fit = train_y if stratify is not None and _stratifiable(train_y, cfg.valid_fraction) else None
         fit_idx, valid_idx = train_test_split(
             train_idx, test_size=cfg.valid_fraction, random_state=cfg.seed, stratify=strat_fit
         )
@@ -62,10 +65,17 @@ def split(dataset: Dataset, spec: ProblemSpec) -> Splits:
         name: dataset.subset(idx)
         for name, idx in (("train", train_idx), ("fit", fit_idx), ("valid", valid_idx), ("test", test_idx))
     }
-    if spec.task == "binary":
+    if spec.task in ("binary", "multiclass"):
         for name in ("fit", "test"):
             if np.unique(parts[name].y).size < 2:
                 raise ValueError(
                     f"the {name} split has a single class: cannot train or evaluate a classifier"
                 )
     return Splits(parts["train"], parts["fit"], parts["valid"], parts["test"], info)
+
+
+def _stratifiable(y: pd.Series, fraction: float) -> bool:
+    """Stratification needs every class on both sides: at least two rows of each, and enough for the
+    smaller side to hold one of each class."""
+    counts = y.value_counts()
+    return bool(len(counts) and counts.min() >= 2 and len(y) * min(fraction, 1 - fraction) >= len(counts))

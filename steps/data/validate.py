@@ -5,9 +5,12 @@ A failed check stops the flow with a report naming each failure: no model is pro
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pandas as pd
 
-from stacks.components.data_validator import CheckResult, ValidationReport, WhylogsValidator
+from flywheel.contracts.validation import CheckResult, ValidationReport
+from stacks.components.data_validator import WhylogsValidator
 from steps.data.features import FeatureError, make_label
 from steps.problem import ProblemSpec
 
@@ -34,9 +37,18 @@ def required_columns(spec: ProblemSpec) -> list[str]:
 
 
 def validate(
-    frame: pd.DataFrame, spec: ProblemSpec, validator: WhylogsValidator, dataset: str
+    frame: pd.DataFrame,
+    spec: ProblemSpec,
+    validator: WhylogsValidator,
+    dataset: str,
+    missing_reference: dict[str, float] | None = None,
 ) -> ValidationReport:
-    """Check a raw frame against the spec; the report says what passed and what failed, and why."""
+    """Check a raw frame against the spec; the report says what passed and what failed, and why.
+
+    ``missing_reference`` is each column's missing fraction in the champion's training data, when there
+    is a champion: the evidence that a column's missingness is normal (see :func:`_with_remedy`).
+    Every failed check names the spec key (or stack setting) that would change it.
+    """
     report = ValidationReport(dataset=dataset, rows=len(frame))
     missing = [c for c in required_columns(spec) if c not in frame.columns]
     for column in missing:
@@ -66,7 +78,6 @@ def validate(
                     )
                 )
     profiled = frame[checked].copy()
-    label: str | None = None
     try:
         labels = make_label(frame, spec)
     except FeatureError as exc:
@@ -78,24 +89,18 @@ def validate(
             "labelled rows",
             spec.label,
             unlabelled <= spec.validation.max_label_nan_fraction,
-            f"{unlabelled:.1%} of rows have no label (at most {spec.validation.max_label_nan_fraction:.0%})",
+            f"{unlabelled:.1%} of rows have no label (at most {spec.validation.max_label_nan_fraction:.0%}"
+            f"{'' if unlabelled <= spec.validation.max_label_nan_fraction else _KEY_LABEL_NAN})",
         )
     )
-    if spec.task == "binary":
-        classes = sorted(labels.dropna().unique().tolist())
-        report.results.append(
-            CheckResult(
-                "label classes",
-                spec.label,
-                len(classes) == 2,
-                f"classes present: {classes}"
-                + ("" if len(classes) == 2 else " (a binary task needs exactly 2)"),
-            )
-        )
-        label = spec.label
+    label: str | None = None
+    if spec.task != "regression":
+        report.results.extend(_class_checks(labels, spec, validator.min_minority_fraction))
+        label = spec.label if spec.task == "binary" else None
     profiled[spec.label] = labels
-    nan_limits = {c: validator.max_nan_fraction for c in checked if c not in spec.target_source_columns()}
-    nan_limits |= dict(spec.validation.max_nan_fraction)
+    explicit = dict(spec.validation.max_nan_fraction)
+    defaults = {c: validator.max_nan_fraction for c in checked if c not in spec.target_source_columns()}
+    nan_limits = defaults | explicit
     view = validator.profile(profiled)
     constraints = validator.check_profile(
         view,
@@ -105,14 +110,120 @@ def validate(
         ranges={c: r for c, r in spec.validation.ranges.items() if c in profiled.columns},
         label=label,
     )
-    report.results.extend(constraints.results)
+    observed = validator.missing_fractions(view)
+    for result in constraints.results:
+        report.results.append(_with_remedy(result, spec, explicit, observed, missing_reference))
     missing_labels = int(labels.isna().sum())
     if missing_labels:
         report.notes.append(
-            f"{missing_labels:,} rows have no label (for flights: cancelled or diverted, no arrival): "
+            f"{missing_labels:,} rows have no label (the target or a column its rule reads is missing): "
             "they are reported here and left out of training"
         )
     return report
+
+
+_KEY_LABEL_NAN = "; set validation.max_label_nan_fraction in the spec to allow more"
+MISSINGNESS_MARGIN = 0.05
+"""How much more often a column may be missing than in the champion's training data before the default
+bound blocks (sampling noise on a few thousand rows is about a percent)."""
+
+
+def _with_remedy(
+    result: CheckResult,
+    spec: ProblemSpec,
+    explicit: dict[str, float],
+    observed: dict[str, float],
+    missing_reference: dict[str, float] | None,
+) -> CheckResult:
+    """Name the spec key that changes a failed check; a default NaN bound blocks only on evidence.
+
+    A column without its own bound in the spec is held to the stack's default only where the data shows
+    its missingness is not normal: with a champion, when it is missing more often than in the champion's
+    training data (beyond a small margin); on a first training there is nothing to compare with, so a
+    column beyond the default bound is a warning (XGBoost learns from missingness), not a stop. A column
+    with no value at all is always an error: no data makes an empty feature normal.
+    """
+    if result.passed:
+        return result
+    column = result.column
+    if result.name == "missing values":
+        key = f"validation.max_nan_fraction.{column}"
+        if column in explicit:
+            return replace(result, detail=f"{result.detail}; raise {key} in the spec if this is expected")
+        before = None if missing_reference is None else missing_reference.get(column)
+        now = observed.get(column, 0.0)
+        if now >= 1.0:  # nothing to learn from, and nothing in the data says it should be so
+            return replace(
+                result,
+                detail=f"{result.detail}: the column is empty; leave it out (`exclude: [{column}]`) or set "
+                f"{key}: 1.0 in the spec",
+            )
+        if before is not None and now > before + MISSINGNESS_MARGIN:
+            return replace(
+                result,
+                detail=f"{result.detail}, {before:.1%} in the champion's training data; set {key} in the "
+                "spec if this is expected",
+            )
+        why = (
+            f"as in the champion's training data ({before:.1%})"
+            if before is not None
+            else "no earlier training data to compare with"
+        )
+        return replace(
+            result,
+            severity="warning",
+            detail=f"{result.detail}: above the stack's default bound, not blocking ({why}); set {key} "
+            "in the spec to make a bound binding",
+        )
+    if result.name == "value range":
+        return replace(
+            result, detail=f"{result.detail}; widen validation.ranges.{column} in the spec if expected"
+        )
+    if result.name == "label balance":
+        return replace(
+            result, detail=f"{result.detail}; the stack's data_validator.min_minority_fraction sets the bound"
+        )
+    if result.name == "row count":
+        return replace(result, detail=f"{result.detail}; the stack's data_validator.min_rows sets the bound")
+    return result
+
+
+def _class_checks(labels: pd.Series, spec: ProblemSpec, min_fraction: float) -> list[CheckResult]:
+    """A classification label needs its classes present: two for binary, at least two for multiclass,
+    and (multiclass) every listed class seen at least once, each above the stack's minority bound."""
+    counts = labels.dropna().astype("int64").value_counts().sort_index()
+    present = len(counts)
+    if spec.task == "binary":
+        return [
+            CheckResult(
+                "label classes",
+                spec.label,
+                present == 2,
+                f"{present} class(es) present" + ("" if present == 2 else " (a binary task needs both)"),
+            )
+        ]
+    results = [
+        CheckResult(
+            "label classes",
+            spec.label,
+            present >= 2,
+            f"{present} class(es) present" + ("" if present >= 2 else " (a classifier needs at least 2)"),
+        )
+    ]
+    total = int(counts.sum())
+    rare = {int(k): int(v) for k, v in counts.items() if total and v / total < min_fraction}
+    if rare:
+        results.append(
+            CheckResult(
+                "label balance",
+                spec.label,
+                False,
+                f"class(es) {sorted(rare)} below {min_fraction:.1%} of labelled rows ({rare}); the stack's "
+                "data_validator.min_minority_fraction sets the bound",
+                severity="warning",
+            )
+        )
+    return results
 
 
 def check_join_source(frame: pd.DataFrame, columns: list[str], dataset: str) -> ValidationReport:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from flywheel.contracts.schema import FeatureSchema
 from stacks.components.artifact_store import ArtifactStore
 from stacks.components.data_validator import ProfileAccumulator, WhylogsValidator
 from stacks.components.model_registry import LoadedModel
@@ -69,13 +70,20 @@ def write_part(
     """Write ``output/part-NNNNN.parquet`` for one scored chunk.
 
     Shared by the pandas and the Dask paths, so both leave the same files: ``row`` (the position in the
-    scored snapshot), ``keys`` columns, the prediction and, for a binary model, the decision.
+    scored snapshot), ``keys`` columns, the prediction and, for a binary model, the decision; for a
+    multiclass model the prediction is the predicted class, with a ``probability_<class>`` column each.
     """
     out = pd.DataFrame({"row": np.arange(start, start + len(predictions), dtype="int64")})
     if keys is not None:
         out = pd.concat([out, keys.reset_index(drop=True)], axis=1)
-    out["prediction"] = predictions
     positives = 0
+    if model.task == "multiclass":  # the predicted class, then each class's probability
+        classes = model.schema.classes or []
+        out["prediction"] = model.schema.monitored(predictions)
+        for i, name in enumerate(classes):
+            out[f"probability_{name}"] = predictions[:, i]
+    else:
+        out["prediction"] = predictions
     if model.task == "binary":
         decisions = predictions >= model.threshold
         out["decision"] = decisions
@@ -86,10 +94,14 @@ def write_part(
     return PartWritten(uri, len(predictions), positives)
 
 
-def profile_sample(chunk: pd.DataFrame, predictions: np.ndarray, number: int, rows: int) -> pd.DataFrame:
-    """The chunk's seeded sample of at most ``rows`` rows, with its predictions, as the profile sees it."""
+def profile_sample(
+    chunk: pd.DataFrame, predictions: np.ndarray, number: int, rows: int, schema: FeatureSchema | None = None
+) -> pd.DataFrame:
+    """The chunk's seeded sample of at most ``rows`` rows, with its predictions, as the profile sees it
+    (a multiclass model's predicted class, given its ``schema``)."""
     sample = np.random.default_rng(number).permutation(len(chunk))[:rows]
-    return chunk.iloc[sample].assign(prediction=predictions[sample])
+    picked = predictions[sample]
+    return chunk.iloc[sample].assign(prediction=schema.monitored(picked) if schema is not None else picked)
 
 
 def score_chunks(
@@ -118,7 +130,9 @@ def score_chunks(
     def finish_chunk(number: int, start: int, chunk: pd.DataFrame, predictions: np.ndarray) -> PartWritten:
         chunk_keys = None if keys is None else keys.iloc[start : start + len(chunk)]
         part = write_part(model, store, output, number, start, predictions, chunk_keys)
-        profile.track(profile_sample(chunk, predictions, number, profile_rows))  # one writer: in order
+        profile.track(
+            profile_sample(chunk, predictions, number, profile_rows, model.schema)
+        )  # one writer: in order
         return part
 
     written: list[PartWritten] = []

@@ -72,14 +72,15 @@ def _score_partition(
     assert partition_info is not None, "map_partitions passes partition_info"
     number = int(partition_info["number"])
     raw = part.reset_index(drop=True)
-    encoded = features.encode(features.derive(raw, spec, joined), model.schema)
+    derived = features.derive(raw, spec, joined, model.schema.classes, strict_label=False)
+    encoded = features.encode(derived, model.schema)
     started = time.perf_counter()
     predictions = predict(model, encoded)
     predict_s = time.perf_counter() - started
     keys = raw[keep_columns] if keep_columns else None
     written = write_part(model, store, output, number, offsets[number], predictions, keys)
     profile = ProfileAccumulator()
-    profile.track(profile_sample(encoded, predictions, number, profile_rows))
+    profile.track(profile_sample(encoded, predictions, number, profile_rows, model.schema))
     summary = {
         "number": [number],
         "uri": [written.uri],

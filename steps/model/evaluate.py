@@ -31,6 +31,8 @@ class Evaluation:
 def score(y: np.ndarray, p: np.ndarray, task: str, threshold: float = 0.5) -> dict[str, float]:
     """Every metric the task defines, for a vector of labels and predictions."""
     y = np.asarray(y, dtype="float64")
+    if task == "multiclass":
+        return multiclass_scores(y, np.asarray(p, dtype="float64"))
     if task == "regression":
         return {
             "rmse": float(np.sqrt(skm.mean_squared_error(y, p))),
@@ -49,6 +51,36 @@ def score(y: np.ndarray, p: np.ndarray, task: str, threshold: float = 0.5) -> di
         "predicted_positive_rate": float((p >= threshold).mean()),
         "calibration_error": expected_calibration_error(y, p),
     }
+
+
+def multiclass_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """Log loss, accuracy, macro F1 and one-vs-rest macro ROC AUC for class indices and class probabilities.
+
+    The ROC AUC averages the classes that have both positives and negatives in ``y`` (a slice of one
+    airport may lack a class); NaN when none does. F1 averages the classes present in labels or
+    predictions, so a class absent from a slice does not count as a zero.
+    """
+    nan = float("nan")
+    if len(y) == 0:
+        return {m: nan for m in ("log_loss", "accuracy", "f1_macro", "roc_auc_ovr")}
+    k = p.shape[1]
+    codes = y.astype("int64")
+    predicted = p.argmax(axis=1)
+    aucs = [
+        skm.roc_auc_score(codes == c, p[:, c]) for c in range(k) if 0 < int((codes == c).sum()) < len(codes)
+    ]
+    return {
+        "log_loss": float(skm.log_loss(codes, _normalised(p), labels=list(range(k)))),
+        "accuracy": float((predicted == codes).mean()),
+        "f1_macro": float(skm.f1_score(codes, predicted, average="macro", zero_division=0)),
+        "roc_auc_ovr": float(np.mean(aucs)) if aucs else nan,
+    }
+
+
+def _normalised(p: np.ndarray) -> np.ndarray:
+    """Rows clipped away from 0 and scaled to sum to one (float32 softmax rows miss by ~1e-7)."""
+    clipped = np.clip(p, 1e-7, 1)
+    return clipped / clipped.sum(axis=1, keepdims=True)
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
@@ -93,7 +125,12 @@ def evaluate(
         predictions=p,
     )
     result.metrics["test_rows"] = float(len(y))
-    result.figures = _binary_figures(y, p) if spec.task == "binary" else _regression_figures(y, p)
+    if spec.task == "binary":
+        result.figures = _binary_figures(y, p)
+    elif spec.task == "multiclass":
+        result.figures = _multiclass_figures(y, p, test.schema.classes or [])
+    else:
+        result.figures = _regression_figures(y, p)
     if not result.slices.empty:
         result.figures["slices"] = _slice_figure(result.slices, spec)
     return result
@@ -128,6 +165,30 @@ def _binary_figures(y: np.ndarray, p: np.ndarray) -> dict[str, Figure]:
     return figures
 
 
+def _multiclass_figures(y: np.ndarray, p: np.ndarray, classes: list[str]) -> dict[str, Figure]:
+    """The confusion matrix, each row normalised to the true class's rows (what a reader compares)."""
+    k = p.shape[1]
+    names = classes if len(classes) == k else [str(i) for i in range(k)]
+    matrix = skm.confusion_matrix(
+        y.astype("int64"), p.argmax(axis=1), labels=list(range(k)), normalize="true"
+    )
+    size = min(12.0, 2.5 + 0.45 * k)
+    fig, ax = plt.subplots(figsize=(size, size))
+    image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(k), names, fontsize=7)
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=6)
+    ax.set(
+        xlabel="predicted class", ylabel="true class", title="Confusion matrix (test period, by true class)"
+    )
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return {"confusion_matrix": fig}
+
+
 def _regression_figures(y: np.ndarray, p: np.ndarray) -> dict[str, Figure]:
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.scatter(y, p, s=3, alpha=0.3)
@@ -152,7 +213,7 @@ def _slice_figure(slices: pd.DataFrame, spec: ProblemSpec) -> Figure:
         ax.set_title(f"{spec.metric} by {name}")
         ax.tick_params(axis="x", labelrotation=45, labelsize=7)
         finite = part[spec.metric].dropna()
-        if spec.metric in ("roc_auc", "pr_auc") and not finite.empty:
+        if spec.metric in ("roc_auc", "pr_auc", "roc_auc_ovr", "accuracy", "f1_macro") and not finite.empty:
             ax.set_ylim(max(0.0, float(finite.min()) - 0.05), min(1.0, float(finite.max()) + 0.05))
     fig.tight_layout()
     return fig

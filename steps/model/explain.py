@@ -27,17 +27,39 @@ class Explanation:
     figure: Figure | None = field(default=None, repr=False)
 
 
-def contributions(booster: xgb.Booster, frame: pd.DataFrame) -> pd.DataFrame:
-    """Per-row SHAP values in margin (log-odds) units, one column per feature plus the bias."""
+def raw_contributions(booster: xgb.Booster, frame: pd.DataFrame) -> np.ndarray:
+    """XGBoost's SHAP values: (rows, features + bias), or (rows, classes, features + bias) for multiclass."""
     dmatrix = xgb.DMatrix(frame, enable_categorical=True)
-    values = booster.predict(dmatrix, pred_contribs=True, validate_features=False)
+    return np.asarray(booster.predict(dmatrix, pred_contribs=True, validate_features=False))
+
+
+def contributions(booster: xgb.Booster, frame: pd.DataFrame) -> pd.DataFrame:
+    """Per-row SHAP values in margin (log-odds) units, one column per feature plus the bias.
+
+    For a multiclass model, each row's contributions towards the class it predicts (the margins of
+    ``multi:softprob`` are per class; the serving endpoint returns every class's).
+    """
+    return _frame(raw_contributions(booster, frame), frame)
+
+
+def _frame(values: np.ndarray, frame: pd.DataFrame) -> pd.DataFrame:
+    if values.ndim == 3:
+        predicted = values.sum(axis=2).argmax(axis=1)  # the largest margin is the predicted class
+        values = values[np.arange(len(values)), predicted]
     return pd.DataFrame(values, columns=[*frame.columns, BIAS], index=frame.index)
 
 
 def explain(booster: xgb.Booster, frame: pd.DataFrame, sample: int = 2000, seed: int = 0) -> Explanation:
+    """Global importance: mean |contribution| per feature (summed over classes for multiclass)."""
     rows = frame.sample(n=min(sample, len(frame)), random_state=seed) if len(frame) > sample else frame
-    contrib = contributions(booster, rows)
-    importance = contrib.drop(columns=[BIAS]).abs().mean().sort_values(ascending=False)
+    values = raw_contributions(booster, rows)
+    if values.ndim == 3:
+        per_feature = np.abs(values[:, :, :-1]).sum(axis=1).mean(axis=0)
+        importance = pd.Series(per_feature, index=rows.columns).sort_values(ascending=False)
+    else:
+        importance = pd.Series(np.abs(values[:, :-1]).mean(axis=0), index=rows.columns)
+        importance = importance.sort_values(ascending=False)
+    contrib = _frame(values, rows)
     return Explanation(importance=importance, contributions=contrib, figure=_importance_figure(importance))
 
 

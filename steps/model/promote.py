@@ -20,7 +20,7 @@ from mlflow.exceptions import MlflowException
 from stacks.components.model_registry import CHALLENGER, CHAMPION
 from steps.data.features import Dataset
 from steps.model.evaluate import score, slice_metrics
-from steps.model.register import TAG
+from steps.model.register import TAG, load_feature_schema
 from steps.model.xgb import predict
 from steps.problem import ProblemSpec
 
@@ -126,16 +126,37 @@ def decide(
 
 
 def champion_predictions(model_name: str, champion: Any, test: Dataset) -> np.ndarray | None:
-    """The champion's predictions on the candidate's test rows, or None if it cannot read them."""
+    """The champion's predictions on the candidate's test rows, or None if it cannot read them.
+
+    A classifier's outputs are put in the candidate's class order (a class the champion never knew gets
+    probability 0), so both are judged on the same labels even when the classes changed.
+    """
     try:
         booster = mlflow.xgboost.load_model(f"models:/{model_name}/{champion.version}")
         names = list(booster.feature_names or [])
         if names != list(test.X.columns):
             return None
-        return predict(booster, test.X)
+        p = predict(booster, test.X)
+        if test.schema.task != "multiclass":
+            return p
+        theirs = load_feature_schema(champion.run_id).classes or []
+        return aligned(p, theirs, test.schema.classes or [])
     except (MlflowException, ValueError, KeyError, OSError) as exc:
         log.warning("champion v%s could not be scored: %s", champion.version, exc)
         return None
+
+
+def aligned(p: np.ndarray, classes: list[str], order: list[str]) -> np.ndarray:
+    """Class probabilities ``p`` (columns in ``classes`` order) rearranged into ``order``."""
+    if classes == order:
+        return p
+    if p.ndim != 2 or p.shape[1] != len(classes):
+        raise ValueError(f"{p.shape} predictions for {len(classes)} classes")
+    out = np.zeros((p.shape[0], len(order)))
+    for j, name in enumerate(order):
+        if name in classes:
+            out[:, j] = p[:, classes.index(name)]
+    return out
 
 
 def promote(

@@ -6,12 +6,16 @@ with the data this very version learned from, predictions included.
 
 from __future__ import annotations
 
+import logging
+
 import xgboost as xgb
 
 from stacks.components.artifact_store import ArtifactStore
 from stacks.components.data_validator import WhylogsValidator
 from steps.data.features import Dataset
 from steps.model.xgb import predict
+
+log = logging.getLogger(__name__)
 
 
 def training_profile(
@@ -24,10 +28,11 @@ def training_profile(
     """
     frame = train.frame[[*train.schema.names, train.schema.label]].copy()
     if held_out is None:
-        frame["prediction"] = predict(booster, train.X)
+        frame["prediction"] = train.schema.monitored(predict(booster, train.X))
         return validator.to_bytes(validator.profile(frame))
     features = validator.profile(frame)
-    predictions = validator.profile(held_out.frame[[]].assign(prediction=predict(booster, held_out.X)))
+    held_out_p = held_out.schema.monitored(predict(booster, held_out.X))
+    predictions = validator.profile(held_out.frame[[]].assign(prediction=held_out_p))
     return validator.to_bytes(features.merge(predictions))
 
 
@@ -37,3 +42,22 @@ def reference_path(model_name: str, version: str) -> str:
 
 def store_reference(store: ArtifactStore, model_name: str, version: str, profile: bytes) -> str:
     return store.write_bytes(reference_path(model_name, version), profile)
+
+
+def champion_missing_fractions(
+    store: ArtifactStore, validator: WhylogsValidator, model_name: str
+) -> dict[str, float] | None:
+    """Each column's missing fraction in the current champion's training data; None without a champion
+    (or when its profile cannot be read: validation then treats the data as a first training's)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from stacks.components.model_registry import CHAMPION
+
+    try:
+        version = MlflowClient().get_model_version_by_alias(model_name, CHAMPION).version
+        view = validator.from_bytes(store.read_bytes(reference_path(model_name, str(version))))
+    except (MlflowException, OSError, ValueError) as exc:
+        log.info("no champion training profile of %s to compare missing values with: %s", model_name, exc)
+        return None
+    return validator.missing_fractions(view)

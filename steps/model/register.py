@@ -20,7 +20,7 @@ import xgboost as xgb
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
 
-from steps.data.features import FeatureSchema
+from flywheel.contracts.schema import FeatureSchema
 
 TAG = "flywheel"
 
@@ -43,7 +43,10 @@ def signature(schema: FeatureSchema) -> Any:
             for c in schema.columns
         ]
     )
-    outputs = Schema([ColSpec("double", "prediction")])
+    if schema.task == "multiclass":  # multi:softprob: one probability per class, in the schema's order
+        outputs = Schema([ColSpec("double", f"probability_{c}") for c in schema.classes or []])
+    else:
+        outputs = Schema([ColSpec("double", "prediction")])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
@@ -78,8 +81,12 @@ def register(
     training_profile: bytes,
     lineage: dict[str, str],
     threshold: float,
+    warnings: list[str] | None = None,
 ) -> RegisteredModel:
-    """Log the booster into ``run_id`` and register it under ``model_name``; returns the new version."""
+    """Log the booster into ``run_id`` and register it under ``model_name``; returns the new version.
+
+    ``warnings`` (a threshold that never fires ...) are kept on the version, where a reviewer looks.
+    """
     client = MlflowClient()
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "feature_schema.json").write_text(json.dumps(schema.to_dict(), indent=2))
@@ -113,6 +120,8 @@ def register(
         f"{TAG}.threshold": str(threshold),
         f"{TAG}.run_id": run_id,
     }
+    if warnings:
+        extra[f"{TAG}.warnings"] = "\n".join(warnings)[:5000]
     for key, value in extra.items():
         client.set_model_version_tag(model_name, version.version, key, value)
     return RegisteredModel(

@@ -17,7 +17,7 @@ import pandas as pd
 import xgboost as xgb
 
 from steps.data.features import Dataset
-from steps.model.xgb import EVAL_METRIC, base_params, best_rounds, matrix
+from steps.model.xgb import base_params, best_rounds, eval_lower_is_better, eval_metric, matrix
 from steps.problem import ProblemSpec
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def make_objective(
     dfit: xgb.DMatrix, dvalid: xgb.DMatrix, spec: ProblemSpec, fixed: dict[str, Any], pruning: bool
 ) -> Callable[[optuna.Trial], float]:
     """One trial: a booster with early stopping on the validation period, pruned by XGBoost's callback."""
-    metric = EVAL_METRIC[spec.metric]
+    metric = eval_metric(spec)
 
     def objective(trial: optuna.Trial) -> float:
         params = {**fixed, **search_space(trial, spec)}
@@ -144,8 +144,8 @@ def tune(
     """
     n_trials = n_trials if n_trials is not None else spec.tuning.n_trials
     timeout_s = timeout_s if timeout_s is not None else spec.tuning.timeout_s
-    direction: Literal["minimize", "maximize"] = "minimize" if spec.lower_is_better else "maximize"
-    metric = EVAL_METRIC[spec.metric]
+    metric = eval_metric(spec)
+    direction: Literal["minimize", "maximize"] = "minimize" if eval_lower_is_better(metric) else "maximize"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.perf_counter()
     done = 0
@@ -165,7 +165,10 @@ def tune(
             time.perf_counter() - started,
         )
 
-    fixed = base_params(spec, n_jobs=n_jobs, device=device, seed=seed)
+    classes = fit.schema.classes
+    fixed = base_params(
+        spec, n_jobs=n_jobs, device=device, seed=seed, num_class=len(classes) if classes else None
+    )
     if client is not None:
         from steps.model import tune_dask
 

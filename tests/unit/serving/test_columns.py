@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from starlette.responses import Response
 
+from flywheel.contracts.schema import FeatureColumn, FeatureSchema
 from serving.batch_checks import check_columns, check_records
 from serving.columns import BatchReader
 from serving.encoding import RowEncoder
 from serving.schemas import FLOAT32_MAX, batch_model, column_adapters, columns_model, record_model
-from stacks.components.model_registry import FeatureColumn, FeatureSchema
 
 SCHEMA = FeatureSchema(
     columns=[

@@ -142,3 +142,85 @@ def test_a_feature_the_target_reads_is_rejected(flights_sample: pd.DataFrame, we
     leaky = SPEC.model_copy(update={"features": [*SPEC.features, "arr_delay"]})  # type: ignore[misc]
     with pytest.raises(FeatureError, match="leak"):
         build_dataset(flights_sample, leaky, {"weather": weather})
+
+
+def _spec(task: str, **target: object) -> ProblemSpec:
+    return ProblemSpec.model_validate(
+        {
+            "name": "own",
+            "model_name": "own",
+            "source": "own.csv",
+            "task": task,
+            "target": {"column": "y", **target},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "target", "classes", "expected"),
+    [
+        (["good", "bad", None, "bad"], {"positive": "bad"}, ["good", "bad"], [0.0, 1.0, None, 1.0]),
+        (["yes", "no", "yes", "no"], {"positive": "yes"}, ["no", "yes"], [1.0, 0.0, 1.0, 0.0]),
+        ([True, False, None, True], {}, ["false", "true"], [1.0, 0.0, None, 1.0]),
+        (["True", "False", "true", "FALSE"], {}, ["false", "true"], [1.0, 0.0, 1.0, 0.0]),
+        ([0, 1, 1, 0], {}, ["0", "1"], [0.0, 1.0, 1.0, 0.0]),
+        (["1", "0", "1.0", None], {}, ["0", "1"], [1.0, 0.0, 1.0, None]),
+        ([2, 7, 7, 2], {"positive": 7}, ["2", "7"], [0.0, 1.0, 1.0, 0.0]),
+    ],
+)
+def test_binary_labels_of_any_two_values(
+    values: list[object], target: dict[str, object], classes: list[str], expected: list[float | None]
+) -> None:
+    from steps.data.features import label_classes
+
+    spec = _spec("binary", **target)
+    frame = pd.DataFrame({"y": values, "x": range(len(values))})
+    assert label_classes(frame, spec) == classes
+    got = make_label(frame, spec).tolist()
+    assert [None if np.isnan(v) else v for v in got] == expected
+
+
+def test_binary_label_errors_name_the_values_and_the_key() -> None:
+    frame = pd.DataFrame({"y": ["good", "bad", "good"]})
+    with pytest.raises(FeatureError, match=r"holds \['bad', 'good'\].*set target.positive"):
+        make_label(frame, _spec("binary"))
+    with pytest.raises(FeatureError, match=r"target.positive 'fine' is not a value.*\['bad', 'good'\]"):
+        make_label(frame, _spec("binary", positive="fine"))
+    with pytest.raises(FeatureError, match="use task: multiclass"):
+        make_label(pd.DataFrame({"y": ["a", "b", "c"]}), _spec("binary", positive="a"))
+
+
+def test_multiclass_labels_are_class_indices_in_one_order() -> None:
+    from steps.data.features import label_classes
+
+    frame = pd.DataFrame({"y": ["setosa", "virginica", None, "versicolor", "setosa"]})
+    spec = _spec("multiclass")
+    assert label_classes(frame, spec) == ["setosa", "versicolor", "virginica"]
+    got = make_label(frame, spec).tolist()
+    assert got[:2] == [0.0, 2.0] and np.isnan(got[2]) and got[3:] == [1.0, 0.0]
+    # a later frame with only some classes keeps the model's order when given it
+    later = pd.DataFrame({"y": ["virginica", "versicolor"]})
+    assert make_label(later, spec, ["setosa", "versicolor", "virginica"]).tolist() == [2.0, 1.0]
+    numbers = pd.DataFrame({"y": [10, 2, 2, 33]})
+    assert label_classes(numbers, spec) == ["2", "10", "33"]  # numeric order, not text order
+    listed = _spec("multiclass", classes=["c", "b", "a"])
+    assert make_label(pd.DataFrame({"y": ["a", "c"]}), listed).tolist() == [2.0, 0.0]
+
+
+def test_a_regression_label_of_text_says_so() -> None:
+    spec = _spec("regression")
+    with pytest.raises(FeatureError, match=r"holds text such as \['cheap'\]"):
+        make_label(pd.DataFrame({"y": ["1.5", "cheap", None]}), spec)
+    assert make_label(pd.DataFrame({"y": ["1.5", "2"]}), spec).tolist() == [1.5, 2.0]
+
+
+def test_yaml_yes_is_text_in_a_spec(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from steps.problem import load_spec as load
+
+    path = Path(str(tmp_path)) / "churn.yaml"
+    path.write_text(
+        "name: churn\nmodel_name: churn\nsource: a.csv\ntask: binary\ntarget: {column: y, positive: yes}\n"
+    )
+    assert load(path).target.positive == "yes"

@@ -80,4 +80,19 @@ def test_f1_threshold_beats_one_half_on_imbalanced_data(parts: Splits) -> None:
     assert 0.3 <= f1_threshold(y, p) <= 0.35  # 0.5 would call nothing positive
     params = {"objective": "binary:logistic", "tree_method": "hist", "max_depth": 3, "max_cat_to_onehot": 1}
     chosen = choose_threshold(SPEC, parts.fit, parts.valid, params, 20)
-    assert SPEC.threshold == "f1" and 0.05 < chosen < 0.5
+    assert SPEC.threshold == "f1" and 0.05 < chosen.value < 0.5 and chosen.warning is None
+    assert chosen.predicted_positive_rate is not None and 0 < chosen.predicted_positive_rate < 1
+
+
+def test_a_threshold_that_never_says_positive_is_reported_with_the_remedy(parts: Splits) -> None:
+    from steps.model.threshold import choose_threshold, never_warning
+
+    fixed = SPEC.model_copy(update={"threshold": 0.97})
+    params = {"objective": "binary:logistic", "tree_method": "hist", "max_depth": 3, "max_cat_to_onehot": 1}
+    chosen = choose_threshold(fixed, parts.fit, parts.valid, params, 20)
+    assert chosen.value == 0.97 and chosen.predicted_positive_rate == 0.0
+    assert chosen.warning is not None and "no positive decision" in chosen.warning
+    assert "threshold: f1" in chosen.warning
+    y = np.array([0.0] * 95 + [1.0] * 5)
+    assert never_warning(fixed, y, np.full(100, 0.99), 0.5) is not None  # always positive: reported too
+    assert never_warning(fixed, y, np.linspace(0, 1, 100), 0.5) is None

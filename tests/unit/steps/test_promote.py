@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from steps.data.features import Dataset, FeatureColumn, FeatureSchema
+from flywheel.contracts.schema import FeatureColumn, FeatureSchema
+from steps.data.features import Dataset
 from steps.model.promote import decide
 from steps.problem import load_spec
 
@@ -69,3 +70,50 @@ def test_incompatible_champion_is_replaced() -> None:
     test, y = make_test()
     d = decide(SPEC, noisy(y, 0.3), None, test, "3", "2")
     assert d.promoted and "cannot score" in d.reason
+
+
+def _multiclass_test(n: int = 3000) -> tuple[Dataset, np.ndarray]:
+    y = RNG.integers(0, 3, n)
+    carrier = np.where(np.arange(n) < n // 2, "AA", "UA")
+    frame = pd.DataFrame({"kind": y, "carrier": carrier})
+    schema = FeatureSchema(
+        [FeatureColumn("carrier", "categorical", ["AA", "UA"])], "kind", "multiclass", ["a", "b", "c"]
+    )
+    return Dataset(frame, schema), y
+
+
+def _probabilities(y: np.ndarray, skill: float) -> np.ndarray:
+    p = RNG.dirichlet(np.ones(3), len(y)) * (1 - skill)
+    p[np.arange(len(y)), y] += skill
+    return p
+
+
+def test_multiclass_gate_on_log_loss_and_slices() -> None:
+    spec = load_spec("flights").model_copy(
+        update={"task": "multiclass", "metric": "log_loss", "slices": ["carrier"]}
+    )
+    test, y = _multiclass_test()
+    better = decide(spec, _probabilities(y, 0.6), _probabilities(y, 0.3), test, "2", "1")
+    assert better.promoted and better.candidate_metric < better.champion_metric  # type: ignore[operator]
+    worse = decide(spec, _probabilities(y, 0.2), _probabilities(y, 0.6), test, "2", "1")
+    assert not worse.promoted and "log_loss" in worse.reason
+
+
+def test_champion_probabilities_follow_the_candidates_classes() -> None:
+    from steps.model.promote import aligned
+
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    out = aligned(p, ["a", "b", "c"], ["c", "a", "b", "d"])  # reordered, and a class the champion lacks
+    assert out.tolist() == [[0.1, 0.7, 0.2, 0.0], [0.8, 0.1, 0.1, 0.0]]
+    assert aligned(p, ["a", "b", "c"], ["a", "b", "c"]) is p
+
+
+def test_multiclass_scores() -> None:
+    from steps.model.evaluate import score
+
+    y = np.array([0, 1, 2, 2, 1, 0], dtype=float)
+    perfect = np.eye(3)[y.astype(int)] * 0.97 + 0.01
+    m = score(y, perfect, "multiclass")
+    assert m["accuracy"] == 1.0 and m["f1_macro"] == 1.0 and m["roc_auc_ovr"] == 1.0 and m["log_loss"] < 0.05
+    one_class = score(np.array([1.0, 1.0]), perfect[:2], "multiclass")  # a slice with one class: no AUC
+    assert np.isnan(one_class["roc_auc_ovr"]) and one_class["accuracy"] == 0.5
