@@ -6,6 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.synced
+PROBLEM ?= flights
 export WHYLOGS_NO_ANALYTICS := True
 export PREFECT_CLI_PROMPT := false
 export MPLBACKEND := Agg
@@ -24,8 +25,8 @@ $(STAMP): uv.lock pyproject.toml
 
 install: $(STAMP)  ## create .venv from uv.lock
 
-run: $(STAMP)  ## train, evaluate, register and promote on the local stack (full data, default trials)
-	$(BIN)/flywheel run training $(ARGS)
+run: $(STAMP)  ## train, evaluate, register and promote on the local stack (PROBLEM=flights by default)
+	$(BIN)/flywheel run training --problem $(PROBLEM) $(ARGS)
 
 test: $(STAMP)  ## all tests (unit, integration, slow and e2e)
 	$(BIN)/pytest $(PYTEST_ARGS)

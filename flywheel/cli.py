@@ -75,9 +75,9 @@ def run_training(
     reason: str = "manual",
 ) -> None:
     """Ingest, validate, tune, train, evaluate, explain, register and (if it passes the gate) promote."""
+    problem = _problem(problem)
     from flows.runtime import task_runner
 
-    problem = _problem(problem)
     chosen = _prepared(stack)
     from flows.training import training
     from steps.data.sources import SourceError

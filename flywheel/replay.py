@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from steps.problem import ProblemSpec, load_spec
+from steps.problem import ProblemSpec, TimeSpec, load_spec
 
 __all__ = [
     "ReplayError",
@@ -49,16 +49,20 @@ class ReplayResult:
     seconds: float = 0.0
 
 
-def _event_times(frame: pd.DataFrame, spec: ProblemSpec) -> pd.Series:
-    from steps.data.features import FeatureError, event_time
-
+def _needs_time(spec: ProblemSpec) -> TimeSpec:
     if spec.time is None:
         raise ReplayError(
             f"problem {spec.name!r} has no time column (its test set is a seeded random sample, so no rows "
             "are later than its training data): pass --source FILE_OR_URI with rows to replay"
         )
+    return spec.time
+
+
+def _event_times(frame: pd.DataFrame, spec: ProblemSpec) -> pd.Series:
+    from steps.data.features import FeatureError, event_time
+
     try:
-        return event_time(frame, spec.time)
+        return event_time(frame, _needs_time(spec))
     except FeatureError as exc:
         raise ReplayError(f"problem {spec.name!r}: {exc}") from exc
 
@@ -102,8 +106,7 @@ def rows_between(frame: pd.DataFrame, spec: ProblemSpec, start: str | None, end:
     """The rows whose event time falls from the start of ``start`` to the end of ``end`` (each a year, a
     month or a day, e.g. ``2013-10``), in the spec's time zone when it names one; either may be open."""
     times = _event_times(frame, spec)
-    assert spec.time is not None
-    tz = spec.time.timezone
+    tz = _needs_time(spec).timezone
     local = times.dt.tz_convert(tz) if tz else times
     if start and end and _bound(start, tz, end=False) > _bound(end, tz, end=True):
         raise ReplayError(f"--from {start} is after --to {end}")
@@ -126,6 +129,8 @@ def select_rows(
     training period, narrowed to ``start``..``end`` when either is given."""
     from steps.data.sources import read_source
 
+    if source is None:
+        _needs_time(spec)  # before reading a whole data set only to say so
     frame = read_source(source or spec.source, storage_options)
     if start or end:
         rows = rows_between(frame, spec, start, end)

@@ -144,7 +144,7 @@ EOF
 step "Prefect Secret blocks s3-access-key, s3-secret-key, optuna-db-url saved"
 if [ "${FLYWHEEL_STAGING_DEPLOY:-1}" = 1 ]; then
   "$BIN/prefect" --no-prompt deploy --all > "$LOGS/deploy.log" 2>&1 || { cat "$LOGS/deploy.log"; exit 1; }
-  step "deployed training, monitoring, batch-inference, service (see $LOGS/deploy.log)"
+  step "deployed training/P, monitoring/P, batch-inference/P, deployment/P per problem P (see $LOGS/deploy.log)"
 fi
 start worker "$BIN/prefect" worker start --pool staging-process --type process
 "$BIN/flywheel" stack check staging

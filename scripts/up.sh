@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make up`: the local stack for scheduled use. A Prefect server on SQLite under .flywheel/, the stack's
-# work pool and variables, the deployments of prefect.yaml, a process worker, and the prediction service
-# (through the `service` deployment, when a champion exists). `make down` stops them all.
+# work pool and variables, the deployments of prefect.yaml (four per problem), a process worker, and the
+# prediction service of each problem that has a champion (its `deployment/PROBLEM` deployment). `make down`
+# stops them all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HOME_DIR="${FLYWHEEL_HOME:-$PWD/.flywheel}"
@@ -28,17 +29,22 @@ for _ in $(seq 1 120); do curl -sf "$PREFECT_API_URL/health" > /dev/null && brea
 curl -sf "$PREFECT_API_URL/health" > /dev/null || { echo "Prefect server did not start: see $LOGS/prefect-server.log"; exit 1; }
 "$BIN/flywheel" stack provision local
 "$BIN/prefect" --no-prompt deploy --all > "$LOGS/deploy.log" 2>&1 || { cat "$LOGS/deploy.log"; exit 1; }
-echo "deployed: training, monitoring, batch-inference, service (see $LOGS/deploy.log)"
+PROBLEMS=$(cd flows/problems && ls -- *.yaml | sed 's/\.yaml$//' | tr '\n' ' ')
+echo "deployed training/P, monitoring/P, batch-inference/P, deployment/P for P in: $PROBLEMS(see $LOGS/deploy.log)"
 start worker "$BIN/prefect" worker start --pool flywheel-local --type process
-if "$BIN/python" -c "
+# the problems whose model has a champion: their service deployment runs now, the others' on promotion
+CHAMPIONS=$("$BIN/python" -c "
+from flywheel.deployments import load_problem_specs
 from stacks.components.tracking import configure_mlflow
 from stacks.loader import load_stack
 from stacks.components.model_registry import alias_version
 configure_mlflow(load_stack('local'))
-raise SystemExit(0 if alias_version('flight-delay') else 1)" 2>/dev/null; then
-  "$BIN/prefect" deployment run deployment/service > /dev/null && echo "service deployment run requested"
-else
-  echo "no champion yet: run 'make run' first; the service deploys itself when training promotes one"
+print(' '.join(s.name for s in load_problem_specs() if alias_version(s.model_name)))" 2>/dev/null || true)
+for problem in $CHAMPIONS; do
+  "$BIN/prefect" deployment run "deployment/$problem" > /dev/null && echo "service deployment run requested: deployment/$problem"
+done
+if [ -z "$CHAMPIONS" ]; then
+  echo "no champion yet: run 'make run' first; a problem's service deploys itself when training promotes one"
 fi
 cat <<MSG
 

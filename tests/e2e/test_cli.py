@@ -46,7 +46,9 @@ def test_help_does_not_import_heavy_libraries() -> None:
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_run_training_then_lineage(tmp_path: Path) -> None:
-    trained = run(["run", "training", "--sample-rows", "8000", "--trials", "2"], tmp_path)
+    trained = run(
+        ["run", "training", "--problem", "flights", "--sample-rows", "8000", "--trials", "2"], tmp_path
+    )
     assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
     assert "promoted to champion (no champion yet)" in trained.stdout
     assert "Champion: flight-delay@champion = v1" in trained.stdout
@@ -63,7 +65,7 @@ def test_run_training_then_lineage(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_bad_stack_name_fails_cleanly(tmp_path: Path) -> None:
-    result = run(["run", "training", "--stack", "nonexistent"], tmp_path, timeout=120)
+    result = run(["run", "training", "--problem", "flights", "--stack", "nonexistent"], tmp_path, timeout=120)
     assert result.returncode == 1
     assert "nonexistent" in (result.stdout + result.stderr)
     assert "Traceback" not in result.stderr

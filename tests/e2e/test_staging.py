@@ -170,7 +170,7 @@ def test_same_flows_on_staging_keep_everything_in_postgres_and_s3(staging: Stagi
         str(BIN / "prefect"),
         "deployment",
         "run",
-        "training/training",
+        "training/flights",
         "--param",
         "n_trials=3",
         "--param",
@@ -190,12 +190,16 @@ def test_same_flows_on_staging_keep_everything_in_postgres_and_s3(staging: Stagi
     assert info["snapshot"].startswith(f"s3://{BUCKET}/artifacts/snapshots/"), info
     t(f"service up: {deployed.stdout.strip().splitlines()[-3]}")
 
-    scored = staging.flywheel("run", "inference", "--stack", "staging", "--sample-rows", "20000")
+    scored = staging.flywheel(
+        "run", "inference", "--stack", "staging", "--problem", "flights", "--sample-rows", "20000"
+    )
     assert f"s3://{BUCKET}/artifacts/inference/flight-delay/v1/" in scored.stdout, scored.stdout
     t("batch scored into S3")
 
     replayed = staging.flywheel(
         "replay",
+        "--problem",
+        "flights",
         "--url",
         service,
         "--rate",
@@ -209,7 +213,9 @@ def test_same_flows_on_staging_keep_everything_in_postgres_and_s3(staging: Stagi
     )
     assert ", 0 failed," in replayed.stdout, replayed.stdout
     time.sleep(7)  # the last 5 s profile window closes and is written
-    monitored = staging.flywheel("run", "monitoring", "--stack", "staging", "--no-event")
+    monitored = staging.flywheel(
+        "run", "monitoring", "--stack", "staging", "--problem", "flights", "--no-event"
+    )
     assert f"report: s3://{BUCKET}/artifacts/monitoring/" in monitored.stdout, monitored.stdout
     t("traffic profiled and monitored")
 
@@ -230,9 +236,10 @@ def test_same_flows_on_staging_keep_everything_in_postgres_and_s3(staging: Stagi
     assert trials >= 3, trials
     runs = staging.sql(
         "prefect",
-        "SELECT d.name, fr.state_type FROM flow_run fr JOIN deployment d ON fr.deployment_id = d.id",
+        "SELECT f.name || '/' || d.name, fr.state_type FROM flow_run fr "
+        "JOIN deployment d ON fr.deployment_id = d.id JOIN flow f ON d.flow_id = f.id",
     )
-    assert ("training", "COMPLETED") in runs, runs
+    assert ("training/flights", "COMPLETED") in runs, runs
     monitoring_runs = staging.sql(
         "mlflow",
         "SELECT count(*) FROM runs r JOIN experiments e ON r.experiment_id = e.experiment_id "
@@ -308,7 +315,17 @@ def test_local_stack_needs_no_clean_up_after_staging(staging: Staging) -> None:
     env = {k: v for k, v in staging.env.items() if not k.startswith("PREFECT_")}
     env["FLYWHEEL_STACK"] = "local"
     done = subprocess.run(
-        [str(BIN / "flywheel"), "run", "training", "--trials", "1", "--sample-rows", "5000"],
+        [
+            str(BIN / "flywheel"),
+            "run",
+            "training",
+            "--problem",
+            "flights",
+            "--trials",
+            "1",
+            "--sample-rows",
+            "5000",
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -1,0 +1,174 @@
+"""prefect.yaml is generated from the problem specs: the committed file is what the generator writes, and
+each problem gets its own deployments, schedules and triggers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from flywheel.cli import app
+from flywheel.deployments import (
+    DRIFT_EVENT,
+    PROMOTED_EVENT,
+    deployment_name,
+    load_problem_specs,
+    model_resource_id,
+    render,
+)
+from flywheel.deployments_cli import PREFECT_YAML, generated_prefect_yaml
+from steps.problem import SpecError
+
+runner = CliRunner()
+
+SPEC = """\
+name: {name}
+model_name: {model}
+source: data.csv
+task: regression
+target: {{column: y}}
+{extra}"""
+
+
+def write_specs(folder: Path, *specs: tuple[str, str, str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, model, extra in specs:
+        (folder / f"{name}.yaml").write_text(SPEC.format(name=name, model=model, extra=extra))
+    return folder
+
+
+def by_flow(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``FLOW/NAME`` -> deployment; the flow is read from the entrypoint, as Prefect does."""
+    out = {}
+    for d in document["deployments"]:
+        flow = d["entrypoint"].split(":")[1]
+        out[f"{'batch-inference' if flow == 'inference' else flow}/{d['name']}"] = d
+    return out
+
+
+def test_the_committed_prefect_yaml_is_what_the_generator_writes() -> None:
+    assert PREFECT_YAML.read_text(encoding="utf-8") == generated_prefect_yaml(), (
+        "prefect.yaml is stale: run `flywheel deployments write`"
+    )
+    result = runner.invoke(app, ["deployments", "write", "--check"])
+    assert result.exit_code == 0, result.output
+
+
+def test_check_fails_with_a_diff_on_a_stale_file(tmp_path: Path) -> None:
+    stale = tmp_path / "prefect.yaml"
+    stale.write_text(PREFECT_YAML.read_text().replace("problem: flights", "problem: planes", 1))
+    result = runner.invoke(app, ["deployments", "write", "--check", "--path", str(stale)])
+    assert result.exit_code == 1
+    assert "-      problem: planes" in result.output and "+      problem: flights" in result.output
+    assert "is stale: run `flywheel deployments write`" in result.output
+    written = runner.invoke(app, ["deployments", "write", "--path", str(stale)])
+    assert written.exit_code == 0, written.output
+    assert stale.read_text() == generated_prefect_yaml()
+
+
+def test_two_specs_give_two_sets_of_deployments_with_distinct_triggers(tmp_path: Path) -> None:
+    folder = write_specs(
+        tmp_path,
+        ("churn", "churn-model", "schedules: {training: '0 4 * * *', monitoring: 600}\n"),
+        ("prices", "price-model", "schedules: {training: null, monitoring: null, inference: null}\n"),
+    )
+    document = yaml.safe_load(render(load_problem_specs(folder), "3.8.8"))
+    deployments = by_flow(document)
+    flows = ("training", "monitoring", "batch-inference", "deployment")
+    assert set(deployments) == {deployment_name(f, p) for f in flows for p in ("churn", "prices")}
+    for problem in ("churn", "prices"):
+        for flow in flows[:3]:
+            assert deployments[f"{flow}/{problem}"]["parameters"]["problem"] == problem
+    assert deployments["deployment/churn"]["parameters"]["model_name"] == "churn-model"
+    assert deployments["deployment/prices"]["parameters"]["model_name"] == "price-model"
+
+    triggers = {
+        (name, t["match"]["prefect.resource.id"], tuple(t["expect"]), t["name"])
+        for name, d in deployments.items()
+        for t in d.get("triggers", [])
+    }
+    assert triggers == {
+        ("training/churn", "flywheel.model.churn-model", (DRIFT_EVENT,), "churn: retrain on drift"),
+        (
+            "deployment/churn",
+            "flywheel.model.churn-model",
+            (PROMOTED_EVENT,),
+            "churn: serve the new champion",
+        ),
+        ("training/prices", "flywheel.model.price-model", (DRIFT_EVENT,), "prices: retrain on drift"),
+        (
+            "deployment/prices",
+            "flywheel.model.price-model",
+            (PROMOTED_EVENT,),
+            "prices: serve the new champion",
+        ),
+    }
+    # schedules from each spec; null is no schedule (written as [] so prefect deploy never asks for one)
+    assert deployments["training/churn"]["schedules"] == [
+        {
+            "cron": "0 4 * * *",
+            "timezone": "UTC",
+            "active": True,
+            "parameters": {"reason": "schedule (0 4 * * * UTC)"},
+        }
+    ]
+    assert deployments["monitoring/churn"]["schedules"] == [{"interval": 600, "active": True}]
+    assert deployments["batch-inference/churn"]["schedules"][0]["cron"] == "0 5 * * *"  # the spec default
+    for flow in ("training", "monitoring", "batch-inference"):
+        assert deployments[f"{flow}/prices"]["schedules"] == []
+    assert deployments["deployment/prices"]["schedules"][0]["cron"] == "30 5 * * *"
+    # one work pool, templated from the Prefect variables provision writes, shared by every deployment
+    assert document["definitions"]["work_pool"] == {"name": "{{ prefect.variables.flywheel_work_pool }}"}
+    assert all(d["work_pool"] is document["definitions"]["work_pool"] for d in document["deployments"])
+    assert all(
+        d["parameters"]["stack"] == "{{ prefect.variables.flywheel_stack }}" for d in document["deployments"]
+    )
+
+
+def test_the_generated_file_is_a_valid_prefect_project() -> None:
+    from prefect.cli.deploy._models import PrefectYamlModel
+
+    text = generated_prefect_yaml()
+    assert text.startswith("# Generated by `flywheel deployments write`")
+    project = PrefectYamlModel.model_validate(yaml.safe_load(text))
+    names = {(d.entrypoint, d.name) for d in project.deployments}
+    assert ("flows/training.py:training", "flights") in names
+    assert ("flows/deployment.py:deployment", "diamonds") in names
+    assert project.pull == [
+        {
+            "prefect.deployments.steps.set_working_directory": {
+                "directory": "{{ prefect.variables.flywheel_project_dir }}"
+            }
+        }
+    ]
+
+
+def test_the_flows_emit_the_events_the_triggers_expect() -> None:
+    from flows.monitoring import DRIFT_EVENT as emitted_drift
+    from flows.training import PROMOTED_EVENT as emitted_promoted
+
+    assert (emitted_drift, emitted_promoted) == (DRIFT_EVENT, PROMOTED_EVENT)
+    flows = PREFECT_YAML.parent / "flows"
+    source = (flows / "training.py").read_text() + (flows / "monitoring.py").read_text()
+    assert source.count('"prefect.resource.id": f"flywheel.model.{spec.model_name}"') == 2
+    assert model_resource_id("flight-delay") == "flywheel.model.flight-delay"
+
+
+@pytest.mark.parametrize(
+    ("specs", "message"),
+    [
+        ((("a", "same", ""), ("b", "same", "")), "problems 'a' and 'b' share the model_name 'same'"),
+        ((("a", "m{{ x }}", ""),), "model_name may not hold"),
+        ((("a", "m", "description: '{{ prefect.variables.x }}'\n"),), "description may not hold"),
+    ],
+)
+def test_specs_that_would_collide_or_template_are_refused(
+    tmp_path: Path, specs: tuple[tuple[str, str, str], ...], message: str
+) -> None:
+    with pytest.raises(SpecError, match=message):
+        render(load_problem_specs(write_specs(tmp_path, *specs)), "3.8.8")
+    with pytest.raises(SpecError, match="no problem spec"):
+        load_problem_specs(tmp_path / "empty")
