@@ -66,7 +66,13 @@ def monitoring(problem: str, stack: str | None = None, emit: bool = True) -> dic
     views = {name: windows.load_window(ctx.store, w) for name, w in sorted(checked.items())}
     drift = timer.run(drift_step.window_drift, "drift", reference, views, ctx.validator, watched)
     labelled = timer.run(
-        windows.labelled_predictions, "labels", ctx.store, spec.model_name, version, model.task
+        windows.labelled_predictions,
+        "labels",
+        ctx.store,
+        spec.model_name,
+        version,
+        model.task,
+        model.schema.classes,
     )
     realized = policy_step.realized_metrics(labelled.frame, model.task)
     if labelled.skipped:

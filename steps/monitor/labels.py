@@ -32,9 +32,10 @@ def _empty() -> pd.DataFrame:
     return pd.DataFrame({"request_id": pd.Series(dtype=object), "label": [], "ts": []})
 
 
-def clean_labels(raw: pd.DataFrame, task: str) -> CleanLabels:
-    """Keep rows with a string request id, a finite numeric label valid for ``task`` (binary: 0 or 1) and a
-    numeric time; of repeated ids keep the first label (the service refuses a second one as well)."""
+def clean_labels(raw: pd.DataFrame, task: str, n_classes: int | None = None) -> CleanLabels:
+    """Keep rows with a string request id, a finite numeric label valid for ``task`` (binary: 0 or 1;
+    multiclass: a class index below ``n_classes``) and a numeric time; of repeated ids keep the first
+    label (the service refuses a second one as well)."""
     skipped: dict[str, int] = {}
     missing = [c for c in COLUMNS if c not in raw.columns]
     if missing:
@@ -58,6 +59,9 @@ def clean_labels(raw: pd.DataFrame, task: str) -> CleanLabels:
     drop(~np.isfinite(frame["label"].to_numpy(dtype="float64")), "label not a finite number")
     if task == "binary":
         drop(~frame["label"].isin([0, 1]), "label not 0 or 1")
+    elif task == "multiclass":
+        indices = list(range(n_classes or 0))
+        drop(~frame["label"].isin(indices), f"label not a class index 0..{max(len(indices) - 1, 0)}")
     frame["ts"] = pd.to_numeric(frame["ts"], errors="coerce")
     drop(~np.isfinite(frame["ts"].to_numpy(dtype="float64")), "time not a number")
     frame = frame.sort_values("ts", kind="stable")

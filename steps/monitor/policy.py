@@ -56,7 +56,7 @@ def watched_columns(policy: RetrainPolicy, model_features: list[str]) -> list[st
 
 def realized_metrics(joined: pd.DataFrame, task: str = "binary") -> dict[str, float]:
     """Metrics on predictions whose ground truth came back: ROC AUC, log loss and rates for binary tasks;
-    RMSE, MAE and R² for regression."""
+    accuracy and macro F1 of the predicted class for multiclass; RMSE, MAE and R² for regression."""
     from sklearn import metrics as skm
 
     n = len(joined)
@@ -64,6 +64,12 @@ def realized_metrics(joined: pd.DataFrame, task: str = "binary") -> dict[str, fl
         return {"labels": 0.0}
     y = joined["label"].to_numpy(dtype="float64")
     raw = joined["prediction"].to_numpy(dtype="float64")
+    if task == "multiclass":  # the logged prediction is the predicted class's index
+        return {
+            "labels": float(n),
+            "accuracy": float((raw == y).mean()),
+            "f1_macro": float(skm.f1_score(y, raw, average="macro", zero_division=0)),
+        }
     if task == "regression":
         return {
             "labels": float(n),

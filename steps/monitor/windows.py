@@ -85,13 +85,17 @@ class Labelled:
     skipped: dict[str, int]
 
 
-def labelled_predictions(store: ArtifactStore, model_name: str, version: str, task: str) -> Labelled:
+def labelled_predictions(
+    store: ArtifactStore, model_name: str, version: str, task: str, classes: list[str] | None = None
+) -> Labelled:
     """Predictions joined with the ground truth that came back for them (request id), with timestamps.
 
-    Label rows that are not ground truth for ``task`` are skipped and counted (steps.monitor.labels)."""
+    Label rows that are not ground truth for ``task`` are skipped and counted (steps.monitor.labels).
+    A multiclass model logs its predicted class (a name of ``classes``); it is joined as its index, like
+    the labels."""
     predictions, bad_logs = _read_parquets(store, f"serving/{model_name}/v{version}/predictions")
     feedback, bad_files = _read_parquets(store, f"serving/{model_name}/feedback")
-    labels = clean_labels(feedback, task)
+    labels = clean_labels(feedback, task, len(classes) if classes else None)
     skipped = dict(labels.skipped)
     if bad_files:
         skipped["unreadable label files"] = bad_files
@@ -100,6 +104,9 @@ def labelled_predictions(store: ArtifactStore, model_name: str, version: str, ta
     if predictions.empty or labels.frame.empty or not {"request_id", "prediction"} <= set(predictions):
         return Labelled(pd.DataFrame(columns=["request_id", "prediction", "label", "ts"]), skipped)
     logged = predictions[["request_id", "prediction", "ts"]]
+    if task == "multiclass":
+        index = {str(c): float(i) for i, c in enumerate(classes or [])}
+        logged = logged.assign(prediction=logged["prediction"].astype(str).map(index))
     logged = logged[np.isfinite(pd.to_numeric(logged["prediction"], errors="coerce").to_numpy("float64"))]
     joined = logged.drop_duplicates("request_id").merge(
         labels.frame[["request_id", "label"]], on="request_id", how="inner"

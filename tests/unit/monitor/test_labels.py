@@ -70,3 +70,33 @@ def test_regression_realized_metrics() -> None:
     joined = pd.DataFrame({"prediction": [1.0, 2.0, 3.0], "label": [1.0, 2.0, 5.0]})
     metrics = realized_metrics(joined, "regression")
     assert metrics["mae"] == 2 / 3 and metrics["rmse"] == np.sqrt(4 / 3)
+
+
+def test_multiclass_labels_are_class_indices() -> None:
+    clean = clean_labels(GARBAGE, "multiclass", n_classes=3)
+    assert clean.frame["request_id"].tolist() == ["a", "b", "c", "i"]  # 0, 1, 2 and "1"; -1 and 0.5 are not
+    assert clean.skipped["label not a class index 0..2"] == 3
+
+
+def test_multiclass_predicted_classes_join_as_indices(tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path))
+    logged = pd.DataFrame(
+        {"request_id": list("abcd"), "prediction": ["lo", "hi", "mid", "gone"], "ts": np.arange(4.0)}
+    )
+    buffer = io.BytesIO()
+    logged.to_parquet(buffer)
+    store.write_bytes("serving/m/v1/predictions/20260101/p.parquet", buffer.getvalue())
+    labels = io.BytesIO()
+    pd.DataFrame(
+        {"request_id": list("abcd"), "label": [1.0, 0.0, 0.0, 2.0], "ts": np.arange(4.0)}
+    ).to_parquet(labels)
+    store.write_bytes("serving/m/feedback/20260101/l.parquet", labels.getvalue())
+    labelled = labelled_predictions(store, "m", "1", "multiclass", ["hi", "lo", "mid"])
+    assert labelled.frame.sort_values("request_id")["prediction"].tolist() == [
+        1.0,
+        0.0,
+        2.0,
+    ]  # "gone": no class
+    metrics = realized_metrics(labelled.frame, "multiclass")
+    assert metrics == {"labels": 3.0, "accuracy": 2 / 3, "f1_macro": metrics["f1_macro"]}
+    assert 0 < metrics["f1_macro"] < 1
