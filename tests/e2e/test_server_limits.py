@@ -325,7 +325,7 @@ def test_a_stop_waits_the_graceful_shutdown_timeout_not_for_a_partial_body(
     log_path = limits_home / "serve.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [FLYWHEEL, "serve", "--stack", str(stack)],
+            [FLYWHEEL, "serve", "--stack", str(stack), "--problem", "flights"],
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
             stdout=log,
