@@ -190,7 +190,9 @@ def export_command(
         typer.echo(
             f"import it with: zenml stack import {stack.name} -f {output} "
             f"(add --ignore-version-mismatch if your ZenML is not the version written in the file, "
-            f"{ZENML_FALLBACK_VERSION} when zenml is not installed here)"
+            f"{ZENML_FALLBACK_VERSION} when zenml is not installed here); and back, after "
+            f"`zenml stack export {stack.name} FILE`, with: flywheel stack import FILE --base {stack.name} "
+            "--name NEW"
         )
 
 
@@ -198,10 +200,20 @@ def export_command(
 def import_command(
     path: Annotated[Path, typer.Argument(help="A `zenml stack export` file (or one of ours).")],
     name: Annotated[str | None, typer.Option("--name", help="Name for the imported stack.")] = None,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            "--base",
+            help="Stack (name or YAML path) to take what ZenML cannot hold from: the Prefect "
+            "orchestrator, deployer, tuner, compute, settings ZenML has no key for. For a file that "
+            "`zenml stack export` wrote, which has no 'flywheel' section.",
+        ),
+    ] = None,
 ) -> None:
     """Import a ZenML stack export into flywheel home (unknown flavors skipped with a warning)."""
     try:
-        stack, warnings = import_zenml_with_warnings(path, name)
+        base_stack = load_stack(base) if base is not None else None
+        stack, warnings = import_zenml_with_warnings(path, name, base_stack)
     except StackError as exc:
         _fail(exc)
     _warn(warnings)

@@ -138,20 +138,158 @@ def test_round_trip_keeps_everything(name: str, tmp_path: Path, home: Path) -> N
     assert load_stack(f"{name}-copy").to_dict() == imported.to_dict()
 
 
+def _as_zenml_writes_it(data: dict[str, Any]) -> dict[str, Any]:
+    """What `zenml stack export` writes for our ZenML part: one-item lists, no `flywheel` section."""
+    return {
+        "stack_name": data["stack_name"],
+        "zenml_version": data["zenml_version"],
+        "components": {k: [v] for k, v in data["components"].items()},
+    }
+
+
 def test_round_trip_without_flywheel_section_keeps_zenml_components(tmp_path: Path) -> None:
-    data, _ = to_zenml_dict(load_stack("staging"))
-    del data["flywheel"]  # what survives a trip through ZenML itself
-    (tmp_path / "z.yaml").write_text(yaml.safe_dump(data))
+    data, _ = to_zenml_dict(load_stack("production"))
+    (tmp_path / "z.yaml").write_text(yaml.safe_dump(_as_zenml_writes_it(data)))
     imported, warnings = import_zenml_with_warnings(tmp_path / "z.yaml", name="from-zenml")
-    original = load_stack("staging")
+    original = load_stack("production")
     for ctype in ("artifact_store", "experiment_tracker", "model_registry", "data_validator"):
         assert imported.component(ctype) == original.component(ctype), ctype
     assert imported.orchestrator.configuration.api_url is None  # ZenML's local orchestrator: ours is default
     assert imported.tuner is None and imported.model_deployer is None and imported.compute is None
+    assert len(warnings) == 2
+    assert warnings[0].startswith("no 'flywheel' section (zenml stack export writes none)")
+    assert warnings[0].endswith("pass --base STACK to take it from one of your stacks")
+    assert warnings[1] == (
+        "orchestrator: none that Flywheel can run; added the default Prefect orchestrator (ephemeral API)"
+    )
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_base_restores_what_zenml_cannot_hold(name: str, tmp_path: Path) -> None:
+    original = load_stack(name)
+    data, _ = to_zenml_dict(original)
+    (tmp_path / "z.yaml").write_text(yaml.safe_dump(_as_zenml_writes_it(data)))
+    imported, warnings = import_zenml_with_warnings(tmp_path / "z.yaml", name=f"{name}-back", base=original)
+    assert warnings == []
+    assert imported.to_dict()["components"] == original.to_dict()["components"]
+
+
+def test_staging_tracker_left_out_of_zenml_and_restored_by_base(tmp_path: Path) -> None:
+    staging = load_stack("staging")
+    data, _ = to_zenml_dict(staging)
+    assert "experiment_tracker" not in data["components"] and "model_registry" not in data["components"]
+    (tmp_path / "z.yaml").write_text(yaml.safe_dump(_as_zenml_writes_it(data)))
+    alone = import_zenml(tmp_path / "z.yaml", name="no-base")
+    assert alone.experiment_tracker is None and alone.model_registry is None
+    based = import_zenml(tmp_path / "z.yaml", name="based", base=staging)
+    assert based.experiment_tracker == staging.experiment_tracker
+    assert based.model_registry == staging.model_registry
+
+
+def test_zenml_values_win_over_the_base_and_removals_stay(tmp_path: Path) -> None:
+    production = load_stack("production")
+    data, _ = to_zenml_dict(production)
+    zen = _as_zenml_writes_it(data)
+    zen["components"]["experiment_tracker"][0]["configuration"]["experiment_name"] = "edited"
+    zen["components"]["artifact_store"][0]["configuration"]["client_kwargs"] = {"region_name": "eu-west-1"}
+    del zen["components"]["data_validator"]
+    (tmp_path / "z.yaml").write_text(yaml.safe_dump(zen))
+    stack, warnings = import_zenml_with_warnings(tmp_path / "z.yaml", name="edited", base=production)
+    assert stack.experiment_tracker is not None and production.experiment_tracker is not None
+    assert stack.experiment_tracker.configuration.experiment_name == "edited"
+    assert stack.experiment_tracker.configuration.tracking_password == "{{mlflow.password}}"
+    assert stack.artifact_store.configuration.storage_options["client_kwargs"] == {"region_name": "eu-west-1"}
+    assert stack.artifact_store.configuration.storage_options["key"] == "{{aws.access_key_id}}"
+    assert stack.data_validator is None  # removed in ZenML: not brought back from the base
     assert warnings == [
-        "orchestrator: ZenML flavor 'local' has no Flywheel equivalent; skipped",
-        "orchestrator: none that Flywheel can run; added the default Prefect orchestrator (ephemeral API)",
+        "data_validator: 'whylogs' of stack 'production' is not in ZenML's stack; not restored"
     ]
+    for ctype in ("orchestrator", "model_deployer", "tuner", "compute"):  # ZenML cannot hold these
+        assert stack.component(ctype) == production.component(ctype), ctype
+
+
+def test_renamed_in_zenml_takes_zenml_alone(tmp_path: Path) -> None:
+    production = load_stack("production")
+    data, _ = to_zenml_dict(production)
+    zen = _as_zenml_writes_it(data)
+    zen["components"]["data_validator"][0]["name"] = "whylogs-2"
+    (tmp_path / "z.yaml").write_text(yaml.safe_dump(zen))
+    stack, warnings = import_zenml_with_warnings(tmp_path / "z.yaml", name="renamed", base=production)
+    assert stack.data_validator is not None and stack.data_validator.name == "whylogs-2"
+    assert warnings == [
+        "data_validator: ZenML's 'whylogs-2' (whylogs) is not 'whylogs' (whylogs) of stack 'production'; "
+        "taken from ZenML alone"
+    ]
+
+
+def test_base_wins_over_the_section_and_is_ignored_for_native_files(tmp_path: Path) -> None:
+    export_zenml(load_stack("staging"), tmp_path / "z.yaml")
+    stack, warnings = import_zenml_with_warnings(tmp_path / "z.yaml", name="s", base=load_stack("staging"))
+    assert warnings == ["the file's 'flywheel' section is ignored: --base staging was given"]
+    assert stack.to_dict()["components"] == load_stack("staging").to_dict()["components"]
+    export_native(load_stack("local"), tmp_path / "n.yaml")
+    stack, warnings = import_zenml_with_warnings(tmp_path / "n.yaml", name="n", base=load_stack("staging"))
+    assert stack.to_dict()["components"] == load_stack("local").to_dict()["components"]
+    assert len(warnings) == 1 and "--base staging ignored" in warnings[0]
+
+
+def test_export_says_which_zenml_secrets_to_create() -> None:
+    _, warnings = to_zenml_dict(load_stack("production"))
+    [line] = [w for w in warnings if w.startswith("secrets:")]
+    assert line.endswith(
+        "zenml secret create aws --access_key_id=... --secret_access_key=...; "
+        "zenml secret create mlflow --password=... --username=..."
+    )
+    _, warnings = to_zenml_dict(load_stack("local"))
+    assert not any(w.startswith("secrets:") for w in warnings)
+
+
+def test_env_references_in_the_zenml_part_are_named(tmp_path: Path) -> None:
+    doc = {
+        "stack_name": "e",
+        "components": {
+            "orchestrator": {"name": "o", "flavor": "prefect"},
+            "artifact_store": {"name": "a", "flavor": "local", "configuration": {"path": "/data"}},
+            "experiment_tracker": {
+                "name": "t",
+                "flavor": "mlflow",
+                "configuration": {"tracking_uri": "https://mlflow", "tracking_token": "${MLFLOW_TOKEN}"},
+            },
+        },
+    }
+    _, warnings = to_zenml_dict(parse_stack(doc, "e.yaml"))
+    assert (
+        "secrets: ZenML reads ${VAR} references as plain text: experiment_tracker.tracking_token = "
+        "${MLFLOW_TOKEN}" in warnings
+    )
+
+
+def test_relative_local_paths_are_warned_about() -> None:
+    _, warnings = to_zenml_dict(load_stack("local"))
+    assert any(w.startswith("artifact_store: path 'artifacts' is relative") for w in warnings)
+    assert any(
+        w.startswith("experiment_tracker: tracking_uri sqlite:///mlflow.db is relative") for w in warnings
+    )
+
+
+def test_cli_import_with_base(tmp_path: Path, home: Path) -> None:
+    from typer.testing import CliRunner
+
+    from stacks.cli import stack_app
+
+    data, _ = to_zenml_dict(load_stack("production"))
+    (tmp_path / "z.yaml").write_text(yaml.safe_dump(_as_zenml_writes_it(data)))
+    runner = CliRunner()
+    result = runner.invoke(
+        stack_app, ["import", str(tmp_path / "z.yaml"), "--name", "p2", "--base", "production"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.output
+    assert load_stack("p2").to_dict()["components"] == load_stack("production").to_dict()["components"]
+    result = runner.invoke(stack_app, ["import", str(tmp_path / "z.yaml"), "--name", "p3", "--base", "nope"])
+    assert result.exit_code == 1
+    assert "error:" in result.output and "nope" in result.output
+    assert not (home / "stacks" / "p3.yaml").exists()
 
 
 ZENML_EXPORT = """\
@@ -204,7 +342,8 @@ def test_import_a_real_zenml_export(tmp_path: Path, home: Path) -> None:
     assert stack.experiment_tracker.configuration.tracking_token == "{{mlflow_secret.token}}"
     assert stack.orchestrator.flavor == "prefect" and stack.orchestrator.configuration.api_url is None
     assert stack.data_validator is None
-    assert warnings == [
+    assert warnings[0].startswith("no 'flywheel' section")
+    assert warnings[1:] == [
         "artifact_store: ZenML keys ['authentication_secret'] have no Flywheel equivalent; dropped",
         "orchestrator: ZenML flavor 'kubeflow' has no Flywheel equivalent; skipped",
         "container_registry: Flywheel has no 'container_registry' component type; skipped",
@@ -293,7 +432,7 @@ def test_s3_endpoint_url_moves_into_client_kwargs(tmp_path: Path) -> None:
 
 
 def test_changed_values_in_the_zenml_part_win(tmp_path: Path) -> None:
-    data, _ = to_zenml_dict(load_stack("staging"))
+    data, _ = to_zenml_dict(load_stack("production"))
     data["components"]["experiment_tracker"]["configuration"]["tracking_uri"] = "http://other:5000"
     (tmp_path / "z.yaml").write_text(yaml.safe_dump(data))
     stack = import_zenml(tmp_path / "z.yaml", name="edited")
@@ -302,11 +441,15 @@ def test_changed_values_in_the_zenml_part_win(tmp_path: Path) -> None:
     assert stack.experiment_tracker.configuration.experiment_name == "flywheel"
 
 
-def test_remote_tracker_without_credentials_warns() -> None:
-    _, warnings = to_zenml_dict(load_stack("staging"))
-    assert any("requires tracking_username/password or tracking_token" in w for w in warnings)
-    _, warnings = to_zenml_dict(load_stack("production"))
-    assert not any("requires tracking_username" in w for w in warnings)
+def test_remote_tracker_without_credentials_is_left_out() -> None:
+    # ZenML's MLflow tracker refuses a remote URI without credentials, and its registry needs a tracker
+    data, warnings = to_zenml_dict(load_stack("staging"))
+    assert "experiment_tracker" not in data["components"] and "model_registry" not in data["components"]
+    assert any("refuses the remote tracking_uri http://127.0.0.1:5010 without" in w for w in warnings)
+    assert any(w.startswith("model_registry: ZenML's MLflow registry needs an MLflow") for w in warnings)
+    data, warnings = to_zenml_dict(load_stack("production"))
+    assert {"experiment_tracker", "model_registry"} <= set(data["components"])
+    assert not any("refuses the remote" in w for w in warnings)
 
 
 def test_replaced_orchestrator_falls_back_to_ours_with_warning(tmp_path: Path) -> None:
