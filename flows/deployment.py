@@ -4,8 +4,10 @@ Orchestration only: the deployer (a local process, a Docker container or Kuberne
 ``model_deployer`` flavor) is a stack component; the flow finds the champion in the registry, asks the
 deployer to serve it, and records the service's URL, pid (or container / Deployment) and time as tags on
 the model version and as a Prefect artifact. A registry without a champion stops the flow before anything
-is started. A service already running for the stack is left to hot-swap to the new champion (pass
-``restart=True`` to replace it).
+is started. Each model has a service of its own: a service already running for this model is left to
+hot-swap to the new champion (pass ``restart=True`` to replace it), and other models' services are never
+touched. The model is always named by the caller (a problem's service deployment passes its spec's
+``model_name``): there is no default model.
 """
 
 from __future__ import annotations
@@ -19,14 +21,15 @@ from prefect.artifacts import create_markdown_artifact
 from flows.tasks import StepTimer
 from stacks.components.deployers import deployer_for
 from stacks.components.deployers.registry import champion_version, record_service
+from stacks.components.deployers.state import require_model_name
 from stacks.components.tracking import configure_mlflow
 from stacks.loader import load_stack, selected_stack_name
 
 
 @flow(name="deployment", log_prints=True)
 def deployment(
+    model_name: str,
     stack: str | None = None,
-    model_name: str = "flight-delay",
     restart: bool = False,
     ready_timeout_s: float | None = None,
 ) -> dict[str, Any]:
@@ -36,6 +39,7 @@ def deployment(
     container or pod gets them from its environment, not from this process).
     """
     logger = get_run_logger()
+    require_model_name(model_name)
     chosen = load_stack(selected_stack_name(stack))
     configure_mlflow(chosen)
     timer = StepTimer()

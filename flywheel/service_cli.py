@@ -1,8 +1,12 @@
-"""`flywheel service ...`: deploy, look at and stop the model service of a stack.
+"""`flywheel service ...`: deploy, list, read the logs of and stop the model services of a stack.
 
-Mounted by `flywheel/cli.py` as `app.add_typer(service_app, name="service")`. `status` and `stop` read
-the state file the stack's deployer wrote (`flywheel_home()/services/<stack>.json`) and need neither
-Prefect nor MLflow, so they answer at once; `deploy` runs the `deployment` flow.
+Mounted by `flywheel/cli.py` as `app.add_typer(service_app, name="service")`. Each model has a service of
+its own; `deploy`, `stop` and `logs` act on one model: `--model NAME`, or the model of `--problem NAME`
+(its spec's `model_name`), or of the chosen problem (`$FLYWHEEL_PROBLEM`, then `flywheel problem use`).
+There is no default model. `status` lists every model's service on the stack (or one, with `--model` or
+`--problem`). `status`, `stop` and `logs` read the state files the stack's deployer wrote
+(`flywheel_home()/services/<stack>/<model>.json`) and need neither Prefect nor MLflow, so they answer at
+once; `deploy` runs the `deployment` flow.
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 if TYPE_CHECKING:
-    from stacks.components.deployers import ModelDeployer
+    from stacks.components.deployers import ModelDeployer, ServiceInfo
 
-__all__ = ["service_app"]
+__all__ = ["resolve_model", "service_app", "status_table"]
 
 service_app = typer.Typer(
-    help="The model service of a stack (a local process, a container or Kubernetes): deploy, status, stop.",
+    help="The model services of a stack, one per model (local processes, containers or Kubernetes): "
+    "deploy, status, logs, stop.",
     no_args_is_help=True,
 )
 
@@ -30,11 +35,52 @@ StackOption = Annotated[
         help="stack name or file (default: FLYWHEEL_STACK, then `flywheel stack use`, then local)",
     ),
 ]
+ModelOption = Annotated[
+    str | None, typer.Option("--model", "-m", help="registered model name (default: the problem's model)")
+]
+ProblemOption = Annotated[
+    str | None,
+    typer.Option(
+        "--problem",
+        "-p",
+        help="problem spec name or path whose model_name to use (default: FLYWHEEL_PROBLEM, then "
+        "`flywheel problem use`)",
+    ),
+]
+MAX_LOG_LINES = 10_000
 
 
 def _fail(message: str) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(1)
+
+
+def resolve_model(model: str | None, problem: str | None) -> str:
+    """The model a command acts on: ``--model``, else the model_name of ``--problem`` or of the chosen
+    problem. ``SpecError`` (a subclass: no problem chosen) when there is none, saying how to name one."""
+    from steps.problem import SpecError, load_spec
+
+    if model is not None:
+        if not model.strip():
+            raise SpecError("--model is empty: give a registered model's name")
+        return model
+    if problem is None:
+        from flywheel.problem_selection import NoProblemChosen, selected_problem
+
+        try:
+            problem = selected_problem(None)
+        except NoProblemChosen as exc:
+            raise NoProblemChosen(f"which model? pass --model NAME, or {exc}") from None
+    return load_spec(problem).model_name
+
+
+def _model(model: str | None, problem: str | None) -> str:
+    from steps.problem import SpecError
+
+    try:
+        return resolve_model(model, problem)
+    except SpecError as exc:
+        _fail(str(exc))
 
 
 def _deployer(stack: str | None) -> ModelDeployer:
@@ -48,64 +94,151 @@ def _deployer(stack: str | None) -> ModelDeployer:
         _fail(str(exc))
 
 
+def status_table(infos: list[ServiceInfo]) -> list[str]:
+    """One line per service: model, version served, URL, pid (or container / Deployment), state."""
+    header = ("MODEL", "VERSION", "URL", "PID/HANDLE", "STATE")
+    rows = [
+        (
+            i.model_name,
+            f"v{i.model_version}" if i.model_version else "?",
+            i.url,
+            i.handle,
+            i.state + (f" ({i.detail})" if i.detail and not (i.running and i.healthy) else ""),
+        )
+        for i in infos
+    ]
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header) - 1)]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+        for row in [header, *rows]
+    ]
+
+
 @service_app.command("status")
 def status(
     stack: StackOption = None,
+    model: ModelOption = None,
+    problem: ProblemOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Where the stack's service runs, which version it serves, and whether it is healthy (exit 1 if not)."""
+    """Every model's service on the stack: version served, URL, pid or container, healthy? (exit 1 if any
+    is not, or none is recorded). With --model or --problem: that one model's service in detail."""
     from stacks.components.deployers import DeploymentError
 
     deployer = _deployer(stack)
+    name = deployer.stack.name
+    if model is not None or problem is not None:
+        chosen = _model(model, problem)
+        try:
+            info = deployer.status(chosen)
+        except DeploymentError as exc:
+            _fail(str(exc))
+        if info is None:
+            typer.echo(
+                json.dumps(None)
+                if as_json
+                else f"no service of '{chosen}' recorded on stack '{name}' (`flywheel service deploy "
+                f"--model {chosen}` starts one)"
+            )
+            raise typer.Exit(1)
+        typer.echo(json.dumps(info.to_dict(), indent=2) if as_json else "\n".join(info.lines()))
+        if not (info.running and info.healthy):
+            raise typer.Exit(1)
+        return
     try:
-        info = deployer.status()
+        infos, problems = deployer.statuses()
     except DeploymentError as exc:
         _fail(str(exc))
-    if info is None:
-        if as_json:
-            typer.echo(json.dumps(None))
-        else:
-            name = deployer.stack.name
-            typer.echo(f"no service recorded for stack '{name}' (`flywheel service deploy` starts one)")
-        raise typer.Exit(1)
     if as_json:
-        typer.echo(json.dumps(info.to_dict(), indent=2))
+        typer.echo(json.dumps([i.to_dict() for i in infos], indent=2))
+    elif not infos:
+        typer.echo(
+            f"no service recorded on stack '{name}' (`flywheel service deploy --model NAME` starts one)"
+        )
     else:
-        typer.echo("\n".join(info.lines()))
-    if not (info.running and info.healthy):
+        healthy = sum(1 for i in infos if i.running and i.healthy)
+        typer.echo(f"stack '{name}' ({deployer.flavor}): {len(infos)} services, {healthy} healthy")
+        typer.echo("\n".join(status_table(infos)))
+    for line in problems:
+        typer.secho(f"warning: {line}", fg=typer.colors.YELLOW, err=True)
+    if not infos or problems or any(not (i.running and i.healthy) for i in infos):
         raise typer.Exit(1)
 
 
 @service_app.command("stop")
-def stop(stack: StackOption = None) -> None:
-    """Stop the stack's service (SIGTERM, then SIGKILL after a timeout) and forget it."""
+def stop(
+    stack: StackOption = None,
+    model: ModelOption = None,
+    problem: ProblemOption = None,
+    stop_all: Annotated[bool, typer.Option("--all", help="stop every model's service on the stack")] = False,
+) -> None:
+    """Stop a model's service (SIGTERM, then SIGKILL after a timeout) and forget it; --all: every model's."""
     from stacks.components.deployers import DeploymentError
 
     deployer = _deployer(stack)
+    name = deployer.stack.name
+    if stop_all and (model is not None or problem is not None):
+        _fail("--all stops every model's service: give it without --model or --problem")
     try:
-        recorded = deployer.recorded()
-        stopped = deployer.stop()
+        if stop_all:
+            recorded, problems = deployer.statuses()
+            for line in problems:
+                typer.secho(f"warning: {line}", fg=typer.colors.YELLOW, err=True)
+            models = [i.model_name for i in recorded]
+            if not models:
+                typer.echo(f"no service recorded on stack '{name}': nothing to stop")
+        else:
+            models = [_model(model, problem)]
+        for chosen in models:
+            info = deployer.recorded(chosen)
+            stopped = deployer.stop(chosen)
+            if info is None:
+                typer.echo(f"no service of '{chosen}' recorded on stack '{name}': nothing to stop")
+            elif stopped:
+                typer.echo(
+                    f"stopped the service of '{chosen}' on stack '{name}' ({info.flavor}, {info.handle})"
+                )
+            else:
+                typer.echo(
+                    f"the service of '{chosen}' on stack '{name}' ({info.handle}) was not running; "
+                    "its record is removed"
+                )
     except DeploymentError as exc:
         _fail(str(exc))
-    name = deployer.stack.name
-    if recorded is None:
-        typer.echo(f"no service recorded for stack '{name}': nothing to stop")
-    elif stopped:
-        typer.echo(f"stopped the service of stack '{name}' ({recorded.flavor}, {recorded.handle})")
-    else:
-        typer.echo(
-            f"the service of stack '{name}' ({recorded.handle}) was not running; its record is removed"
-        )
+
+
+@service_app.command("logs")
+def logs(
+    stack: StackOption = None,
+    model: ModelOption = None,
+    problem: ProblemOption = None,
+    lines: Annotated[
+        int, typer.Option("--lines", "-n", min=1, max=MAX_LOG_LINES, help="how many of the last lines")
+    ] = 50,
+) -> None:
+    """The last lines a model's service wrote (its log file, `docker logs` or `kubectl logs`)."""
+    from stacks.components.deployers import DeploymentError
+
+    deployer = _deployer(stack)
+    chosen = _model(model, problem)
+    try:
+        typer.echo(deployer.logs(chosen, lines))
+    except DeploymentError as exc:
+        _fail(str(exc))
 
 
 @service_app.command("deploy")
 def deploy(
     stack: StackOption = None,
-    model: Annotated[str, typer.Option(help="registered model name")] = "flight-delay",
-    restart: Annotated[bool, typer.Option("--restart", help="replace a running service")] = False,
+    model: ModelOption = None,
+    problem: ProblemOption = None,
+    restart: Annotated[bool, typer.Option("--restart", help="replace the model's running service")] = False,
     timeout: Annotated[float | None, typer.Option(help="seconds to wait for /ready")] = None,
 ) -> None:
-    """Serve the model's champion with the stack's deployer (runs the `deployment` flow)."""
+    """Serve a model's champion in a service of its own, with the stack's deployer (the `deployment` flow).
+
+    Other models' services keep running untouched."""
+    chosen_model = _model(model, problem)
     from flows.runtime import prepare_prefect
     from stacks.config import StackError
 
@@ -118,7 +251,7 @@ def deploy(
 
     try:
         result = deployment(
-            stack=stack or chosen.name, model_name=model, restart=restart, ready_timeout_s=timeout
+            model_name=chosen_model, stack=stack or chosen.name, restart=restart, ready_timeout_s=timeout
         )
     except DeploymentError as exc:
         _fail(str(exc))
@@ -130,5 +263,10 @@ def deploy(
     )
     if result.get("detail"):
         typer.echo(result["detail"])
-    typer.echo(f"Status: .venv/bin/flywheel service status --stack {stack or chosen.name}")
-    typer.echo(f"Stop:   .venv/bin/flywheel service stop --stack {stack or chosen.name}")
+    import shlex
+
+    where = f"--stack {shlex.quote(stack or chosen.name)}"
+    named = f"--model {shlex.quote(chosen_model)}"
+    typer.echo(f"Status: .venv/bin/flywheel service status {where}")
+    typer.echo(f"Logs:   .venv/bin/flywheel service logs {where} {named}")
+    typer.echo(f"Stop:   .venv/bin/flywheel service stop {where} {named}")

@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 HOME_DIR="${FLYWHEEL_HOME:-$PWD/.flywheel}"
 RUN="$HOME_DIR/run"
 export FLYWHEEL_HOME="$HOME_DIR"
-.venv/bin/flywheel service stop --stack local 2>/dev/null || true
+.venv/bin/flywheel service stop --stack local --all 2>/dev/null || true
 for name in worker prefect-server; do stop_recorded "$RUN" "$name"; done

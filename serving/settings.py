@@ -1,8 +1,11 @@
 """Service settings: from the stack (deployer, artifact store, registry) and a few environment variables.
 
 The stack is chosen as everywhere else (``FLYWHEEL_STACK`` or the default), so a process started by a
-deployer, by ``flywheel serve`` or by a test gets the same configuration. The server's limits belong to the
-stack (its model deployer's ``server`` block); an environment variable overrides one of them for a process.
+deployer, by ``flywheel serve`` or by a test gets the same configuration. A service serves one model, named
+by ``FLYWHEEL_MODEL`` (every deployer and ``flywheel serve`` set it): there is no default model, so a
+service started without one stops at once and says so rather than serve some other problem's model. The
+server's limits belong to the stack (its model deployer's ``server`` block); an environment variable
+overrides one of them for a process.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from stacks.components.deployers.server_options import (
 )
 from stacks.config import DEFAULT_SERVER_LIMITS, ServerLimits, describe_validation_error
 
-__all__ = ["LIMIT_OVERRIDES", "ServiceSettings", "service_limits"]
+__all__ = ["LIMIT_OVERRIDES", "MODEL_ENV", "ServiceSettings", "model_from_env", "service_limits"]
+
+MODEL_ENV = "FLYWHEEL_MODEL"
 
 LIMIT_OVERRIDES: dict[str, tuple[str, Callable[[str], float | int]]] = {
     HEADER_TIMEOUT_ENV: ("header_timeout_s", float),
@@ -50,6 +55,18 @@ def service_limits(stack: str | None = None) -> ServerLimits:
     raise ValueError(f"bad server limit in the environment ({shown}): {why}")
 
 
+def model_from_env() -> str:
+    """The registered model this service serves (``FLYWHEEL_MODEL``); a clear error when it is not set."""
+    name = os.environ.get(MODEL_ENV, "").strip()
+    if not name:
+        raise ValueError(
+            f"{MODEL_ENV} is not set: a service serves one registered model, named by it "
+            f"(`flywheel service deploy --model NAME` and `flywheel serve --model NAME` set it; "
+            f"by hand: {MODEL_ENV}=NAME)"
+        )
+    return name
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
     stack: str | None
@@ -70,7 +87,7 @@ class ServiceSettings:
         stack = os.environ.get("FLYWHEEL_STACK") or None
         return cls(
             stack=stack,
-            model_name=os.environ.get("FLYWHEEL_MODEL", "flight-delay"),
+            model_name=model_from_env(),
             max_body_bytes=service_limits(stack).max_body_bytes,
             watch_interval_s=number("FLYWHEEL_WATCH_INTERVAL_S", 10.0),
             profile_queue_rows=int(number("FLYWHEEL_PROFILE_QUEUE_ROWS", 200_000)),

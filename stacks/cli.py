@@ -136,15 +136,21 @@ def check_command(
 def provision_command(
     name: NameArg = None,
     model: Annotated[
-        str, typer.Option(help="registered model the deployments serve and monitor")
-    ] = "flight-delay",
+        list[str] | None,
+        typer.Option(
+            "--model",
+            help="a registered model to provision (repeat for several); written as the flywheel_models "
+            "variable, and as flywheel_model when only one is named. Default: none (each problem's "
+            "service deployment names its own model)",
+        ),
+    ] = None,
 ) -> None:
     """Create the stack's work pool and the Prefect variables prefect.yaml reads, on its Prefect server."""
     from stacks.provision import provision
 
     try:
         stack = load_stack(name)
-        done = provision(stack, model)
+        done = provision(stack, model or [])
     except StackError as exc:
         _fail(exc)
     except Exception as exc:  # the server's own errors: unreachable, refused
@@ -153,6 +159,8 @@ def provision_command(
     typer.echo(f"work pool '{done.work_pool}' ({done.work_pool_type}) {state} on {done.api_url}")
     for key, value in done.variables.items():
         typer.echo(f"variable {key} = {value!r}")
+    for key in done.removed:
+        typer.echo(f"variable {key} removed (no single model named)")
     typer.echo(
         "next: PREFECT_CLI_PROMPT=false prefect deploy --all, and a worker: "
         f"prefect worker start --pool {done.work_pool}"

@@ -4,11 +4,17 @@ deployments target the stack's pool with its job variables, whatever the stack.
 
 prefect.yaml itself names no stack-specific value and no secret: switching environment is provisioning
 another stack, then deploying again.
+
+Models are named, never assumed: each problem's service deployment names its own model, so provisioning
+needs none. Models named here are written as ``flywheel_models`` (a list), and as ``flywheel_model`` when
+exactly one is named, for a prefect.yaml that reads one; otherwise ``flywheel_model`` is removed, so a stale
+one cannot make a deployment serve a model nobody asked for.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +31,7 @@ class Provisioned:
     work_pool_type: str
     created_pool: bool
     variables: dict[str, Any] = field(default_factory=dict)
+    removed: list[str] = field(default_factory=list)
 
 
 def api_url_for(stack: Stack) -> str:
@@ -43,9 +50,27 @@ def pool_name(stack: Stack) -> str:
     return stack.orchestrator.configuration.work_pool or f"flywheel-{stack.name}"
 
 
-def provision(stack: Stack, model_name: str = "flight-delay") -> Provisioned:
+def model_names(names: Sequence[str]) -> list[str]:
+    """The named models, checked (registered-model names) and without repeats, in the order given."""
+    from stacks.components.deployers.base import DeploymentError
+    from stacks.components.deployers.state import require_model_name
+
+    checked: list[str] = []
+    for name in names:
+        try:
+            name = require_model_name(name)
+        except DeploymentError as exc:
+            raise StackError(f"--model: {exc}") from None
+        if name not in checked:
+            checked.append(name)
+    return checked
+
+
+def provision(stack: Stack, models: Sequence[str] = ()) -> Provisioned:
+    """Create the stack's work pool (if missing) and set the ``flywheel_*`` variables on its server."""
     from stacks.secrets import resolve
 
+    named = model_names(models)
     config = stack.orchestrator.configuration
     url = api_url_for(stack)
     os.environ["PREFECT_API_URL"] = resolve(url)
@@ -74,11 +99,14 @@ def provision(stack: Stack, model_name: str = "flight-delay") -> Provisioned:
         "flywheel_work_pool": name,
         "flywheel_job_variables": dict(config.job_variables),
         "flywheel_project_dir": str(PROJECT_DIR),
-        "flywheel_model": model_name,
+        "flywheel_models": named,
     }
+    if len(named) == 1:
+        variables["flywheel_model"] = named[0]
     for key, value in variables.items():
         Variable.set(key, value, overwrite=True)
-    return Provisioned(url, name, config.work_pool_type, created, variables)
+    removed = [] if len(named) == 1 else [key for key in ("flywheel_model",) if Variable.unset(key)]
+    return Provisioned(url, name, config.work_pool_type, created, variables, removed)
 
 
 def _template(pool_type: str) -> dict[str, Any]:

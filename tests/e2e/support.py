@@ -141,16 +141,21 @@ def _flywheel_home(home: Path) -> Iterator[None]:
             os.environ["FLYWHEEL_HOME"] = saved
 
 
-def recorded_services(home: Path) -> dict[str, dict[str, Any]]:
-    """The state files of local services under ``home/services``, by stack name (unreadable ones skipped)."""
+def recorded_services(home: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """The state files of local services under ``home/services/<stack>/<model>.json``, by (stack, model)
+    (unreadable ones skipped; a one-service-per-stack file ``services/<stack>.json`` read as well)."""
     found = {}
-    for path in sorted((home / "services").glob("*.json")):
+    services = home / "services"
+    for path in sorted([*services.glob("*/*.json"), *services.glob("*.json")]):
+        if path.name == "ports.json":
+            continue
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
         if isinstance(data, dict) and data.get("flavor") == "local":
-            found[path.stem] = data
+            stack = path.parent.name if path.parent != services else path.stem
+            found[(stack, str(data.get("model_name")))] = data
     return found
 
 
@@ -166,14 +171,14 @@ def stop_recorded_services(home: Path) -> list[str]:
     ours = {p.pid for p in processes_of_home(home)}
     problems = []
     with _flywheel_home(home):
-        for name, data in recorded_services(home).items():
+        for (name, model), data in recorded_services(home).items():
             if data.get("pid") not in ours:
                 continue
             ref = (data.get("extra") or {}).get("stack_ref") or name
             try:
-                deployer_for(load_stack(str(ref))).stop()
+                deployer_for(load_stack(str(ref))).stop(model)
             except Exception as exc:  # a stack file the test deleted, a bad state file
-                problems.append(f"stack {name!r} ({ref}): {type(exc).__name__}: {exc}")
+                problems.append(f"stack {name!r} ({ref}), model {model!r}: {type(exc).__name__}: {exc}")
     return problems
 
 

@@ -183,12 +183,12 @@ def test_same_flows_on_staging_keep_everything_in_postgres_and_s3(staging: Stagi
     assert done.returncode == 0 and "Completed" in done.stdout, done.stdout[-4000:] + done.stderr[-3000:]
     t("training deployment completed on the staging worker")
 
-    deployed = staging.flywheel("service", "deploy", "--stack", "staging")
+    deployed = staging.flywheel("service", "deploy", "--stack", "staging", "--problem", "flights")
     service = f"http://127.0.0.1:{PORTS['service']}"
     info = requests.get(f"{service}/model", timeout=10).json()
     assert info["version"] == "1", info
     assert info["snapshot"].startswith(f"s3://{BUCKET}/artifacts/snapshots/"), info
-    t(f"service up: {deployed.stdout.strip().splitlines()[-3]}")
+    t(f"service up: {deployed.stdout.strip().splitlines()[-4]}")
 
     scored = staging.flywheel(
         "run", "inference", "--stack", "staging", "--problem", "flights", "--sample-rows", "20000"

@@ -1,8 +1,10 @@
 """Model deployers: one per ``model_deployer`` flavor of a stack, behind one interface.
 
-``deployer_for(stack)`` returns the stack's deployer; ``deploy(model_name, version)`` serves the model and
-returns a ``ServiceInfo`` once it answers ``/ready``; ``status()`` and ``stop()`` act on what the last
-deploy recorded in ``flywheel_home()/services/<stack>.json``. Flows and the CLI never branch on a flavor.
+``deployer_for(stack)`` returns the stack's deployer; ``deploy(model_name, version)`` serves the model in a
+service of its own and returns a ``ServiceInfo`` once it answers ``/ready``; ``status(model_name)``,
+``stop(model_name)`` and ``logs(model_name)`` act on what that model's last deploy recorded in
+``flywheel_home()/services/<stack>/<model>.json``, and ``statuses()`` lists every model's service on the
+stack. Flows and the CLI never branch on a flavor.
 """
 
 from __future__ import annotations

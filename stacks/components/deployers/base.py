@@ -1,10 +1,11 @@
-"""What every model deployer shares: the interface, the description of a running service, its state file.
+"""What every model deployer shares: the interface, the description of a running service, small helpers.
 
 A flow asks a stack for its deployer and calls ``deploy``; whether that starts a process, a container or a
 Kubernetes Deployment is the stack's business (the ``model_deployer`` component's flavor), so the same flow
-serves on a laptop and in a cluster. Each deployer records what it started in
-``flywheel_home()/services/<stack>.json``, so ``flywheel service status|stop`` work from any later process
-without asking the registry or the orchestrator.
+serves on a laptop and in a cluster. Each model gets a service of its own: deploying one model never stops,
+restarts or swaps another's, and each service watches its own model's champion alias. What a deployer
+started is recorded per stack and model (``state.py``), so ``flywheel service status|stop|logs`` work from
+any later process without asking the registry or the orchestrator.
 
 Secrets: a deployer never needs a secret's value. The service resolves its own references from the stack;
 a container receives the *name* of the environment variable (``docker run -e VAR``) or a ``secretKeyRef``.
@@ -12,15 +13,14 @@ a container receives the *name* of the environment variable (``docker run -e VAR
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
+import socket
 import time
 import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +40,7 @@ __all__ = [
     "dns_name",
     "http_status",
     "now_iso",
+    "port_taken",
     "served_version",
     "service_secret_refs",
     "services_dir",
@@ -75,7 +76,8 @@ class ServiceInfo:
     """A deployed service as its deployer sees it.
 
     ``handle`` is what identifies the running thing for its flavor: a process id (local), a container id
-    (docker) or ``namespace/deployment`` (kubernetes); ``pid`` is set only for the local flavor.
+    (docker) or ``namespace/deployment`` (kubernetes); ``pid`` is set only for the local flavor, ``port``
+    (the port the service answers on, from this machine) for the local and docker flavors.
     ``running`` and ``healthy`` are what the last look found (``deploy`` returns a ready service).
     """
 
@@ -87,6 +89,7 @@ class ServiceInfo:
     started_at: str
     handle: str
     pid: int | None = None
+    port: int | None = None
     container: str | None = None
     namespace: str | None = None
     deployment: str | None = None
@@ -110,15 +113,16 @@ class ServiceInfo:
     def with_(self, **changes: Any) -> ServiceInfo:
         return replace(self, **changes)
 
+    @property
+    def state(self) -> str:
+        """``healthy``, ``running, not healthy`` or ``not running``: what the last look found."""
+        if self.running and self.healthy:
+            return "healthy"
+        return "running, not healthy" if self.running else "not running"
+
     def lines(self) -> list[str]:
-        """Human-readable summary, one fact per line (``flywheel service status``)."""
-        state = (
-            "healthy"
-            if self.running and self.healthy
-            else "running, not healthy"
-            if self.running
-            else "not running"
-        )
+        """Human-readable summary, one fact per line (``flywheel service status --model``)."""
+        state = self.state
         out = [
             f"service    {self.model_name} v{self.model_version or '?'} "
             f"on stack '{self.stack}' ({self.flavor})",
@@ -167,38 +171,6 @@ class ServiceInfo:
 def services_dir() -> Path:
     """Where state files and local service logs live: ``flywheel_home()/services``."""
     return flywheel_home() / "services"
-
-
-@contextlib.contextmanager
-def state_lock(stack_name: str, timeout_s: float) -> Iterator[None]:
-    """Hold the stack's service lock: one deploy or stop at a time, across processes.
-
-    Two deploys do race in practice: training's promotion event runs the `service` deployment on a worker
-    while someone runs `flywheel service deploy`. Without the lock both see no service, both start one,
-    the loser's failed bind overwrites the state file, and the winner runs on unrecorded. Under the lock
-    the second one finds the first one's healthy service and leaves it to hot-swap.
-    """
-    import fcntl
-
-    path = services_dir() / f"{stack_name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise DeploymentError(
-                        f"another deploy or stop of stack '{stack_name}' has held {path} for "
-                        f"{timeout_s:g} s; try again when it finishes"
-                    ) from None
-                time.sleep(0.2)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def dns_name(*parts: str, max_len: int = 63) -> str:
@@ -306,42 +278,14 @@ def wait_until_ready(
         time.sleep(interval)
 
 
-def read_state(stack_name: str) -> ServiceInfo | None:
-    """The recorded service of a stack, or None; an unreadable file counts as none (and says so)."""
-    path = state_path(stack_name)
-    if not path.is_file():
-        return None
+def port_taken(host: str, port: int) -> bool:
+    """True if something accepts TCP connections on ``host:port`` (a wildcard bind is probed on loopback)."""
+    target = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
     try:
-        return ServiceInfo.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError) as exc:
-        raise DeploymentError(
-            f"{path}: unreadable service state file ({exc}); delete it to start over"
-        ) from exc
-
-
-def write_state(info: ServiceInfo) -> Path:
-    """Record a service atomically (write then rename), so a reader never sees half a file."""
-    path = state_path(info.stack)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(info.to_dict(), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def clear_state(stack_name: str) -> bool:
-    """Remove a stack's state file; True if there was one."""
-    path = state_path(stack_name)
-    try:
-        path.unlink()
-    except FileNotFoundError:
+        with socket.create_connection((target, port), timeout=0.5):
+            return True
+    except OSError:
         return False
-    return True
-
-
-def state_path(stack_name: str) -> Path:
-    """``flywheel_home()/services/<stack>.json``."""
-    return services_dir() / f"{stack_name}.json"
 
 
 def base_url(host: str, port: int) -> str:
@@ -356,12 +300,13 @@ def base_url(host: str, port: int) -> str:
 
 
 class ModelDeployer(ABC):
-    """Serves a registered model version on a stack; one subclass per ``model_deployer`` flavor.
+    """Serves registered models on a stack, one service per model; one subclass per ``model_deployer`` flavor.
 
-    ``deploy`` returns once the service answers ``/ready`` (or raises ``DeploymentError`` saying why
-    not); a service already running for this stack and model is left to hot-swap to the new champion
-    unless ``restart`` is set. ``status`` returns None when nothing is recorded; ``stop`` returns whether
-    something was running.
+    ``deploy`` returns once the model's service answers ``/ready`` (or raises ``DeploymentError`` saying
+    why not); a service already running for that model is left to hot-swap to the new champion unless
+    ``restart`` is set, and other models' services are never touched. ``status`` returns None when nothing
+    is recorded for the model; ``stop`` returns whether something was running; ``statuses`` lists every
+    model's service recorded on the stack.
     """
 
     flavor: ClassVar[str]
@@ -386,13 +331,27 @@ class ModelDeployer(ABC):
         """Serve ``model_name`` (its champion, currently ``version``) and wait until it is ready."""
 
     @abstractmethod
-    def status(self) -> ServiceInfo | None:
-        """The recorded service with what a look finds now (running, healthy), or None if none."""
+    def status(self, model_name: str) -> ServiceInfo | None:
+        """The model's recorded service with what a look finds now (running, healthy), or None if none."""
 
     @abstractmethod
-    def stop(self) -> bool:
-        """Stop the recorded service and forget it; True if something was running."""
+    def stop(self, model_name: str) -> bool:
+        """Stop the model's recorded service and forget it; True if something was running."""
 
-    def recorded(self) -> ServiceInfo | None:
-        """This stack's state file, as written by the last ``deploy``."""
-        return read_state(self.stack.name)
+    @abstractmethod
+    def logs(self, model_name: str, lines: int = 50) -> str:
+        """The last ``lines`` lines the model's service wrote."""
+
+    def recorded(self, model_name: str) -> ServiceInfo | None:
+        """The model's state file on this stack, as written by its last ``deploy``."""
+        from stacks.components.deployers.state import read_state
+
+        return read_state(self.stack.name, model_name)
+
+    def statuses(self) -> tuple[list[ServiceInfo], list[str]]:
+        """Every model's service recorded on this stack, as ``status`` finds it, by model name; and a line
+        per state file that could not be read."""
+        from stacks.components.deployers.state import list_states
+
+        recorded, problems = list_states(self.stack.name)
+        return [self.status(info.model_name) or info for info in recorded], problems

@@ -1,4 +1,8 @@
-"""The ``docker`` flavor: the service in a container built from this repository's Dockerfile.
+"""The ``docker`` flavor: each model's service in a container built from this repository's Dockerfile.
+
+One container per model, named ``flywheel-<stack>-<model>``, each published on its own host port (the
+stack's configured ``port`` for the first model, the first free one after it for each further model, kept
+across redeploys: ``state.allocate_port``). Deploying one model never replaces another's container.
 
 The exact ``docker build`` and ``docker run`` commands are rendered first (``render``), so they can be
 tested, shown and copied; they are run only when a Docker CLI is on PATH *and* its engine answers
@@ -33,17 +37,23 @@ from stacks.components.deployers.base import (
     ServiceInfo,
     ToolUnavailableError,
     base_url,
-    clear_state,
     dns_name,
     http_status,
     now_iso,
+    port_taken,
     served_version,
     service_secret_refs,
     wait_until_ready,
     write_stack_copy,
-    write_state,
 )
 from stacks.components.deployers.server_options import shutdown_wait_s, uvicorn_flags
+from stacks.components.deployers.state import (
+    allocate_port,
+    clear_state,
+    model_slug,
+    require_model_name,
+    write_state,
+)
 from stacks.config import DockerDeployerConfig, Stack
 from stacks.paths import flywheel_home, has_url_scheme
 
@@ -65,7 +75,7 @@ HEALTH_CMD = (
 
 
 class DockerDeployer(ModelDeployer):
-    """One container per stack, named ``flywheel-<stack>``, restarted by Docker unless stopped.
+    """One container per model, named ``flywheel-<stack>-<model>``, restarted by Docker unless stopped.
 
     ``docker`` is the CLI to use (default: the one on PATH; tests pass a stand-in), ``context`` the
     build context holding the Dockerfile.
@@ -91,13 +101,20 @@ class DockerDeployer(ModelDeployer):
 
     # ------------------------------------------------------------------ rendering
 
-    @property
-    def container_name(self) -> str:
-        return dns_name("flywheel", self.stack.name)
+    def container_name(self, model_name: str) -> str:
+        """``flywheel-<stack>-<model>``; a long stack name is cut, the model's part (with its hash) kept."""
+        slug = model_slug(model_name)
+        return f"{dns_name('flywheel', self.stack.name, max_len=62 - len(slug))}-{slug}"
 
-    @property
-    def url(self) -> str:
-        return base_url("127.0.0.1", self.config.port)
+    def port_for(self, model_name: str) -> int:
+        """The model's host port: kept from an earlier deploy, else the first free one from the stack's."""
+        return allocate_port(
+            self.stack.name, model_name, self.config.port, lambda p: port_taken("127.0.0.1", p)
+        )
+
+    @staticmethod
+    def url(port: int) -> str:
+        return base_url("127.0.0.1", port)
 
     @property
     def stack_copy(self) -> Path:
@@ -132,18 +149,20 @@ class DockerDeployer(ModelDeployer):
             str(self.context),
         ]
 
-    def run_command(self, model_name: str, version: str) -> list[str]:
-        """``docker run`` for this stack's service; environment values only for non-secret settings."""
+    def run_command(self, model_name: str, version: str, port: int | None = None) -> list[str]:
+        """``docker run`` for the model's service on host ``port`` (default: the model's port);
+        environment values only for non-secret settings."""
+        port = self.port_for(model_name) if port is None else port
         cmd = [
             "docker",
             "run",
             "--detach",
             "--name",
-            self.container_name,
+            self.container_name(model_name),
             "--restart",
             "unless-stopped",
             "--publish",
-            f"{self.config.port}:{CONTAINER_PORT}",
+            f"{port}:{CONTAINER_PORT}",
             "--label",
             f"flywheel.stack={self.stack.name}",
             "--label",
@@ -208,13 +227,13 @@ class DockerDeployer(ModelDeployer):
             *uvicorn_flags(self.config.server),
         ]
 
-    def render(self, model_name: str, version: str) -> list[list[str]]:
+    def render(self, model_name: str, version: str, port: int | None = None) -> list[list[str]]:
         """Every command ``deploy`` runs, in order (the build only if the stack asks for it)."""
         commands = []
         if self.config.build:
             commands.append(self.build_command())
-        commands.append(["docker", "rm", "--force", self.container_name])
-        commands.append(self.run_command(model_name, version))
+        commands.append(["docker", "rm", "--force", self.container_name(model_name)])
+        commands.append(self.run_command(model_name, version, port))
         return commands
 
     # ------------------------------------------------------------------ lifecycle
@@ -239,20 +258,22 @@ class DockerDeployer(ModelDeployer):
         return None
 
     def deploy(self, model_name: str, version: str, *, restart: bool = False) -> ServiceInfo:
-        commands = self.render(model_name, version)
+        require_model_name(model_name)
+        name = self.container_name(model_name)
+        port = self.port_for(model_name)
+        commands = self.render(model_name, version, port)
         problem = self.engine_problem()
         if problem is not None:
             raise ToolUnavailableError(
-                f"cannot deploy stack '{self.stack.name}' with Docker: {problem}. "
+                f"cannot deploy '{model_name}' on stack '{self.stack.name}' with Docker: {problem}. "
                 f"With a Docker engine it would write {self.stack_copy} and run:",
                 [shlex.join(c) for c in commands],
             )
-        current = self.status()
-        healthy = current is not None and current.running and current.healthy
-        if current is not None and healthy and current.model_name == model_name and not restart:
+        current = self.status(model_name)
+        if current is not None and current.running and current.healthy and not restart:
             # the service hot-swaps to the new champion by itself
             detail = (
-                f"container {self.container_name} left running; it hot-swaps to v{version} "
+                f"container {name} left running; it hot-swaps to v{version} "
                 "when it next reads the champion alias"
             )
             info = current.with_(model_version=version, detail=detail)
@@ -263,70 +284,86 @@ class DockerDeployer(ModelDeployer):
             self._docker(command[1:], timeout=3600 if command[1] == "build" else 60, check=command[1] != "rm")
         container_id = self._docker(commands[-1][1:], timeout=120).strip()
         started_at = now_iso()
-        status = wait_until_ready(f"{self.url}/ready", self.ready_timeout_s, alive=self._container_running)
+        url = self.url(port)
+        status = wait_until_ready(f"{url}/ready", self.ready_timeout_s, alive=lambda: self._running(name))
         if status != 200:
-            logs = self._docker(["logs", "--tail", "40", self.container_name], timeout=30, check=False)
+            logs = self._docker(["logs", "--tail", "40", name], timeout=30, check=False)
             raise DeploymentError(
-                f"container {self.container_name} ({self.config.image}) did not answer 200 on "
-                f"{self.url}/ready within {self.ready_timeout_s:g} s (last answer: {status or 'none'}).\n"
-                f"Last lines of `docker logs {self.container_name}`:\n{logs.strip() or '(empty)'}"
+                f"container {name} ({self.config.image}) did not answer 200 on "
+                f"{url}/ready within {self.ready_timeout_s:g} s (last answer: {status or 'none'}).\n"
+                f"Last lines of `docker logs {name}`:\n{logs.strip() or '(empty)'}"
             )
         info = ServiceInfo(
             flavor=self.flavor,
             stack=self.stack.name,
-            url=self.url,
+            url=url,
             model_name=model_name,
             model_version=version,
             started_at=started_at,
-            handle=container_id[:12] or self.container_name,
-            container=container_id or self.container_name,
-            extra={"image": self.config.image, "name": self.container_name},
+            handle=container_id[:12] or name,
+            port=port,
+            container=container_id or name,
+            extra={"image": self.config.image, "name": name},
         )
         write_state(info)
         return info
 
-    def status(self) -> ServiceInfo | None:
-        info = self.recorded()
+    def status(self, model_name: str) -> ServiceInfo | None:
+        info = self.recorded(model_name)
         if info is None:
             return None
+        name = self._name_of(info)
         problem = self.engine_problem()
         if problem is not None:
             return info.with_(running=False, healthy=False, detail=f"cannot look: {problem}")
-        if not self._container_running():
-            return info.with_(
-                running=False, healthy=False, detail=f"container {self.container_name} is not running"
-            )
+        if not self._running(name):
+            return info.with_(running=False, healthy=False, detail=f"container {name} is not running")
         health = http_status(f"{info.url}/health")
         if health != 200:
             return info.with_(healthy=False, detail=f"{info.url}/health answered {health or 'nothing'}")
         return info.with_(model_version=served_version(info.url) or info.model_version)
 
-    def stop(self) -> bool:
-        info = self.recorded()
+    def stop(self, model_name: str) -> bool:
+        info = self.recorded(model_name)
         if info is None:
             return False
+        name = self._name_of(info)
         problem = self.engine_problem()
         commands = [
-            ["docker", "stop", "--time", str(shutdown_wait_s(self.config.server)), self.container_name],
-            ["docker", "rm", self.container_name],
+            ["docker", "stop", "--time", str(shutdown_wait_s(self.config.server)), name],
+            ["docker", "rm", name],
         ]
         if problem is not None:
             raise ToolUnavailableError(
-                f"cannot stop container {self.container_name}: {problem}. Run, where the engine is:",
+                f"cannot stop container {name}: {problem}. Run, where the engine is:",
                 [shlex.join(c) for c in commands],
             )
-        running = self._container_running()
+        running = self._running(name)
         for command in commands:
             self._docker(command[1:], timeout=60, check=False)
-        clear_state(self.stack.name)
+        clear_state(self.stack.name, model_name)
         return running
+
+    def logs(self, model_name: str, lines: int = 50) -> str:
+        info = self.recorded(model_name)
+        name = self._name_of(info) if info is not None else self.container_name(model_name)
+        problem = self.engine_problem()
+        if problem is not None:
+            raise ToolUnavailableError(
+                f"cannot read the logs of container {name}: {problem}. Run, where the engine is:",
+                [shlex.join(["docker", "logs", "--tail", str(lines), name])],
+            )
+        return self._docker(["logs", "--tail", str(max(1, lines)), name], timeout=30, check=False).strip()
 
     # ------------------------------------------------------------------ helpers
 
-    def _container_running(self) -> bool:
-        out = self._docker(
-            ["inspect", "--format", "{{.State.Running}}", self.container_name], timeout=30, check=False
-        )
+    def _name_of(self, info: ServiceInfo) -> str:
+        """The container a record names (as it was deployed), else the one this version would name."""
+        name = info.extra.get("name")
+        return name if isinstance(name, str) and name else self.container_name(info.model_name)
+
+    def _running(self, name: str) -> bool:
+        out = self._docker(["inspect", "--format", "{{.State.Running}}", name], timeout=30, check=False)
         return out.strip() == "true"
 
     def _docker(self, args: list[str], *, timeout: float, check: bool = True) -> str:

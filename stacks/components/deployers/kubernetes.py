@@ -1,7 +1,10 @@
-"""The ``kubernetes`` flavor: a Deployment, a Service and the stack as a ConfigMap, applied with kubectl.
+"""The ``kubernetes`` flavor: per model a Deployment, a Service and the stack as a ConfigMap, via kubectl.
 
-The manifests are plain dictionaries rendered from the stack (``manifests``), written as YAML under
-``flywheel_home()/deploy/<stack>/`` and applied with ``kubectl apply -f`` when kubectl is on PATH;
+Each model gets its own three objects, named ``flywheel-<model>`` (a DNS-safe label; a name that is not
+one already gets a hash of it), so deploying or deleting one model's service never touches another's, and
+each is reached at its own in-cluster DNS name on the stack's port. The manifests are plain dictionaries
+rendered from the stack (``manifests``), written as YAML under ``flywheel_home()/deploy/<stack>/<model>/``
+and applied with ``kubectl apply -f`` when kubectl is on PATH;
 without it ``deploy`` writes them and raises ``ToolUnavailableError`` saying how to apply them. Rendering
 is pure, so tests validate every manifest against the Kubernetes schemas (kubernetes-validate).
 
@@ -38,13 +41,12 @@ from stacks.components.deployers.base import (
     ModelDeployer,
     ServiceInfo,
     ToolUnavailableError,
-    clear_state,
     dns_name,
     now_iso,
     service_secret_refs,
-    write_state,
 )
 from stacks.components.deployers.server_options import shutdown_wait_s, uvicorn_flags
+from stacks.components.deployers.state import clear_state, model_slug, require_model_name, write_state
 from stacks.config import KubernetesDeployerConfig, Stack
 from stacks.paths import flywheel_home
 
@@ -70,7 +72,7 @@ def secret_key_ref(ref: str) -> tuple[str, str]:
 
 
 class KubernetesDeployer(ModelDeployer):
-    """Renders and applies the manifests of a stack's model service.
+    """Renders and applies the manifests of each model's service on a stack.
 
     ``kubectl`` is the CLI to use (default: the one on PATH, None when there is none; tests pass a
     stand-in); ``ready_timeout_s`` bounds ``kubectl rollout status``.
@@ -94,13 +96,13 @@ class KubernetesDeployer(ModelDeployer):
 
     # ------------------------------------------------------------------ rendering
 
-    @property
-    def manifests_dir(self) -> Path:
-        return flywheel_home() / "deploy" / self.stack.name
+    def manifests_dir(self, model_name: str) -> Path:
+        return flywheel_home() / "deploy" / self.stack.name / model_slug(model_name)
 
     @staticmethod
     def app_name(model_name: str) -> str:
-        return dns_name("flywheel", model_name, max_len=50)  # leaves room for the "-stack" suffix
+        """``flywheel-<model slug>``: at most 49 characters, leaving room for the "-stack" suffix."""
+        return dns_name("flywheel", model_slug(model_name), max_len=50)
 
     def url(self, model_name: str) -> str:
         """The in-cluster URL of the Service."""
@@ -272,7 +274,7 @@ class KubernetesDeployer(ModelDeployer):
 
     def write_manifests(self, model_name: str, version: str) -> list[Path]:
         """Write one YAML file per manifest (and a script creating the Secrets); returns the YAML paths."""
-        folder = self.manifests_dir
+        folder = self.manifests_dir(model_name)
         folder.mkdir(parents=True, exist_ok=True)
         written = []
         for manifest in self.manifests(model_name, version):
@@ -290,7 +292,7 @@ class KubernetesDeployer(ModelDeployer):
 
     def apply_commands(self, model_name: str) -> list[list[str]]:
         return [
-            ["kubectl", "apply", "--request-timeout=60s", "-f", str(self.manifests_dir)],
+            ["kubectl", "apply", "--request-timeout=60s", "-f", str(self.manifests_dir(model_name))],
             [
                 "kubectl",
                 "rollout",
@@ -305,7 +307,9 @@ class KubernetesDeployer(ModelDeployer):
     # ------------------------------------------------------------------ lifecycle
 
     def deploy(self, model_name: str, version: str, *, restart: bool = False) -> ServiceInfo:
+        require_model_name(model_name)
         self.write_manifests(model_name, version)
+        folder = self.manifests_dir(model_name)
         commands = self.apply_commands(model_name)
         if restart:
             commands.insert(
@@ -321,8 +325,8 @@ class KubernetesDeployer(ModelDeployer):
             )
         if self.kubectl is None:
             raise ToolUnavailableError(
-                f"kubectl is not on PATH: the manifests of stack '{self.stack.name}' are written to "
-                f"{self.manifests_dir}; create the Secrets ({self.manifests_dir / 'create-secrets.sh'}) "
+                f"kubectl is not on PATH: the manifests of '{model_name}' on stack '{self.stack.name}' "
+                f"are written to {folder}; create the Secrets ({folder / 'create-secrets.sh'}) "
                 "and apply them from a machine with cluster access:",
                 [shlex.join(c) for c in commands],
             )
@@ -340,13 +344,13 @@ class KubernetesDeployer(ModelDeployer):
             namespace=self.config.namespace,
             deployment=name,
             service=name,
-            manifests=str(self.manifests_dir),
+            manifests=str(folder),
         )
         write_state(info)
         return info
 
-    def status(self) -> ServiceInfo | None:
-        info = self.recorded()
+    def status(self, model_name: str) -> ServiceInfo | None:
+        info = self.recorded(model_name)
         if info is None:
             return None
         if self.kubectl is None:
@@ -368,8 +372,8 @@ class KubernetesDeployer(ModelDeployer):
             detail=f"{ready}/{wanted} replicas ready",
         )
 
-    def stop(self) -> bool:
-        info = self.recorded()
+    def stop(self, model_name: str) -> bool:
+        info = self.recorded(model_name)
         if info is None:
             return False
         name, ns = str(info.deployment), str(info.namespace)
@@ -389,8 +393,20 @@ class KubernetesDeployer(ModelDeployer):
                 [shlex.join(command)],
             )
         out = self._kubectl(command[1:], timeout=120)
-        clear_state(self.stack.name)
+        clear_state(self.stack.name, model_name)
         return "deleted" in out
+
+    def logs(self, model_name: str, lines: int = 50) -> str:
+        info = self.recorded(model_name)
+        name = str(info.deployment) if info is not None else self.app_name(model_name)
+        ns = str(info.namespace) if info is not None else self.config.namespace
+        command = ["kubectl", "logs", f"deployment/{name}", "--namespace", ns, f"--tail={max(1, lines)}"]
+        if self.kubectl is None:
+            raise ToolUnavailableError(
+                "kubectl is not on PATH; read the logs from a machine with cluster access:",
+                [shlex.join(command)],
+            )
+        return self._kubectl(command[1:], timeout=60).strip()
 
     def _kubectl(self, args: list[str], *, timeout: float, check: bool = True) -> str:
         assert self.kubectl is not None
@@ -402,6 +418,6 @@ class KubernetesDeployer(ModelDeployer):
             raise DeploymentError(
                 f"`kubectl {shlex.join(args)}` failed (exit {done.returncode}):\n"
                 f"{(done.stderr or done.stdout).strip()[-3000:]}\n"
-                f"The manifests are in {self.manifests_dir}."
+                f"The manifests are under {flywheel_home() / 'deploy' / self.stack.name}."
             )
         return done.stdout

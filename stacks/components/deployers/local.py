@@ -1,13 +1,17 @@
-"""The ``local`` flavor: the service as a detached uvicorn process on this machine.
+"""The ``local`` flavor: each model's service as a detached uvicorn process on this machine.
 
-The process outlives the flow that started it (``start_new_session=True``: its own process group, so a
-Ctrl-C in the terminal that ran ``flywheel`` does not reach it, and ``stop`` can end the uvicorn master
-and its workers together). What was started is recorded in ``flywheel_home()/services/<stack>.json``
-so any later process can find, check and stop it; a stale file (the machine rebooted, the process was
-killed) is recognised by the process being gone or being something else now, and is never acted on.
+One process per model, each on its own port: the first model of a stack gets the stack's configured
+``port``, each further model the first free port after it, and a model keeps its port across stops and
+redeploys (``state.allocate_port``). A process outlives the flow that started it
+(``start_new_session=True``: its own process group, so a Ctrl-C in the terminal that ran ``flywheel`` does
+not reach it, and ``stop`` can end the uvicorn master and its workers together). What was started is
+recorded in ``flywheel_home()/services/<stack>/<model>.json``, its output in ``<model>.log`` beside it, so
+any later process can find, check and stop it; a stale file (the machine rebooted, the process was killed)
+is recognised by the process being gone or being something else now, and is never acted on.
 
 Redeploying while a healthy service for the same model runs leaves it running: the service hot-swaps
 to the new champion by itself when the alias moves, so a new model costs no restart and no dropped request.
+Deploying or stopping one model takes that model's lock only; other models' services are not touched.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ import importlib.util
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,19 +33,25 @@ from stacks.components.deployers.base import (
     ModelDeployer,
     ServiceInfo,
     base_url,
-    clear_state,
     http_status,
     now_iso,
+    port_taken,
     served_version,
     service_secret_refs,
-    services_dir,
     stack_reference,
-    state_lock,
-    state_path,
     wait_until_ready,
-    write_state,
 )
 from stacks.components.deployers.server_options import shutdown_wait_s, uvicorn_flags
+from stacks.components.deployers.state import (
+    allocate_port,
+    clear_state,
+    log_path,
+    model_lock,
+    ports_path,
+    require_model_name,
+    state_path,
+    write_state,
+)
 from stacks.config import LocalDeployerConfig, Stack
 from stacks.paths import flywheel_home
 
@@ -83,27 +92,20 @@ def _runs_app(pid: int, app: str) -> bool:
     return app.encode() in cmdline
 
 
-def log_tail(path: Path | str, lines: int = 25) -> str:
-    """The last ``lines`` lines of a log file, or a note that there is none."""
+def log_tail(path: Path | str, lines: int = 25, max_bytes: int = 1_000_000) -> str:
+    """The last ``lines`` lines of a log file (read from its last ``max_bytes`` only), or a note."""
     try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
+        with open(path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - max_bytes))
+            text = handle.read().decode("utf-8", errors="replace")
     except OSError:
         return f"(no log at {path})"
-    return "\n".join(text.splitlines()[-lines:]) or "(the log is empty)"
-
-
-def _port_taken(host: str, port: int) -> bool:
-    """True if something accepts TCP connections on ``host:port``."""
-    target = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
-    try:
-        with socket.create_connection((target, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+    return "\n".join(text.splitlines()[-max(1, lines) :]) or "(the log is empty)"
 
 
 class LocalDeployer(ModelDeployer):
-    """Runs ``python -m uvicorn serving.app:create_app --factory`` detached, one per stack.
+    """Runs ``python -m uvicorn serving.app:create_app --factory`` detached, one process per model.
 
     ``app`` and ``python`` are the factory and interpreter to run (tests substitute a stand-in app);
     ``ready_timeout_s`` overrides the stack's ``ready_timeout_s``; ``stop_timeout_s`` (how long ``stop``
@@ -132,17 +134,22 @@ class LocalDeployer(ModelDeployer):
 
     # ------------------------------------------------------------------ rendering
 
-    @property
-    def url(self) -> str:
-        return base_url(self.config.host, self.config.port)
+    def url(self, port: int | None = None) -> str:
+        """The URL of a service on ``port`` (default: the stack's configured port, its first model's)."""
+        return base_url(self.config.host, self.config.port if port is None else port)
 
-    @property
-    def log_path(self) -> Path:
-        return services_dir() / f"{self.stack.name}.log"
+    def port_for(self, model_name: str) -> int:
+        """The model's port: kept from an earlier deploy, else the first free one from the stack's port."""
+        return allocate_port(
+            self.stack.name, model_name, self.config.port, lambda p: port_taken(self.config.host, p)
+        )
 
-    def command(self) -> list[str]:
+    def log_path(self, model_name: str) -> Path:
+        return log_path(self.stack.name, model_name)
+
+    def command(self, port: int | None = None) -> list[str]:
         """The uvicorn command line (this interpreter, so the service sees the same packages), with the
-        stack's server limits."""
+        stack's server limits, on ``port`` (default: the stack's configured port)."""
         return [
             self.python,
             "-m",
@@ -152,7 +159,7 @@ class LocalDeployer(ModelDeployer):
             "--host",
             self.config.host,
             "--port",
-            str(self.config.port),
+            str(self.config.port if port is None else port),
             "--workers",
             str(self.config.workers),
             "--no-access-log",  # a line per request cost 14-18% of throughput; /metrics counts requests
@@ -185,27 +192,36 @@ class LocalDeployer(ModelDeployer):
 
     # ------------------------------------------------------------------ lifecycle
 
+    def _lock(self, model_name: str) -> contextlib.AbstractContextManager[None]:
+        return model_lock(self.stack.name, model_name, self.ready_timeout_s + self.stop_timeout_s + 30)
+
     def deploy(self, model_name: str, version: str, *, restart: bool = False) -> ServiceInfo:
+        require_model_name(model_name)
         self._require_service_secrets()
-        with state_lock(self.stack.name, timeout_s=self.ready_timeout_s + self.stop_timeout_s + 30):
+        with self._lock(model_name):
             return self._deploy_locked(model_name, version, restart=restart)
 
     def _deploy_locked(self, model_name: str, version: str, *, restart: bool) -> ServiceInfo:
-        current = self.status()
+        current = self.status(model_name)
         if current is not None and current.running:
-            if current.healthy and current.model_name == model_name and not restart:
+            if current.healthy and not restart:
                 return self._keep(current, version)
-            logger.info("replacing the service of stack %r (pid %s)", self.stack.name, current.pid)
-            self._stop_locked()
-        elif current is not None:
-            clear_state(self.stack.name)  # stale: the process is gone
-        if _port_taken(self.config.host, self.config.port):
-            raise DeploymentError(
-                f"port {self.config.port} on {self.config.host} is already in use by a process that is not "
-                f"this stack's recorded service; stop it, or set another port in {self.stack.source} "
-                f"({self.component.label()}, key 'port')"
+            logger.info(
+                "replacing the service of %r on stack %r (pid %s)", model_name, self.stack.name, current.pid
             )
-        return self._start(model_name, version)
+            self._stop_locked(model_name)
+        elif current is not None:
+            clear_state(self.stack.name, model_name)  # stale: the process is gone
+        port = self.port_for(model_name)
+        if port_taken(self.config.host, port):
+            raise DeploymentError(
+                f"port {port} on {self.config.host}, the port of '{model_name}' on stack "
+                f"'{self.stack.name}', is in use by a process that is not its recorded service; stop "
+                f"that process, or remove '{model_name}' from {ports_path(self.stack.name)} to be "
+                f"given another port (the stack's base port is in {self.stack.source}, "
+                f"{self.component.label()}, key 'port')"
+            )
+        return self._start(model_name, version, port)
 
     def _keep(self, current: ServiceInfo, version: str) -> ServiceInfo:
         """A healthy service of this model is running: leave it to hot-swap to the new champion."""
@@ -221,21 +237,22 @@ class LocalDeployer(ModelDeployer):
         write_state(info.with_(detail=""))
         return info
 
-    def _start(self, model_name: str, version: str) -> ServiceInfo:
-        log_path = self.log_path
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        command = self.command()
+    def _start(self, model_name: str, version: str, port: int) -> ServiceInfo:
+        log = self.log_path(model_name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        command = self.command(port)
         env = {**os.environ, **self.environment(model_name)}
+        url = self.url(port)
         notes = self.warnings()
         for note in notes:
             logger.warning(note)
-        with open(log_path, "ab") as log:
-            log.write(f"\n==== {now_iso()} starting: {' '.join(command)}\n".encode())
-            log.flush()
+        with open(log, "ab") as out:
+            out.write(f"\n==== {now_iso()} starting {model_name}: {' '.join(command)}\n".encode())
+            out.flush()
             process = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
-                stdout=log,
+                stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
@@ -243,49 +260,48 @@ class LocalDeployer(ModelDeployer):
             )
         _CHILDREN[process.pid] = process
         started_at = now_iso()
-        status = wait_until_ready(
-            f"{self.url}/ready", self.ready_timeout_s, alive=lambda: process.poll() is None
-        )
+        status = wait_until_ready(f"{url}/ready", self.ready_timeout_s, alive=lambda: process.poll() is None)
         if status != 200:
             code = process.poll()
             if code is None:
                 self._terminate(process.pid)
                 why = (
-                    f"did not answer 200 on {self.url}/ready within {self.ready_timeout_s:g} s "
+                    f"did not answer 200 on {url}/ready within {self.ready_timeout_s:g} s "
                     f"(last answer: {status or 'none'}); it was stopped"
                 )
             else:
                 why = f"exited with code {code} before it was ready"
             raise DeploymentError(
-                f"the service of stack '{self.stack.name}' ({' '.join(command)}) {why}.\n"
-                f"Last lines of {log_path}:\n{log_tail(log_path)}"
+                f"the service of '{model_name}' on stack '{self.stack.name}' ({' '.join(command)}) {why}.\n"
+                f"Last lines of {log}:\n{log_tail(log)}"
             )
         info = ServiceInfo(
             flavor=self.flavor,
             stack=self.stack.name,
-            url=self.url,
+            url=url,
             model_name=model_name,
             model_version=version,
             started_at=started_at,
             handle=str(process.pid),
             pid=process.pid,
-            log_path=str(log_path),
+            port=port,
+            log_path=str(log),
             detail="; ".join(notes),
             extra={"command": command, "app": self.app, "stack_ref": env["FLYWHEEL_STACK"]},
         )
         write_state(info)
         return info
 
-    def status(self) -> ServiceInfo | None:
-        info = self.recorded()
+    def status(self, model_name: str) -> ServiceInfo | None:
+        info = self.recorded(model_name)
         if info is None:
             return None
         if info.pid is None or not pid_alive(info.pid) or not _runs_app(info.pid, self._app_of(info)):
             return info.with_(
                 running=False,
                 healthy=False,
-                detail=f"process {info.pid} is not running; {state_path(self.stack.name)} is stale "
-                "(`flywheel service stop` removes it)",
+                detail=f"process {info.pid} is not running; {state_path(self.stack.name, model_name)} is "
+                "stale (`flywheel service stop` removes it)",
             )
         health = http_status(f"{info.url}/health")
         if health != 200:
@@ -296,12 +312,12 @@ class LocalDeployer(ModelDeployer):
             )
         return info.with_(healthy=True, model_version=served_version(info.url) or info.model_version)
 
-    def stop(self) -> bool:
-        with state_lock(self.stack.name, timeout_s=self.ready_timeout_s + self.stop_timeout_s + 30):
-            return self._stop_locked()
+    def stop(self, model_name: str) -> bool:
+        with self._lock(model_name):
+            return self._stop_locked(model_name)
 
-    def _stop_locked(self) -> bool:
-        info = self.recorded()
+    def _stop_locked(self, model_name: str) -> bool:
+        info = self.recorded(model_name)
         if info is None:
             return False
         running = info.pid is not None and pid_alive(info.pid) and _runs_app(info.pid, self._app_of(info))
@@ -310,8 +326,12 @@ class LocalDeployer(ModelDeployer):
             self._terminate(info.pid)
             if pid_alive(info.pid):
                 raise DeploymentError(f"process {info.pid} survived SIGKILL; state file kept")
-        clear_state(self.stack.name)
+        clear_state(self.stack.name, model_name)
         return running
+
+    def logs(self, model_name: str, lines: int = 50) -> str:
+        info = self.recorded(model_name)
+        return log_tail(info.log_path if info and info.log_path else self.log_path(model_name), lines)
 
     # ------------------------------------------------------------------ helpers
 

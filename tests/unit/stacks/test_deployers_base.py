@@ -12,13 +12,9 @@ import pytest
 from stacks.components.deployers import DeploymentError, ServiceInfo, deployer_for
 from stacks.components.deployers.base import (
     base_url,
-    clear_state,
     dns_name,
-    read_state,
     service_secret_refs,
     stack_reference,
-    state_path,
-    write_state,
 )
 from stacks.components.deployers.docker import DockerDeployer
 from stacks.components.deployers.kubernetes import KubernetesDeployer
@@ -77,25 +73,6 @@ def test_service_info_tags_lines_and_markdown() -> None:
     assert "pid        4242" in text and "healthy" in text and "flight-delay v3" in text
     assert "not running" in "\n".join(info.with_(running=False, healthy=False).lines())
     assert "| url | http://127.0.0.1:8080 |" in info.to_markdown()
-
-
-def test_state_file_write_read_clear(home: Path) -> None:
-    info = _info()
-    path = write_state(info)
-    assert path == home / "services" / "mini.json" == state_path("mini")
-    assert read_state("mini") == info
-    assert not list(path.parent.glob("*.tmp"))  # written atomically
-    assert clear_state("mini") and not path.exists()
-    assert read_state("mini") is None
-    assert not clear_state("mini")
-
-
-def test_a_corrupt_state_file_is_named(home: Path) -> None:
-    path = state_path("mini")
-    path.parent.mkdir(parents=True)
-    path.write_text("{not json")
-    with pytest.raises(DeploymentError, match=r"mini.json: unreadable service state file"):
-        read_state("mini")
 
 
 @pytest.mark.parametrize(

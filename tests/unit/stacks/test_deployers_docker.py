@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from stacks.components.deployers import DeploymentError, ToolUnavailableError
-from stacks.components.deployers.base import read_state
 from stacks.components.deployers.docker import CONTAINER_PORT, REPO_ROOT, DockerDeployer
+from stacks.components.deployers.state import allocate_port, read_ports, read_state
 from stacks.config import Stack, parse_stack
 
 SECRET_VALUE = "s3cr3t-never-printed"
@@ -63,8 +63,8 @@ def test_build_and_run_commands(docker_stack: Callable[..., Stack], home: Path) 
         str(REPO_ROOT / "Dockerfile"),
         str(REPO_ROOT),
     ]
-    assert rm == ["docker", "rm", "--force", "flywheel-mini"]
-    assert run[:4] == ["docker", "run", "--detach", "--name"] and run[4] == "flywheel-mini"
+    assert rm == ["docker", "rm", "--force", "flywheel-mini-flight-delay"]
+    assert run[:4] == ["docker", "run", "--detach", "--name"] and run[4] == "flywheel-mini-flight-delay"
     image = run.index("flywheel:test")  # then the command that replaces the image's CMD
     assert run[image + 1 : image + 5] == ["python", "-m", "uvicorn", "serving.app:create_app"]
     assert run[run.index("--workers") + 1] == "2"
@@ -123,9 +123,9 @@ def test_no_engine_says_what_it_would_run(docker_stack: Callable[..., Stack], tm
     d = DockerDeployer(docker_stack(), docker=str(fake))
     with pytest.raises(ToolUnavailableError, match="the Docker engine does not answer") as caught:
         d.deploy("flight-delay", "1")
-    assert "docker run --detach --name flywheel-mini" in str(caught.value)
+    assert "docker run --detach --name flywheel-mini-flight-delay" in str(caught.value)
     assert any(c.startswith("docker build --tag flywheel:test") for c in caught.value.commands)
-    assert read_state("mini") is None
+    assert read_state("mini", "flight-delay") is None
 
 
 def test_no_cli_says_what_it_would_run(
@@ -185,6 +185,8 @@ def test_deploy_status_stop_with_a_stand_in_engine(
 ) -> None:
     fake = _fake_docker(tmp_path)
     d = DockerDeployer(docker_stack(port=container_port), docker=str(fake))
+    # the stand-in listens before the "container" runs: give the model its port as an earlier deploy did
+    assert allocate_port("mini", "flight-delay", container_port, lambda port: False) == container_port
     info = d.deploy("flight-delay", "5")
     assert info.container == "0123456789abcdef0123" and info.handle == "0123456789ab"
     assert info.url == f"http://127.0.0.1:{container_port}"
@@ -193,16 +195,20 @@ def test_deploy_status_stop_with_a_stand_in_engine(
     stack_copy = home / "deploy" / "mini" / "stack.yaml"
     assert "stack_name: mini" in stack_copy.read_text()
 
-    seen = d.status()
+    seen = d.status("flight-delay")
     assert seen is not None and seen.running and seen.healthy and seen.model_version == "5"
     again = d.deploy("flight-delay", "6")  # healthy: left to hot-swap, no new container
     assert "hot-swaps to v6" in again.detail
     assert sum(c.startswith("run ") for c in (tmp_path / "docker-calls.log").read_text().splitlines()) == 1
+    assert d.logs("flight-delay", 5) == "container log line"
+    assert "logs --tail 5 flywheel-mini-flight-delay" in (tmp_path / "docker-calls.log").read_text()
 
-    assert d.stop() is True
+    name = "flywheel-mini-flight-delay"
+    assert d.stop("flight-delay") is True
     calls = (tmp_path / "docker-calls.log").read_text().splitlines()
-    assert "stop --time 30 flywheel-mini" in calls and "rm flywheel-mini" in calls  # 10 s grace + 20
-    assert read_state("mini") is None
+    assert f"stop --time 30 {name}" in calls and f"rm {name}" in calls  # 10 s grace + 20
+    assert read_state("mini", "flight-delay") is None
+    assert read_ports("mini") == {"flight-delay": container_port}  # kept for the next deploy
 
 
 # ---------------------------------------------------------------- the Dockerfile
@@ -265,3 +271,29 @@ def test_dockerfile_copies_only_what_exists_and_is_not_ignored() -> None:
         for source in sources:
             assert (REPO_ROOT / source).exists(), source
             assert source.rstrip("/") not in ignored, source
+
+
+def test_each_model_has_its_own_container_and_host_port(
+    docker_stack: Callable[..., Stack], free_port: int
+) -> None:
+    d = DockerDeployer(docker_stack(port=free_port))
+    first = d.run_command("flight-delay", "1")
+    second = d.run_command("diamond-price", "3")
+    assert first[first.index("--name") + 1] == "flywheel-mini-flight-delay"
+    assert second[second.index("--name") + 1] == "flywheel-mini-diamond-price"
+    assert _flags(first, "--publish") == [f"{free_port}:{CONTAINER_PORT}"]  # the stack's port: first model
+    assert _flags(second, "--publish") == [f"{free_port + 1}:{CONTAINER_PORT}"]
+    assert "FLYWHEEL_MODEL=diamond-price" in _flags(second, "--env")
+    assert "flywheel.model=diamond-price" in _flags(second, "--label")
+    again = d.run_command("flight-delay", "2")  # a redeploy keeps the model's port
+    assert _flags(again, "--publish") == [f"{free_port}:{CONTAINER_PORT}"]
+
+
+def test_container_names_stay_valid_for_long_and_odd_names(minimal: Callable[..., dict[str, Any]]) -> None:
+    doc = minimal(model_deployer={"name": "d", "flavor": "docker", "configuration": {}})
+    doc["stack_name"] = "a-rather-long-stack-name-for-a-staging-environment"
+    d = DockerDeployer(parse_stack(doc, "long.yaml"))
+    names = {d.container_name(m) for m in ("Fraud Model/v2" * 4, "fraud-model-v2", "Fraud_Model_V2")}
+    assert len(names) == 3  # no two models share a container
+    for name in names:
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name), name

@@ -7,6 +7,7 @@ it is missing the test fails with how to install it; it never skips.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import stat
@@ -18,8 +19,8 @@ import pytest
 import yaml
 
 from stacks.components.deployers import DeploymentError, ToolUnavailableError
-from stacks.components.deployers.base import read_state
 from stacks.components.deployers.kubernetes import RUN_AS, KubernetesDeployer, secret_key_ref
+from stacks.components.deployers.state import read_state
 from stacks.config import parse_stack
 from stacks.loader import load_stack
 
@@ -158,7 +159,7 @@ def test_without_kubectl_the_manifests_are_written_and_the_way_to_apply_said(
     d = KubernetesDeployer(load_stack("production"))
     with pytest.raises(ToolUnavailableError, match="kubectl is not on PATH") as caught:
         d.deploy("flight-delay", "12")
-    folder = home / "deploy" / "production"
+    folder = home / "deploy" / "production" / "flight-delay"
     assert caught.value.commands[0] == f"kubectl apply --request-timeout=60s -f {folder}"
     assert {p.name for p in folder.iterdir()} == {
         "configmap.yaml",
@@ -171,7 +172,7 @@ def test_without_kubectl_the_manifests_are_written_and_the_way_to_apply_said(
     script = (folder / "create-secrets.sh").read_text()
     expected = "kubectl create secret generic serving --namespace flywheel"
     assert f'{expected} --from-literal=auth_token="$SERVING_AUTH_TOKEN"' in script
-    assert read_state("production") is None
+    assert read_state("production", "flight-delay") is None
 
 
 # ---------------------------------------------------------------- with a stand-in kubectl
@@ -204,13 +205,13 @@ def test_deploy_status_stop_with_a_stand_in_kubectl(home: Path, tmp_path: Path) 
     assert info.handle == "flywheel/flywheel-flight-delay"
     assert info.url == "http://flywheel-flight-delay.flywheel.svc.cluster.local:8080"
     calls = (tmp_path / "kubectl-calls.log").read_text().splitlines()
-    assert calls[0] == f"apply --request-timeout=60s -f {home / 'deploy' / 'production'}"
+    assert calls[0] == f"apply --request-timeout=60s -f {home / 'deploy' / 'production' / 'flight-delay'}"
     assert calls[1].startswith(
         "rollout status deployment/flywheel-flight-delay --namespace flywheel --timeout="
     )
-    seen = d.status()
+    seen = d.status("flight-delay")
     assert seen is not None and seen.running and seen.healthy and seen.detail == "3/3 replicas ready"
-    assert d.stop() is True
+    assert d.stop("flight-delay") is True
     last = (tmp_path / "kubectl-calls.log").read_text().splitlines()[-1].split()
     assert last[:4] == [
         "delete",
@@ -218,14 +219,54 @@ def test_deploy_status_stop_with_a_stand_in_kubectl(home: Path, tmp_path: Path) 
         "service/flywheel-flight-delay",
         "configmap/flywheel-flight-delay-stack",
     ]
-    assert read_state("production") is None
+    assert read_state("production", "flight-delay") is None
 
 
 def test_a_failed_apply_names_the_error_and_the_manifests(home: Path, tmp_path: Path) -> None:
     d = KubernetesDeployer(load_stack("production"), kubectl=str(_fake_kubectl(tmp_path, apply_fails=True)))
     with pytest.raises(
         DeploymentError,
-        match=r"(?s)kubectl apply .* failed \(exit 1\).*connection.*refused.*manifests are in",
+        match=r"(?s)kubectl apply .* failed \(exit 1\).*connection.*refused.*manifests are under",
     ):
         d.deploy("flight-delay", "12")
-    assert read_state("production") is None
+    assert read_state("production", "flight-delay") is None
+
+
+def test_two_models_get_their_own_objects_and_manifests(home: Path, tmp_path: Path) -> None:
+    """Deploying a second model applies its own folder: the first model's objects are not in it."""
+    d = KubernetesDeployer(load_stack("production"), kubectl=str(_fake_kubectl(tmp_path)))
+    first = d.deploy("flight-delay", "12")
+    second = d.deploy("diamond-price", "3")
+    assert second.deployment == "flywheel-diamond-price" != first.deployment
+    assert second.url == "http://flywheel-diamond-price.flywheel.svc.cluster.local:8080"
+    calls = (tmp_path / "kubectl-calls.log").read_text().splitlines()
+    applied = [c.split(" -f ")[1] for c in calls if c.startswith("apply ")]
+    assert applied == [str(home / "deploy" / "production" / m) for m in ("flight-delay", "diamond-price")]
+    names = {
+        yaml.safe_load((home / "deploy" / "production" / "diamond-price" / f"{kind}.yaml").read_text())[
+            "metadata"
+        ]["name"]
+        for kind in ("deployment", "service")
+    }
+    assert names == {"flywheel-diamond-price"}
+    recorded, problems = d.statuses()
+    assert [i.model_name for i in recorded] == ["diamond-price", "flight-delay"] and problems == []
+    assert d.stop("diamond-price") is True
+    deletes = [c for c in (tmp_path / "kubectl-calls.log").read_text().splitlines() if c.startswith("delete")]
+    assert len(deletes) == 1 and "deployment/flywheel-diamond-price" in deletes[0]
+    assert "flight-delay" not in deletes[0]
+    assert read_state("production", "flight-delay") is not None
+    assert d.logs("flight-delay", 20) == ""  # the stand-in prints nothing for `logs`
+    assert (
+        "logs deployment/flywheel-flight-delay --namespace flywheel --tail=20"
+        in (tmp_path / "kubectl-calls.log").read_text()
+    )
+
+
+def test_odd_model_names_make_distinct_valid_object_names() -> None:
+    names = {
+        KubernetesDeployer.app_name(m) for m in ("Flight_Delay", "flight-delay", "flight delay", "x" * 90)
+    }
+    assert len(names) == 4
+    for name in names:
+        assert len(name) <= 49 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name), name

@@ -18,8 +18,14 @@ from typing import Any
 import pytest
 
 from stacks.components.deployers import DeploymentError, ServiceInfo
-from stacks.components.deployers.base import read_state, state_path, write_state
 from stacks.components.deployers.local import LocalDeployer, pid_alive
+from stacks.components.deployers.state import (
+    allocate_port,
+    read_ports,
+    read_state,
+    state_path,
+    write_state,
+)
 from stacks.config import Stack
 from stacks.loader import load_stack
 
@@ -102,7 +108,8 @@ def local_stack(
 def deployer(local_stack: Stack, fake_app: str) -> Iterator[LocalDeployer]:
     d = LocalDeployer(local_stack, app=fake_app, stop_timeout_s=5)
     yield d
-    d.stop()  # never leave a process behind, whatever the test did
+    for info in d.statuses()[0]:  # never leave a process behind, whatever the test did
+        d.stop(info.model_name)
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -155,8 +162,9 @@ def test_command_and_environment(local_stack: Stack, home: Path) -> None:
     assert env["FLYWHEEL_HOME"] == str(home)
     assert env["FLYWHEEL_MODEL"] == "flight-delay"
     assert env["OMP_NUM_THREADS"] == "1"
-    assert d.log_path == home / "services" / "mini.log"
-    assert d.url == f"http://127.0.0.1:{port}"
+    assert d.log_path("flight-delay") == home / "services" / "mini" / "flight-delay.log"
+    assert d.url() == f"http://127.0.0.1:{port}"
+    assert d.command(9999)[d.command(9999).index("--port") + 1] == "9999"
 
 
 def test_the_shipped_local_stack_is_passed_by_name() -> None:
@@ -182,12 +190,13 @@ def test_deploy_status_hot_swap_and_stop(deployer: LocalDeployer, home: Path) ->
     assert info.pid is not None and pid_alive(info.pid)
     assert info.handle == str(info.pid) and info.flavor == "local" and info.model_version == "7"
     assert _get(f"{info.url}/ready")[0] == 200
-    recorded = read_state("mini")
-    assert recorded is not None and recorded.pid == info.pid
-    assert recorded.log_path == str(home / "services" / "mini.log")
-    assert "starting:" in Path(recorded.log_path).read_text()
+    recorded = read_state("mini", "flight-delay")
+    assert recorded is not None and recorded.pid == info.pid and recorded.port == deployer.config.port
+    assert recorded.log_path == str(home / "services" / "mini" / "flight-delay.log")
+    assert "starting flight-delay:" in Path(recorded.log_path).read_text()
+    assert "starting flight-delay:" in deployer.logs("flight-delay", 5)
 
-    seen = deployer.status()
+    seen = deployer.status("flight-delay")
     assert seen is not None and seen.running and seen.healthy and seen.model_version == "7"
     # the service got the stack, the home and one OpenMP thread
     body = _get(f"{info.url}/model")[1]
@@ -197,11 +206,11 @@ def test_deploy_status_hot_swap_and_stop(deployer: LocalDeployer, home: Path) ->
     assert again.pid == info.pid
     assert "hot-swaps to v8" in again.detail
 
-    assert deployer.stop() is True
+    assert deployer.stop("flight-delay") is True
     assert not pid_alive(info.pid)
-    assert not state_path("mini").exists()
-    assert deployer.status() is None
-    assert deployer.stop() is False
+    assert not state_path("mini", "flight-delay").exists()
+    assert deployer.status("flight-delay") is None
+    assert deployer.stop("flight-delay") is False
 
 
 def test_restart_replaces_the_process(deployer: LocalDeployer) -> None:
@@ -218,7 +227,7 @@ def test_a_crashing_service_is_reported_with_its_log(
     with pytest.raises(DeploymentError, match=r"exited with code \d+ before it was ready") as caught:
         deployer.deploy("flight-delay", "7")
     assert "fake service cannot load its model" in str(caught.value)  # the log's tail
-    assert read_state("mini") is None
+    assert read_state("mini", "flight-delay") is None
 
 
 def test_a_service_that_never_gets_ready_times_out_and_is_stopped(
@@ -231,7 +240,7 @@ def test_a_service_that_never_gets_ready_times_out_and_is_stopped(
         match=r"did not answer 200 on .*/ready within 5 s \(last answer: 503\); it was stopped",
     ):
         deployer.deploy("flight-delay", "7")
-    assert read_state("mini") is None
+    assert read_state("mini", "flight-delay") is None
     assert not _port_open(deployer)  # the process was stopped
 
 
@@ -247,7 +256,7 @@ def test_status_and_stop_of_a_dead_pid(deployer: LocalDeployer) -> None:
         ServiceInfo(
             flavor="local",
             stack="mini",
-            url=deployer.url,
+            url=deployer.url(),
             model_name="flight-delay",
             model_version="3",
             started_at="2026-11-22T08:00:00+00:00",
@@ -256,11 +265,11 @@ def test_status_and_stop_of_a_dead_pid(deployer: LocalDeployer) -> None:
             extra={"app": FAKE},
         )
     )
-    seen = deployer.status()
+    seen = deployer.status("flight-delay")
     assert seen is not None and not seen.running and not seen.healthy
     assert f"process {pid} is not running" in seen.detail and "stale" in seen.detail
-    assert deployer.stop() is False
-    assert not state_path("mini").exists()
+    assert deployer.stop("flight-delay") is False
+    assert not state_path("mini", "flight-delay").exists()
 
 
 def test_a_recycled_pid_is_never_signalled(deployer: LocalDeployer) -> None:
@@ -270,7 +279,7 @@ def test_a_recycled_pid_is_never_signalled(deployer: LocalDeployer) -> None:
         ServiceInfo(
             flavor="local",
             stack="mini",
-            url=deployer.url,
+            url=deployer.url(),
             model_name="flight-delay",
             model_version="3",
             started_at="2026-11-22T08:00:00+00:00",
@@ -279,16 +288,19 @@ def test_a_recycled_pid_is_never_signalled(deployer: LocalDeployer) -> None:
             extra={"app": FAKE},
         )
     )
-    seen = deployer.status()
+    seen = deployer.status("flight-delay")
     assert seen is not None and not seen.running
-    assert deployer.stop() is False  # and this test process is still here to assert it
+    assert deployer.stop("flight-delay") is False  # and this test process is still here to assert it
 
 
 def test_a_taken_port_is_a_clear_error(deployer: LocalDeployer) -> None:
     with socket.socket() as other:
         other.bind(("127.0.0.1", deployer.config.port))
         other.listen()
-        with pytest.raises(DeploymentError, match=r"port \d+ on 127.0.0.1 is already in use.*key 'port'"):
+        assert allocate_port("mini", "flight-delay", deployer.config.port, lambda p: False)  # given before
+        with pytest.raises(
+            DeploymentError, match=r"port \d+ on 127.0.0.1, the port of 'flight-delay'.*is in use.*ports.json"
+        ):
             deployer.deploy("flight-delay", "7")
 
 
@@ -311,4 +323,45 @@ def test_missing_service_secrets_stop_before_starting(
         match=r"needs secrets that are not set: \{\{serving.auth_token\}\} \(set SERVING_AUTH_TOKEN\)",
     ):
         d.deploy("flight-delay", "1")
-    assert read_state("mini") is None
+    assert read_state("mini", "flight-delay") is None
+
+
+def test_two_models_run_side_by_side_on_their_own_ports(deployer: LocalDeployer, home: Path) -> None:
+    """Deploying, restarting and stopping one model never touches the other's process."""
+    a = deployer.deploy("flight-delay", "7")
+    b = deployer.deploy("diamond-price", "3")
+    base = deployer.config.port
+    assert (a.port, a.url) == (base, f"http://127.0.0.1:{base}")
+    assert b.port is not None and b.port != base and b.url == f"http://127.0.0.1:{b.port}"
+    assert a.pid != b.pid and pid_alive(a.pid or 0) and pid_alive(b.pid or 0)
+    assert '"name": "flight-delay"' in _get(f"{a.url}/model")[1]
+    assert '"name": "diamond-price"' in _get(f"{b.url}/model")[1]
+    assert b.log_path == str(home / "services" / "mini" / "diamond-price.log")
+
+    restarted = deployer.deploy("diamond-price", "3", restart=True)
+    assert restarted.pid != b.pid and restarted.port == b.port  # same port after a restart
+    seen = deployer.status("flight-delay")
+    assert seen is not None and seen.healthy and seen.pid == a.pid  # untouched
+
+    statuses, problems = deployer.statuses()
+    assert [(i.model_name, i.healthy) for i in statuses] == [("diamond-price", True), ("flight-delay", True)]
+    assert problems == []
+
+    assert deployer.stop("flight-delay") is True
+    assert not pid_alive(a.pid or 0) and pid_alive(restarted.pid or 0)
+    assert _get(f"{restarted.url}/health")[0] == 200
+    again = deployer.deploy("flight-delay", "8")  # back on its own port
+    assert again.port == base
+    assert read_ports("mini") == {"flight-delay": base, "diamond-price": b.port}
+    for model in ("flight-delay", "diamond-price"):
+        assert deployer.stop(model) is True
+    assert deployer.statuses() == ([], [])
+
+
+def test_a_port_held_by_something_else_is_skipped_for_a_new_model(deployer: LocalDeployer) -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", deployer.config.port))
+        other.listen()
+        info = deployer.deploy("diamond-price", "3")
+    assert info.port is not None and info.port > deployer.config.port
+    assert _get(f"{info.url}/ready")[0] == 200

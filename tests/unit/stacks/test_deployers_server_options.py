@@ -130,7 +130,25 @@ def test_the_service_reads_the_rest_from_the_stack(
     path = write_stack(minimal(model_deployer=deployer))
     assert service_limits(str(path)) == ServerLimits.model_validate(CUSTOM)
     monkeypatch.setenv("FLYWHEEL_STACK", str(path))
-    assert ServiceSettings.from_env().max_body_bytes == 12345
+    monkeypatch.setenv("FLYWHEEL_MODEL", "diamond-price")
+    settings = ServiceSettings.from_env()
+    assert settings.max_body_bytes == 12345 and settings.model_name == "diamond-price"
+
+
+@pytest.mark.parametrize("value", [None, "", "  "])
+def test_the_service_needs_its_model_named(
+    value: str | None,
+    minimal: Callable[..., dict[str, Any]],
+    write_stack: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FLYWHEEL_STACK", str(write_stack(minimal())))
+    if value is None:
+        monkeypatch.delenv("FLYWHEEL_MODEL", raising=False)
+    else:
+        monkeypatch.setenv("FLYWHEEL_MODEL", value)
+    with pytest.raises(ValueError, match=r"FLYWHEEL_MODEL is not set: a service serves one registered model"):
+        ServiceSettings.from_env()
 
 
 def test_environment_overrides_one_process(
@@ -143,6 +161,7 @@ def test_environment_overrides_one_process(
     monkeypatch.setenv("FLYWHEEL_MAX_BODY_BYTES", "1000")
     monkeypatch.setenv("FLYWHEEL_HEADER_TIMEOUT_S", "2.5")
     monkeypatch.setenv("FLYWHEEL_MAX_CONNECTIONS", "1500")
+    monkeypatch.setenv("FLYWHEEL_MODEL", "flight-delay")
     assert ServiceSettings.from_env().max_body_bytes == 1000
     limits = service_limits()
     assert (limits.header_timeout_s, limits.max_connections, limits.max_body_bytes) == (2.5, 1500, 1000)
