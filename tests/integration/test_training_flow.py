@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -14,6 +15,7 @@ from flows.training import training
 from flywheel.lineage import lineage
 from stacks.components.artifact_store import ArtifactStore
 from steps.data.ingest import read_snapshot
+from steps.model import register
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -121,6 +123,76 @@ def test_regression_problem_from_a_users_csv(module_home: Path, tmp_path: Path) 
     found = lineage("diamond-price@champion")
     assert found.source_uri == str(csv)
     assert len(pd.read_parquet(found.snapshot_uri)) == 6000
+
+
+def _credit_file(tmp_path: Path, n: int = 2_000) -> Path:
+    """A credit-style file: the label is the text good/bad (20% bad), one column is 92% missing, and a rare
+    yes/no column that nothing predicts."""
+    rng = np.random.default_rng(5)
+    amount = rng.gamma(2.0, 1_500.0, n)
+    duration = rng.integers(6, 72, n)
+    risk = (amount / 4_000) + (duration / 40) + rng.normal(scale=0.4, size=n)
+    frame = pd.DataFrame(
+        {
+            "amount": amount,
+            "duration": duration,
+            "purpose": rng.choice(["car", "tv", "education", "business"], n),
+            "guarantor": np.where(rng.random(n) < 0.92, None, rng.choice(["co-applicant", "guarantor"], n)),
+            "Class": np.where(risk > np.quantile(risk, 0.8), "bad", "good"),
+            "audited": np.where(rng.random(n) < 0.05, "yes", "no"),  # rare and unrelated to anything
+        }
+    )
+    path = tmp_path / "credit.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "target: {column: Class, rule: \"Class == 'bad'\", name: bad}",  # a text literal in a rule
+        "target: {column: Class, positive: bad}",  # the positive class named
+    ],
+    ids=["rule-with-text-literal", "positive-class"],
+)
+def test_a_text_labelled_binary_trains_first_try(module_home: Path, tmp_path: Path, target: str) -> None:
+    """The README's way: a spec over the user's file, no recoding, no NaN overrides."""
+    from prefect.artifacts import Artifact
+
+    csv = _credit_file(tmp_path)
+    spec_path = tmp_path / "credit.yaml"
+    spec_path.write_text(
+        f"name: credit\nmodel_name: credit-risk\nsource: {csv}\ntask: binary\n{target}\n"
+        "exclude: [audited]\ntuning: {n_trials: 2, num_boost_round: 40}\n"
+    )
+    result = training(problem=str(spec_path), n_trials=2, seed=0)
+    assert result["metrics"]["roc_auc"] > 0.75
+    validation = Artifact.get(key="credit-validation")
+    assert validation is not None and "validation.max_nan_fraction.guarantor" in str(validation.data)
+    version = MlflowClient().get_model_version("credit-risk", result["version"])
+    schema = register.load_feature_schema(version.run_id)
+    assert schema.classes == (["0", "1"] if "rule" in target else ["good", "bad"])
+
+
+def test_a_threshold_that_never_fires_is_reported(module_home: Path, tmp_path: Path) -> None:
+    """A 5%-positive label nothing predicts, at the default 0.5: no positive decision on validation; the
+    run's artifact and the model version say so, with the `threshold: f1` remedy."""
+    from prefect.artifacts import Artifact
+
+    csv = _credit_file(tmp_path)
+    spec_path = tmp_path / "audit.yaml"
+    spec_path.write_text(
+        f"name: audit\nmodel_name: audit\nsource: {csv}\ntask: binary\n"
+        "target: {column: audited, positive: 'yes'}\nexclude: [Class]\n"
+        "tuning: {n_trials: 2, num_boost_round: 20}\n"
+    )
+    result = training(problem=str(spec_path), n_trials=2, seed=0)
+    assert result["metrics"]["predicted_positive_rate"] == 0.0
+    warning = Artifact.get(key="audit-threshold")
+    assert warning is not None and "no positive decision" in str(warning.data)
+    assert "threshold: f1" in str(warning.data)
+    version = MlflowClient().get_model_version("audit", result["version"])
+    assert "threshold: f1" in version.tags["flywheel.warnings"]
 
 
 def test_prefect_artifacts_show_validation_metrics_and_decision(first_run: dict[str, Any]) -> None:
