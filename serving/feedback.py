@@ -3,7 +3,8 @@
 Labels become realized metrics and, later, training data, so one bad body must not poison them: a label
 ``2`` for a binary model once made the next monitoring run fail. A label is accepted only
 
-- in the form the model's task allows (binary: 0 or 1; regression: a finite number), as a JSON number;
+- in the form the model's task allows (binary: 0 or 1; regression: a finite number, as a JSON number;
+  multiclass: a class name or its index);
 - for a request id this service issued (:mod:`serving.request_ids`), not past the feedback window;
 - for as many rows as that request had (``labels`` in batch order, or ``label`` for one row, which in a batch
   is named ``<request_id>:<row>``);
@@ -34,8 +35,10 @@ class AcceptedFeedback:
 
 
 @lru_cache(maxsize=8)
-def _models(task: str, max_labels: int) -> tuple[type[BaseModel], type[BaseModel]]:
-    return feedback_models(task, max_labels)
+def _models(
+    task: str, max_labels: int, classes: tuple[str, ...] | None = None
+) -> tuple[type[BaseModel], type[BaseModel]]:
+    return feedback_models(task, max_labels, classes)
 
 
 def _problem(field: str, msg: str, kind: str = "value_error") -> Response:
@@ -47,9 +50,14 @@ class FeedbackChecker:
         self.ids = ids
         self.labelled = labelled
 
-    def check(self, payload: Any, task: str, max_labels: int) -> AcceptedFeedback | Response:
-        """The labels to store (at most ``max_labels``: the largest batch), or the 4xx that says why not."""
-        one, many = _models(task, max_labels)
+    def check(
+        self, payload: Any, task: str, max_labels: int, classes: list[str] | None = None
+    ) -> AcceptedFeedback | Response:
+        """The labels to store (at most ``max_labels``: the largest batch), or the 4xx that says why not.
+
+        A multiclass label names a class of ``classes`` (or gives its index); it is stored as the index.
+        """
+        one, many = _models(task, max_labels, tuple(classes) if classes and task == "multiclass" else None)
         if type(payload) is not dict:
             return _problem("", "send an object: {request_id, label} or {request_id, labels}", "model_type")
         if "label" in payload and "labels" in payload:
@@ -92,9 +100,11 @@ class FeedbackChecker:
         return [rid] if rows == 1 else [f"{rid}{ROW_SEPARATOR}{i}" for i in range(rows)]
 
 
-def feedback_schema(task: str, max_labels: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def feedback_schema(
+    task: str, max_labels: int, classes: list[str] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The OpenAPI body schema of ``/feedback`` for a task (``oneOf`` the two shapes) and its definitions."""
-    one, many = _models(task, max_labels)
+    one, many = _models(task, max_labels, tuple(classes) if classes and task == "multiclass" else None)
     definitions = {
         m.__name__: m.model_json_schema(ref_template="#/components/schemas/{model}") for m in (one, many)
     }

@@ -28,7 +28,8 @@ _INTERFACE = '{"data":[%d,true],"shape":[%d,%d],"strides":null,"typestr":"<f4","
 
 
 class InplacePredictor:
-    """Predicts rows of a float32 matrix with ``booster``; returns float64 values, one per row."""
+    """Predicts rows of a float32 matrix with ``booster``; returns float64 values, one per row (a row of
+    class probabilities per row for a multiclass model)."""
 
     def __init__(self, booster: xgb.Booster) -> None:
         self.booster = booster
@@ -73,10 +74,15 @@ class InplacePredictor:
         size = 1
         for i in range(dims.value):
             size *= shape[i]
-        if size != rows:  # a multi-output model: not what the service serves, so not what this path handles
-            raise ValueError(f"expected one prediction per row, got {size} for {rows} rows")
-        # the buffer belongs to the booster (reused by the next call on this thread): copy it out
-        return np.ctypeslib.as_array(predictions, shape=(rows,)).astype(np.float64)
+        if size == rows:
+            # the buffer belongs to the booster (reused by the next call on this thread): copy it out
+            return np.ctypeslib.as_array(predictions, shape=(rows,)).astype(np.float64)
+        if not rows or size % rows:
+            raise ValueError(f"{size} predictions for {rows} rows")
+        # multi:softprob: one probability per class, row after row
+        return (
+            np.ctypeslib.as_array(predictions, shape=(size,)).astype(np.float64).reshape(rows, size // rows)
+        )
 
     def public(self, matrix: np.ndarray) -> np.ndarray:
         return np.asarray(self.booster.inplace_predict(matrix, validate_features=False), dtype=np.float64)

@@ -133,18 +133,30 @@ def column_adapters(schema: FeatureSchema, max_batch: int) -> dict[str, TypeAdap
     return adapters
 
 
+_PREDICTION = Field(
+    description="probability of the positive class (binary), the predicted value (regression), or the "
+    "probability of the predicted class (multiclass)"
+)
+_PREDICTED_CLASS = Field(default=None, description="multiclass only: the most probable class")
+_PROBABILITIES = Field(default=None, description="multiclass only: each class's probability")
+
+
 class Prediction(BaseModel):
     request_id: str
     model_name: str
     model_version: str
-    prediction: float = Field(description="probability of the positive class (binary) or the predicted value")
+    prediction: float = _PREDICTION
     decision: bool | None = Field(description="prediction >= threshold (binary tasks only)")
     threshold: float | None
+    predicted_class: str | None = _PREDICTED_CLASS
+    probabilities: dict[str, float] | None = _PROBABILITIES
 
 
 class BatchItem(BaseModel):
-    prediction: float
+    prediction: float = _PREDICTION
     decision: bool | None
+    predicted_class: str | None = _PREDICTED_CLASS
+    probabilities: dict[str, float] | None = _PROBABILITIES
 
 
 class BatchPrediction(BaseModel):
@@ -164,10 +176,18 @@ class Contribution(BaseModel):
 class Explanation(BaseModel):
     request_id: str
     model_version: str
-    prediction: float
+    prediction: float = _PREDICTION
     base_value: float = Field(description="the model's bias term, in margin (log-odds for binary) units")
-    top: list[Contribution]
+    top: list[Contribution] = Field(
+        description="the largest contributions (multiclass: to the predicted class)"
+    )
     contributions: dict[str, float]
+    predicted_class: str | None = _PREDICTED_CLASS
+    class_contributions: dict[str, dict[str, float]] | None = Field(
+        default=None,
+        description="multiclass only: every class's contributions to its own margin, with its base value "
+        "under the key 'bias'",
+    )
 
 
 _REQUEST_ID = Field(
@@ -184,9 +204,32 @@ def _binary_label(value: float) -> float:
     return value
 
 
-def label_type(task: str) -> Any:
-    """A label as the model's task allows it: 0 or 1 for binary, a finite float32 for regression (a JSON
-    number, never a string or a boolean)."""
+def _class_label(classes: tuple[str, ...]) -> Any:
+    """A multiclass label: the class's name, or its index in the model's class order; stored as the index."""
+    index = {name: i for i, name in enumerate(classes)}
+
+    def check(value: int | str) -> float:
+        if isinstance(value, str):
+            if value in index:
+                return float(index[value])
+            shown = ", ".join(quoted(c) for c in classes[:20]) + (" ..." if len(classes) > 20 else "")
+            raise ValueError(f"{quoted(value)} is not a class of this model ({shown})")
+        if 0 <= value < len(classes):
+            return float(value)
+        raise ValueError(f"a class index is 0..{len(classes) - 1}, not {quoted(value)}")
+
+    return Annotated[
+        int | str,
+        Field(strict=True, json_schema_extra={"description": f"one of {list(classes)[:50]} or its index"}),
+        AfterValidator(check),
+    ]
+
+
+def label_type(task: str, classes: tuple[str, ...] | None = None) -> Any:
+    """A label as the model's task allows it: 0 or 1 for binary, a class name or index for multiclass, a
+    finite float32 for regression (a JSON number, never a boolean; text only as a class name)."""
+    if task == "multiclass":
+        return _class_label(classes or ())
     if task == "binary":
         return Annotated[
             float, Field(strict=True, json_schema_extra={"enum": [0, 1]}), AfterValidator(_binary_label)
@@ -194,10 +237,12 @@ def label_type(task: str) -> Any:
     return Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
 
 
-def feedback_models(task: str, max_labels: int) -> tuple[type[BaseModel], type[BaseModel]]:
+def feedback_models(
+    task: str, max_labels: int, classes: tuple[str, ...] | None = None
+) -> tuple[type[BaseModel], type[BaseModel]]:
     """The two feedback bodies: ``FeedbackOne`` (``label``: one row) and ``FeedbackMany`` (``labels``: every
     row of a batch, in order). A body is exactly one of them: both or neither is rejected."""
-    label = label_type(task)
+    label = label_type(task, classes)
     one = create_model(
         "FeedbackOne",
         __base__=_Strict,

@@ -62,6 +62,7 @@ class LoadedModel:
             "promotion": self.tags.get(f"{TAG}.promotion.reason"),
             "metrics": self.metrics,
             "features": [c.to_dict() for c in self.schema.columns],
+            "classes": self.schema.classes,
             "loaded_at": self.loaded_at,
         }
 

@@ -32,12 +32,15 @@ def _codes(frame: pd.DataFrame) -> np.ndarray:
     return out.to_numpy(dtype=np.float32)
 
 
-@pytest.mark.parametrize("objective", ["binary:logistic", "reg:squarederror"])
+@pytest.mark.parametrize("objective", ["binary:logistic", "reg:squarederror", "multi:softprob"])
 def test_direct_predictions_equal_the_booster(objective: str) -> None:
     frame, signal = _data()
     label = (signal > 0.5).astype(int) if objective.startswith("binary") else signal
+    extra = {}
+    if objective.startswith("multi"):
+        label, extra = np.digitize(signal, [-0.5, 0.5, 1.5]), {"num_class": 4}
     booster = xgb.train(
-        {"objective": objective, "max_depth": 4, "nthread": 1},
+        {"objective": objective, "max_depth": 4, "nthread": 1, **extra},
         xgb.DMatrix(frame, label, enable_categorical=True),
         30,
     )
@@ -47,7 +50,7 @@ def test_direct_predictions_equal_the_booster(objective: str) -> None:
     expected = booster.predict(xgb.DMatrix(frame, enable_categorical=True))
     for rows in (matrix[:1], matrix[:7], matrix, np.asfortranarray(matrix[:50])):
         got = predictor(rows)
-        assert got.dtype == np.float64 and got.shape == (len(rows),)
+        assert got.dtype == np.float64 and got.shape == (len(rows), *expected.shape[1:])
         np.testing.assert_allclose(got, expected[: len(rows)], rtol=1e-6)
     first = predictor(matrix[:1])
     predictor(matrix[1:2])
