@@ -25,7 +25,7 @@ import pandas as pd
 import xgboost as xgb
 
 from steps.data.features import Dataset
-from steps.model.tune import make_objective, make_pruner, make_sampler
+from steps.model.trial import make_objective, make_pruner, make_sampler
 from steps.model.xgb import matrix
 from steps.problem import ProblemSpec
 
