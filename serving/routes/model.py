@@ -1,0 +1,20 @@
+"""``GET /model``: what the service is serving (behind the bearer token, like the predictions)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from serving.auth import authorized
+from serving.deps import ServiceDep
+from serving.errors import error, json_response
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/model", responses={401: {"description": "missing or wrong bearer token"}})
+async def model_info(request: Request, service: ServiceDep) -> Response:
+    """Version, run id, training data digest and test metrics of the model being served."""
+    if not authorized(request, service.token):
+        return error(401, "missing or wrong bearer token")
+    return json_response(service.holder.info())
