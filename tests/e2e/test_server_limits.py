@@ -117,7 +117,7 @@ def service(limits_home: Path, champion: dict[str, Any]) -> Iterator[Service]:
         info = deployer.deploy("flight-delay", champion["version"])
         yield Service(info.url, port, Path(str(info.log_path)))
     finally:
-        deployer.stop()
+        deployer.stop("flight-delay")
 
 
 def open_sockets(port: int, n: int, payload: bytes = b"") -> list[tuple[socket.socket, float]]:
