@@ -34,7 +34,6 @@ ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     OMP_NUM_THREADS=1 \
     FLYWHEEL_HOME=/home/flywheel/.flywheel \
-    FLYWHEEL_MODEL=flight-delay \
     MPLCONFIGDIR=/tmp/matplotlib \
     MLFLOW_DISABLE_TELEMETRY=true \
     WHYLOGS_NO_ANALYTICS=True
@@ -45,5 +44,6 @@ EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/ready', timeout=4)"]
 # workers, timeouts and connection limits: the stack's model_deployer (its `server` block); `flywheel service
-# deploy` runs its own uvicorn command with the same values instead
+# deploy` runs its own uvicorn command with the same values instead. The image serves no model by default:
+# run it with -e FLYWHEEL_MODEL=NAME (the docker and kubernetes deployers set it, one container per model)
 CMD ["flywheel", "serve", "--host", "0.0.0.0", "--port", "8080"]

@@ -121,8 +121,11 @@ def status(
     problem: ProblemOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Every model's service on the stack: version served, URL, pid or container, healthy? (exit 1 if any
-    is not, or none is recorded). With --model or --problem: that one model's service in detail."""
+    """Every model's service on the stack: version served, URL, pid or container, healthy?
+
+    Exit 1 if one is not healthy or none is recorded. With --model or --problem: that one model's service in
+    detail.
+    """
     from stacks.components.deployers import DeploymentError
 
     deployer = _deployer(stack)

@@ -247,6 +247,7 @@ def test_dockerfile_serves_with_the_stacks_limits_as_a_non_root_user() -> None:
     assert argv[argv.index("--host") + 1] == "0.0.0.0"
     assert argv[argv.index("--port") + 1] == str(CONTAINER_PORT)
     assert any("OMP_NUM_THREADS=1" in e for e in _instructions("ENV"))
+    assert not any("FLYWHEEL_MODEL" in e for e in _instructions("ENV"))  # no default model in the image
 
 
 def test_dockerfile_copies_only_what_exists_and_is_not_ignored() -> None:
