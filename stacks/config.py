@@ -6,20 +6,29 @@ key or a `port: "80x"` is an error at load time that names the file, the compone
 key, not a silently ignored setting discovered after an hour of training.
 
 The file shape is ZenML's `zenml stack export` (`stack_name`, `components: {type: {name,
-flavor, configuration}}`), so stacks move to and from ZenML (see `zenml_io.py`). Secret
+flavor, configuration}}`), so stacks move to and from ZenML (see `zenml_io.py`). Each flavor is
+a component class whose `flavor` is a `Literal` and whose `configuration` is that flavor's model;
+a type with several models is a union discriminated by `flavor`, so pydantic chooses the model
+and `FLAVORS` is read off the `Stack` fields rather than kept as a second list. Secret
 references (`{{name.key}}`, `${VAR}`) stay references in these models; `Stack.require_secrets()`
 checks them and the convenience accessors resolve them where a value is needed.
+
+These models own the defaults of what they configure: code that runs a component (the whylogs
+validator, the retraining policy, a flow's tuning and compute settings) takes its settings from
+them, and a stack without the component gets the model's defaults (`Stack.tuner_config()` and
+the like). That direction is the only one open: stacks import no step, flow or service, while
+steps and flows may import stacks.
 """
 
 from __future__ import annotations
 
 import difflib
-import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from stacks import secret_keys, secrets
 from stacks.paths import has_url_scheme, resolve_db_uri, resolve_path
@@ -38,16 +47,21 @@ __all__ = [
     "DataValidatorComponent",
     "DeployerConfig",
     "DockerDeployerConfig",
+    "DockerModelDeployer",
     "ExperimentTrackerComponent",
     "KubernetesDeployerConfig",
+    "KubernetesModelDeployer",
     "LocalDeployerConfig",
+    "LocalModelDeployer",
     "MlflowRegistryConfig",
     "MlflowTrackerConfig",
+    "ModelDeployer",
     "ModelDeployerComponent",
     "ModelRegistryComponent",
     "OptunaConfig",
     "OrchestratorComponent",
     "PrefectOrchestratorConfig",
+    "RetrainingPolicyConfig",
     "ServerLimits",
     "Stack",
     "StackError",
@@ -58,7 +72,6 @@ __all__ = [
 
 STACK_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 TOP_LEVEL_KEYS = ("stack_name", "components", "zenml_version")
-COMPONENT_KEYS = ("name", "flavor", "configuration", "type")
 
 
 class StackError(ValueError):
@@ -109,6 +122,9 @@ class _Config(BaseModel):
 
 DASK_SCHEMES = ("tcp://", "tls://", "ws://", "wss://", "ucx://", "inproc://")
 DASK_CLUSTER_KEYS = ("dask_address", "dask_n_workers", "dask_threads_per_worker")
+DEFAULT_DASK_WORKERS = 2
+DEFAULT_DASK_THREADS = 1
+"""A LocalCluster's size when neither the orchestrator nor the compute component gives one."""
 
 
 def _dask_address(v: str | None) -> str | None:
@@ -131,8 +147,8 @@ class PrefectOrchestratorConfig(_Config):
     task_runner: Literal["threads", "dask"] = "threads"
     max_workers: int = Field(default=4, ge=1)
     dask_address: str | None = None  # a running scheduler; None with task_runner dask: a LocalCluster
-    dask_n_workers: int = Field(default=2, ge=1)
-    dask_threads_per_worker: int = Field(default=1, ge=1)
+    dask_n_workers: int = Field(default=DEFAULT_DASK_WORKERS, ge=1)
+    dask_threads_per_worker: int = Field(default=DEFAULT_DASK_THREADS, ge=1)
 
     @field_validator("api_url")
     @classmethod
@@ -354,27 +370,6 @@ class ComputeConfig(_Config):
         return self
 
 
-FLAVORS: dict[ComponentType, dict[str, type[_Config]]] = {
-    ComponentType.ORCHESTRATOR: {"prefect": PrefectOrchestratorConfig},
-    ComponentType.ARTIFACT_STORE: {
-        "local": ArtifactStoreConfig,
-        "s3": ArtifactStoreConfig,
-        "gcs": ArtifactStoreConfig,
-        "azure": ArtifactStoreConfig,
-    },
-    ComponentType.EXPERIMENT_TRACKER: {"mlflow": MlflowTrackerConfig},
-    ComponentType.MODEL_REGISTRY: {"mlflow": MlflowRegistryConfig},
-    ComponentType.DATA_VALIDATOR: {"whylogs": WhylogsConfig},
-    ComponentType.MODEL_DEPLOYER: {
-        "local": LocalDeployerConfig,
-        "docker": DockerDeployerConfig,
-        "kubernetes": KubernetesDeployerConfig,
-    },
-    ComponentType.TUNER: {"optuna": OptunaConfig},
-    ComponentType.COMPUTE: {"local": ComputeConfig, "dask": ComputeConfig},
-}
-"""Flavors per component type and the configuration model each one takes."""
-
 SECRET_NAMESPACES: dict[ComponentType, str] = {
     ComponentType.ORCHESTRATOR: "prefect",
     ComponentType.ARTIFACT_STORE: "storage",
@@ -412,7 +407,13 @@ C = TypeVar("C", bound=BaseModel)
 
 
 class Component(BaseModel, Generic[C]):
-    """One piece of infrastructure: a type, a name, a flavor and that flavor's configuration."""
+    """One piece of infrastructure: a type, a name, a flavor and that flavor's configuration.
+
+    A flavor is a class whose `flavor` is a `Literal` of its names and whose `configuration` is its
+    model; the stack's field for a type is the union of the type's flavors discriminated by `flavor`
+    (a type with one flavor class needs no union), so pydantic, not hand-written dispatch, picks the
+    configuration model and the file keeps ZenML's `{name, flavor, configuration}` shape.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
@@ -423,25 +424,26 @@ class Component(BaseModel, Generic[C]):
 
     @model_validator(mode="before")
     @classmethod
-    def _configuration_for_flavor(cls, data: Any) -> Any:
-        """Build the flavor's configuration model from a plain dict (programmatic construction)."""
-        if isinstance(data, dict) and isinstance(data.get("flavor"), str):
-            config_cls = FLAVORS[cls.type].get(data["flavor"])
-            raw = data.get("configuration")
-            if config_cls is not None and (raw is None or isinstance(raw, dict)):
-                data = {**data, "configuration": config_cls.model_validate(raw or {})}
+    def _zenml_entry(cls, data: Any) -> Any:
+        """ZenML's entry: `configuration` may be absent or null, `type` may repeat the component's type."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "type" in data:
+            given = data.pop("type")
+            if given != cls.type.value:
+                raise ValueError(f"key 'type' is {_show(given)} but the entry is under '{cls.type}'")
+        if data.get("configuration") is None:
+            data["configuration"] = {}
         return data
 
     @model_validator(mode="after")
-    def _flavor_matches_configuration(self) -> Component[C]:
-        config_cls = FLAVORS[self.type].get(self.flavor)
-        if config_cls is None:
+    def _configuration_of_flavor(self) -> Component[C]:
+        """A base class built directly (`ModelDeployerComponent`) must still pair flavor and model."""
+        expected = FLAVORS[self.type][self.flavor]
+        if not isinstance(self.configuration, expected):
             raise ValueError(
-                f"unknown flavor '{self.flavor}'; known flavors for {self.type}: {_known(self.type)}"
-            )
-        if not isinstance(self.configuration, config_cls):
-            raise ValueError(
-                f"flavor '{self.flavor}' takes a {config_cls.__name__} configuration, "
+                f"flavor '{self.flavor}' takes a {expected.__name__} configuration, "
                 f"not {type(self.configuration).__name__}"
             )
         return self
@@ -455,12 +457,14 @@ class OrchestratorComponent(Component[PrefectOrchestratorConfig]):
     """Runs the flows (Prefect)."""
 
     type: ClassVar[ComponentType] = ComponentType.ORCHESTRATOR
+    flavor: Literal["prefect"]
 
 
 class ArtifactStoreComponent(Component[ArtifactStoreConfig]):
-    """Holds data snapshots, profiles and reports (fsspec)."""
+    """Holds data snapshots, profiles and reports (fsspec): every flavor takes the same configuration."""
 
     type: ClassVar[ComponentType] = ComponentType.ARTIFACT_STORE
+    flavor: Literal["local", "s3", "gcs", "azure"]
 
     @model_validator(mode="after")
     def _path_matches_flavor(self) -> ArtifactStoreComponent:
@@ -472,7 +476,7 @@ class ArtifactStoreComponent(Component[ArtifactStoreConfig]):
                     "use the flavor that matches its scheme (s3, gcs, azure)"
                 )
             return self
-        schemes = ARTIFACT_SCHEMES.get(self.flavor, ())
+        schemes = ARTIFACT_SCHEMES[self.flavor]
         if not any(path.startswith(s) and len(path) > len(s) for s in schemes):
             raise ValueError(
                 f"key 'path': {path!r} does not match flavor '{self.flavor}': "
@@ -485,36 +489,69 @@ class ExperimentTrackerComponent(Component[MlflowTrackerConfig]):
     """Records runs, parameters, metrics and plots (MLflow)."""
 
     type: ClassVar[ComponentType] = ComponentType.EXPERIMENT_TRACKER
+    flavor: Literal["mlflow"]
 
 
 class ModelRegistryComponent(Component[MlflowRegistryConfig]):
     """Versions models and their aliases (MLflow)."""
 
     type: ClassVar[ComponentType] = ComponentType.MODEL_REGISTRY
+    flavor: Literal["mlflow"]
 
 
 class DataValidatorComponent(Component[WhylogsConfig]):
     """Profiles data and scores drift (whylogs)."""
 
     type: ClassVar[ComponentType] = ComponentType.DATA_VALIDATOR
+    flavor: Literal["whylogs"]
 
 
 class ModelDeployerComponent(Component[DeployerConfig]):
-    """Serves the champion model: a local process, a Docker container or Kubernetes."""
+    """Serves the champion model; each flavor below is its own class with its own configuration."""
 
     type: ClassVar[ComponentType] = ComponentType.MODEL_DEPLOYER
+    flavor: Literal["local", "docker", "kubernetes"]
+
+
+class LocalModelDeployer(ModelDeployerComponent):
+    """Serves the champion as a local process."""
+
+    flavor: Literal["local"]
+    configuration: LocalDeployerConfig
+
+
+class DockerModelDeployer(ModelDeployerComponent):
+    """Serves the champion in a local Docker container."""
+
+    flavor: Literal["docker"]
+    configuration: DockerDeployerConfig
+
+
+class KubernetesModelDeployer(ModelDeployerComponent):
+    """Serves the champion as a Kubernetes Deployment and Service."""
+
+    flavor: Literal["kubernetes"]
+    configuration: KubernetesDeployerConfig
+
+
+ModelDeployer = Annotated[
+    LocalModelDeployer | DockerModelDeployer | KubernetesModelDeployer, Field(discriminator="flavor")
+]
+"""A model_deployer entry: the flavor's class, chosen by its `flavor` key."""
 
 
 class TunerComponent(Component[OptunaConfig]):
     """Hyperparameter search and where its study is stored (Optuna)."""
 
     type: ClassVar[ComponentType] = ComponentType.TUNER
+    flavor: Literal["optuna"]
 
 
 class ComputeComponent(Component[ComputeConfig]):
     """Device, parallelism and DataFrame engine inside steps."""
 
     type: ClassVar[ComponentType] = ComponentType.COMPUTE
+    flavor: Literal["local", "dask"]
 
     @model_validator(mode="after")
     def _dask_flavor_uses_dask(self) -> ComputeComponent:
@@ -526,21 +563,7 @@ class ComputeComponent(Component[ComputeConfig]):
         return self
 
 
-COMPONENT_CLASSES: dict[ComponentType, type[Component[Any]]] = {
-    ComponentType.ORCHESTRATOR: OrchestratorComponent,
-    ComponentType.ARTIFACT_STORE: ArtifactStoreComponent,
-    ComponentType.EXPERIMENT_TRACKER: ExperimentTrackerComponent,
-    ComponentType.MODEL_REGISTRY: ModelRegistryComponent,
-    ComponentType.DATA_VALIDATOR: DataValidatorComponent,
-    ComponentType.MODEL_DEPLOYER: ModelDeployerComponent,
-    ComponentType.TUNER: TunerComponent,
-    ComponentType.COMPUTE: ComputeComponent,
-}
-
-
 # --------------------------------------------------------------------------- stack
-
-DEFAULT_DASK_WORKERS = 2
 
 
 @dataclass(frozen=True)
@@ -570,9 +593,24 @@ class Stack(BaseModel):
     experiment_tracker: ExperimentTrackerComponent | None = None
     model_registry: ModelRegistryComponent | None = None
     data_validator: DataValidatorComponent | None = None
-    model_deployer: ModelDeployerComponent | None = None
+    model_deployer: ModelDeployer | None = None
     tuner: TunerComponent | None = None
     compute: ComputeComponent | None = None
+
+    @field_validator(*(t.value for t in ComponentType), mode="before")
+    @classmethod
+    def _one_mapping(cls, entry: Any) -> Any:
+        """A type holds one `{name, flavor, configuration}` mapping (ZenML's form) or a one-item list."""
+        if isinstance(entry, list):
+            if not entry:
+                raise ValueError("empty list; give one mapping with name, flavor and configuration")
+            if len(entry) > 1:
+                names = ", ".join(repr(e.get("name")) if isinstance(e, dict) else _show(e) for e in entry)
+                raise ValueError(f"{len(entry)} components given ({names}); a stack has at most one per type")
+            entry = entry[0]
+        if not isinstance(entry, dict | Component):
+            raise ValueError(f"expected a mapping with name, flavor and configuration, got {_show(entry)}")
+        return entry
 
     @model_validator(mode="after")
     def _one_dask_cluster(self) -> Stack:
@@ -709,9 +747,21 @@ class Stack(BaseModel):
                 "compute",
                 compute.dask_address,
                 compute.dask_n_workers or DEFAULT_DASK_WORKERS,
-                compute.dask_threads_per_worker or 1,
+                compute.dask_threads_per_worker or DEFAULT_DASK_THREADS,
             )
         return None
+
+    def data_validator_config(self) -> WhylogsConfig:
+        """The data validator's configuration; without the component, its model's defaults."""
+        return self.data_validator.configuration if self.data_validator else WhylogsConfig()
+
+    def tuner_config(self) -> OptunaConfig:
+        """The tuner's configuration; without the component, its model's defaults (in-memory study, TPE)."""
+        return self.tuner.configuration if self.tuner else OptunaConfig()
+
+    def compute_config(self) -> ComputeConfig:
+        """The compute configuration; without the component, its model's defaults (pandas on the CPU)."""
+        return self.compute.configuration if self.compute else ComputeConfig()
 
     def optuna_storage(self) -> str | None:
         """The tuner's storage URL, secret-resolved and SQLite-anchored; None means in memory."""
@@ -743,6 +793,40 @@ def _component_refs(component: Component[Any]) -> list[tuple[str, str]]:
     return secrets.find_refs(component.configuration.model_dump(mode="python"))
 
 
+def _flavor_classes(annotation: Any) -> list[type[Component[Any]]]:
+    """The component classes in a Stack field's annotation (through Optional, Annotated and unions)."""
+    if isinstance(annotation, type) and issubclass(annotation, Component):
+        return [annotation]
+    return [c for arg in get_args(annotation) for c in _flavor_classes(arg)]
+
+
+_FLAVOR_CLASSES: dict[ComponentType, dict[str, type[Component[Any]]]] = {
+    ctype: {
+        flavor: cls
+        for cls in _flavor_classes(Stack.model_fields[ctype.value].annotation)
+        for flavor in get_args(cls.model_fields["flavor"].annotation)
+    }
+    for ctype in ComponentType
+}
+"""Each flavor's component class, read off the Stack's fields: the unions are the one list of flavors."""
+
+
+def _configuration_model(cls: type[Component[Any]]) -> type[_Config]:
+    model = cls.model_fields["configuration"].annotation
+    assert isinstance(model, type) and issubclass(model, _Config), cls  # a flavor class names one model
+    return model
+
+
+FLAVORS: dict[ComponentType, dict[str, type[_Config]]] = {
+    ctype: {flavor: _configuration_model(cls) for flavor, cls in classes.items()}
+    for ctype, classes in _FLAVOR_CLASSES.items()
+}
+"""Flavors per component type and the configuration model each one takes."""
+
+_TAGGED = frozenset(t for t, classes in _FLAVOR_CLASSES.items() if len(set(classes.values())) > 1)
+"""The types whose field is a discriminated union: pydantic puts the flavor (the tag) in an error's loc."""
+
+
 # --------------------------------------------------------------------------- parsing
 
 
@@ -761,90 +845,158 @@ def _suggest(word: str, choices: list[str] | tuple[str, ...]) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
+def _model_type(annotation: Any) -> type[BaseModel] | None:
+    """The one pydantic model an annotation holds (`RetrainingPolicyConfig`, `ServerLimits | None`)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    found = [m for arg in get_args(annotation) if (m := _model_type(arg)) is not None]
+    return found[0] if len(found) == 1 else None
+
+
+def _suggest_key(loc: tuple[Any, ...], model: type[BaseModel] | None) -> str:
+    """`; did you mean 'retraining.n_windows'?`: a misspelt key matched in the model that holds it."""
+    owner = model
+    for part in loc[:-1]:
+        if owner is None or not isinstance(part, str) or part not in owner.model_fields:
+            return ""
+        owner = _model_type(owner.model_fields[part].annotation)
+    if owner is None or not loc:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(owner.model_fields), n=1)
+    prefix = "".join(f"{part}." for part in loc[:-1])
+    return f"; did you mean '{prefix}{close[0]}'?" if close else ""
+
+
+def _error_lines(err: ErrorDetails, loc: tuple[Any, ...], model: type[BaseModel] | None) -> list[str]:
+    """The lines for one pydantic error whose `loc` is relative to `model` (no credential shown)."""
+    key = ".".join(str(p) for p in loc)
+    kind = err["type"]
+    msg = str(err["msg"])
+    if kind == "extra_forbidden":
+        return [f"unknown key '{key}'{_suggest_key(loc, model)}"]
+    if kind == "missing":
+        return [f"missing required key '{key}'"]
+    if kind in ("value_error", "assertion_error"):
+        msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        return [f"key '{key}': {m}" if key else m for m in msg.splitlines()]
+    shown = _show(err.get("input"), secret_keys.is_secret_path(loc))
+    return [f"key '{key}': {msg} (got {shown})"]
+
+
 def describe_validation_error(exc: ValidationError, model: type[BaseModel] | None = None) -> list[str]:
     """One readable line per pydantic error: `unknown key 'pth'; did you mean 'path'?`.
 
     No line shows a credential: an input under a secret key is shown by its type only, and any
     URL in a line has its password masked (a validator may quote the value it rejects).
     """
-    fields = tuple(model.model_fields) if model is not None else ()
-    lines: list[str] = []
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"])
-        kind = err["type"]
-        msg = str(err["msg"])
-        if kind == "extra_forbidden":
-            lines.append(f"unknown key '{loc}'{_suggest(loc, fields)}")
-        elif kind == "missing":
-            lines.append(f"missing required key '{loc}'")
-        elif kind in ("value_error", "assertion_error"):
-            msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-            lines.extend(f"key '{loc}': {m}" if loc else m for m in msg.splitlines())
-        else:
-            shown = _show(err.get("input"), secret_keys.is_secret_path(err["loc"]))
-            lines.append(f"key '{loc}': {msg} (got {shown})")
+    lines = [line for err in exc.errors(include_url=False) for line in _error_lines(err, err["loc"], model)]
     return [secret_keys.redact(line) for line in lines]
 
 
-def _parse_component(ctype: ComponentType, entry: object) -> tuple[Component[Any] | None, list[str]]:
-    """Validate one `components.<type>` entry; return the component or error lines (no file prefix)."""
-    where = f"component '{ctype}'"
-    if isinstance(entry, list):
-        if not entry:
-            return None, [f"{where}: empty list; give one mapping with name, flavor and configuration"]
-        if len(entry) > 1:
-            names = ", ".join(repr(e.get("name")) if isinstance(e, dict) else _show(e) for e in entry)
-            return None, [
-                f"{where}: {len(entry)} components given ({names}); a stack has at most one per type"
-            ]
-        entry = entry[0]
-    if not isinstance(entry, dict):
-        return None, [f"{where}: expected a mapping with name, flavor and configuration, got {_show(entry)}"]
+def _entry(raw: object) -> object:
+    """A component entry as the Stack validates it (a one-item list is its item)."""
+    return raw[0] if isinstance(raw, list) and len(raw) == 1 else raw
 
-    name, flavor = entry.get("name"), entry.get("flavor")
-    if isinstance(name, str) and isinstance(flavor, str):
-        where = f"component '{ctype}' (name '{name}', flavor '{flavor}')"
-    errors = [
-        f"{where}: unknown key '{k}'{_suggest(str(k), COMPONENT_KEYS)}"
-        for k in entry
-        if k not in COMPONENT_KEYS
+
+def _where(ctype: ComponentType, raw: object) -> str:
+    """How an error names a component: by the name and flavor its entry gives as text."""
+    entry = _entry(raw)
+    given = [
+        f"{key} '{entry[key]}'"
+        for key in ("name", "flavor")
+        if isinstance(entry, dict) and isinstance(entry.get(key), str)
     ]
-    if "type" in entry and entry["type"] != ctype.value:
-        errors.append(f"{where}: key 'type' is {_show(entry['type'])} but the entry is under '{ctype}'")
-    if name is None:
-        errors.append(f"{where}: missing required key 'name'")
-    elif not isinstance(name, str) or not name:
-        errors.append(f"{where}: key 'name' must be a non-empty string (got {_show(name)})")
-    if flavor is None:
-        errors.append(f"{where}: missing required key 'flavor'; known flavors for {ctype}: {_known(ctype)}")
-    elif not isinstance(flavor, str) or flavor not in FLAVORS[ctype]:
-        errors.append(f"{where}: unknown flavor {_show(flavor)}; known flavors for {ctype}: {_known(ctype)}")
-    if errors:
-        return None, errors
+    return f"component '{ctype}' ({', '.join(given)})" if given else f"component '{ctype}'"
 
-    assert isinstance(name, str) and isinstance(flavor, str)
-    raw = entry.get("configuration")
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        return None, [f"{where}: key 'configuration' must be a mapping (got {_show(raw)})"]
-    config_cls = FLAVORS[ctype][flavor]
-    try:
-        config = config_cls.model_validate(raw)
-    except ValidationError as exc:
-        return None, [f"{where}: {line}" for line in describe_validation_error(exc, config_cls)]
-    try:
-        component = COMPONENT_CLASSES[ctype](name=name, flavor=flavor, configuration=config)
-    except ValidationError as exc:
-        return None, [f"{where}: {line}" for line in describe_validation_error(exc)]
-    return component, []
+
+def _unknown_configuration_key(ctype: ComponentType, flavor: str, key: str) -> str | None:
+    """`unknown key 'replicas'; flavor 'local' does not take it, flavor 'kubernetes' does`, or None."""
+    own = FLAVORS[ctype][flavor]
+    takers = [f"'{f}'" for f, cls in FLAVORS[ctype].items() if cls is not own and key in cls.model_fields]
+    if not takers:
+        return None
+    noun = "flavor" if len(takers) == 1 else "flavors"
+    verb = "does" if len(takers) == 1 else "do"
+    return f"unknown key '{key}'; flavor '{flavor}' does not take it, {noun} {', '.join(takers)} {verb}"
+
+
+def _component_error(
+    ctype: ComponentType, raw: object, err: ErrorDetails, rest: tuple[Any, ...]
+) -> list[str]:
+    """The lines for one error inside a component entry; `rest` is its loc below the entry."""
+    entry = _entry(raw)
+    flavor = entry.get("flavor") if isinstance(entry, dict) else None
+    kind = err["type"]
+    known = f"known flavors for {ctype}: {_known(ctype)}"
+    if kind == "union_tag_not_found" or (rest == ("flavor",) and kind == "missing"):
+        return [f"missing required key 'flavor'; {known}"]
+    if kind == "union_tag_invalid" or rest == ("flavor",):
+        return [f"unknown flavor {_show(flavor)}; {known}"]
+    if rest[:1] == ("configuration",) and isinstance(flavor, str) and flavor in FLAVORS[ctype]:
+        inner = rest[1:]
+        if not inner and kind in ("model_type", "model_attributes_type", "dict_type"):
+            return [f"key 'configuration' must be a mapping (got {_show(err.get('input'))})"]
+        if kind == "extra_forbidden" and len(inner) == 1:
+            other = _unknown_configuration_key(ctype, flavor, str(inner[0]))
+            if other is not None:
+                return [other]
+        return _error_lines(err, inner, FLAVORS[ctype][flavor])
+    classes = _FLAVOR_CLASSES[ctype]
+    model = classes.get(flavor) if isinstance(flavor, str) else None
+    return _error_lines(err, rest, model or next(iter(classes.values())))
+
+
+def _stack_errors(exc: ValidationError, document: dict[str, Any], components_given: bool) -> list[str]:
+    """Lines for the errors of validating a stack document: each names its component, flavor and key."""
+    types = {t.value: t for t in ComponentType}
+    lines: list[str] = []
+    flavor_wrong: set[ComponentType] = set()
+    errors = exc.errors(include_url=False)
+    for err in errors:
+        loc = tuple(err["loc"])
+        if (
+            loc
+            and loc[0] in types
+            and (err["type"] in ("union_tag_invalid", "union_tag_not_found") or loc[1:] == ("flavor",))
+        ):
+            flavor_wrong.add(types[loc[0]])
+    for err in errors:
+        loc = tuple(err["loc"])
+        head = loc[0] if loc else None
+        if head == "name":
+            if err["type"] == "missing":
+                lines.append("missing required top-level key 'stack_name'")
+            else:
+                lines.append(
+                    "stack_name must be letters, digits, '_', '.' or '-' (it names a file), "
+                    f"got {_show(err.get('input'))}"
+                )
+        elif isinstance(head, str) and head in types:
+            ctype = types[head]
+            if len(loc) == 1 and err["type"] == "missing":
+                if components_given:
+                    lines.append(
+                        f"missing required component '{ctype}' (every stack needs "
+                        f"{' and '.join(t.value for t in REQUIRED_TYPES)})"
+                    )
+                continue
+            rest = loc[2:] if ctype in _TAGGED and len(loc) > 1 else loc[1:]
+            if ctype in flavor_wrong and rest[:1] == ("configuration",):
+                continue  # checked against a flavor the entry does not have: noise
+            where = _where(ctype, document[head])
+            lines.extend(f"{where}: {line}" for line in _component_error(ctype, document[head], err, rest))
+        else:  # the stack's own checks, whose messages name their components
+            lines.extend(_error_lines(err, loc, None))
+    return lines
 
 
 def parse_stack(data: object, source: str) -> Stack:
     """Validate a loaded stack document (ZenML export shape) into a Stack; StackError lists every problem.
 
     `components` maps a type to one `{name, flavor, configuration}` mapping (what ZenML
-    writes); a one-item list is accepted too. `zenml_version` is accepted and ignored.
+    writes); a one-item list is accepted too. `zenml_version` is accepted and ignored. The
+    document's shape is checked here; each component, its flavor and its configuration by the
+    Stack model's discriminated unions, whose errors are rendered one line each.
     """
     if data is None:
         raise StackError(f"{source}: the file is empty; a stack needs stack_name and components")
@@ -856,16 +1008,9 @@ def parse_stack(data: object, source: str) -> Stack:
         for k in data
         if k not in TOP_LEVEL_KEYS
     ]
-    name = data.get("stack_name")
-    if name is None:
-        errors.append("missing required top-level key 'stack_name'")
-    elif not isinstance(name, str) or not re.match(STACK_NAME_PATTERN, name):
-        errors.append(
-            f"stack_name must be letters, digits, '_', '.' or '-' (it names a file), got {_show(name)}"
-        )
-
-    built: dict[ComponentType, Component[Any]] = {}
-    seen: set[ComponentType] = set()
+    document: dict[str, Any] = {"source": source}
+    if data.get("stack_name") is not None:
+        document["name"] = data["stack_name"]
     raw_components = data.get("components")
     if raw_components is None:
         errors.append("missing required top-level key 'components'")
@@ -874,30 +1019,18 @@ def parse_stack(data: object, source: str) -> Stack:
     else:
         known_types = [t.value for t in ComponentType]
         for key, entry in raw_components.items():
-            if key not in known_types:
+            if key in known_types:
+                document[key] = entry
+            else:
                 errors.append(
                     f"unknown component type {_show(key)}{_suggest(str(key), known_types)}; "
                     f"known types: {', '.join(known_types)}"
                 )
-                continue
-            ctype = ComponentType(key)
-            seen.add(ctype)
-            component, problems = _parse_component(ctype, entry)
-            errors.extend(problems)
-            if component is not None:
-                built[ctype] = component
-        for required in REQUIRED_TYPES:
-            if required not in seen:
-                errors.append(
-                    f"missing required component '{required}' (every stack needs "
-                    f"{' and '.join(t.value for t in REQUIRED_TYPES)})"
-                )
-    if errors:
-        raise StackError("\n".join(f"{source}: {e}" for e in errors))
-
     try:
-        return Stack.model_validate(
-            {"name": name, "source": source, **{t.value: c for t, c in built.items()}}
-        )
+        stack = Stack.model_validate(document)
     except ValidationError as exc:
-        raise StackError("\n".join(f"{source}: {line}" for line in describe_validation_error(exc))) from None
+        errors.extend(_stack_errors(exc, document, isinstance(raw_components, dict)))
+    else:
+        if not errors:
+            return stack
+    raise StackError("\n".join(f"{source}: {secret_keys.redact(e)}" for e in errors))

@@ -11,13 +11,16 @@ import pytest
 import yaml
 
 from stacks.config import (
+    FLAVORS,
     ArtifactStoreComponent,
     ComponentType,
     DockerDeployerConfig,
+    DockerModelDeployer,
     KubernetesDeployerConfig,
+    KubernetesModelDeployer,
     LocalDeployerConfig,
+    ModelDeployer,
     ModelDeployerComponent,
-    OrchestratorComponent,
     Stack,
     StackError,
     parse_stack,
@@ -46,6 +49,26 @@ INVALID_CASES = [
         "unknown_flavor.yaml",
         "component 'orchestrator' (name 'runner', flavor 'airflow'): unknown flavor 'airflow'; "
         "known flavors for orchestrator: prefect",
+    ),
+    (
+        "unknown_deployer_flavor.yaml",
+        "component 'model_deployer' (name 'serving', flavor 'sagemaker'): unknown flavor 'sagemaker'; "
+        "known flavors for model_deployer: local, docker, kubernetes",
+    ),
+    (
+        "unknown_deployer_key.yaml",
+        "component 'model_deployer' (name 'serving', flavor 'docker'): unknown key 'imgae'; "
+        "did you mean 'image'?",
+    ),
+    (
+        "key_of_another_flavor.yaml",
+        "component 'model_deployer' (name 'serving', flavor 'local'): unknown key 'replicas'; "
+        "flavor 'local' does not take it, flavor 'kubernetes' does",
+    ),
+    (
+        "unknown_nested_key.yaml",
+        "component 'data_validator' (name 'whylogs', flavor 'whylogs'): unknown key 'retraining.n_window'; "
+        "did you mean 'retraining.n_windows'?",
     ),
     (
         "unknown_component_type.yaml",
@@ -276,17 +299,96 @@ def test_components_in_type_order() -> None:
     assert stack.component("tuner") is stack.tuner
 
 
-def test_programmatic_construction_picks_config_by_flavor() -> None:
-    docker = ModelDeployerComponent(name="d", flavor="docker", configuration={"port": 9000})  # type: ignore[arg-type]
-    assert isinstance(docker.configuration, DockerDeployerConfig)
-    local = ModelDeployerComponent(name="d", flavor="local", configuration={"port": 9000})  # type: ignore[arg-type]
-    assert isinstance(local.configuration, LocalDeployerConfig)
+def test_flavor_picks_the_configuration_model(minimal: Callable[..., dict[str, Any]]) -> None:
+    deployers = pydantic.TypeAdapter(ModelDeployer)
+    docker = deployers.validate_python({"name": "d", "flavor": "docker", "configuration": {"port": 9000}})
+    assert isinstance(docker, DockerModelDeployer) and isinstance(docker.configuration, DockerDeployerConfig)
+    local = deployers.validate_python({"name": "d", "flavor": "local", "configuration": {"port": 9000}})
+    assert isinstance(local.configuration, LocalDeployerConfig) and local.configuration.port == 9000
+    assert isinstance(local, ModelDeployerComponent)  # every flavor's class is the type's component
+    stack = parse_stack(
+        minimal(
+            model_deployer={
+                "name": "d",
+                "flavor": "kubernetes",
+                "type": "model_deployer",
+                "configuration": {"image": "i"},
+            }
+        ),
+        "f.yaml",
+    )
+    assert isinstance(stack.model_deployer, KubernetesModelDeployer)
+    assert stack.model_deployer.configuration.replicas == KubernetesDeployerConfig(image="i").replicas
+
+
+def test_flavor_and_configuration_must_agree() -> None:
     with pytest.raises(pydantic.ValidationError, match="takes a DockerDeployerConfig configuration"):
         ModelDeployerComponent(name="d", flavor="docker", configuration=LocalDeployerConfig())
-    with pytest.raises(pydantic.ValidationError, match="unknown flavor 'airflow'"):
-        OrchestratorComponent(name="o", flavor="airflow", configuration={})  # type: ignore[arg-type]
     with pytest.raises(pydantic.ValidationError, match="does not match flavor 'gcs'"):
         ArtifactStoreComponent(name="a", flavor="gcs", configuration={"path": "s3://b"})  # type: ignore[arg-type]
+
+
+def test_flavor_table_read_off_the_stack() -> None:
+    assert FLAVORS[ComponentType.MODEL_DEPLOYER] == {
+        "local": LocalDeployerConfig,
+        "docker": DockerDeployerConfig,
+        "kubernetes": KubernetesDeployerConfig,
+    }
+    assert list(FLAVORS[ComponentType.ARTIFACT_STORE]) == ["local", "s3", "gcs", "azure"]
+    assert set(FLAVORS) == set(ComponentType)
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        (
+            {"name": "d", "configuration": {}},
+            "component 'model_deployer' (name 'd'): missing required key 'flavor'; "
+            "known flavors for model_deployer: local, docker, kubernetes",
+        ),
+        (
+            {"name": "d", "flavor": "local", "configuration": [1]},
+            "component 'model_deployer' (name 'd', flavor 'local'): key 'configuration' must be a mapping "
+            "(got a list)",
+        ),
+        (
+            {"name": "d", "flavor": "docker", "type": "tuner"},
+            "component 'model_deployer' (name 'd', flavor 'docker'): key 'type' is 'tuner' but the entry is "
+            "under 'model_deployer'",
+        ),
+        (
+            {"name": "d", "flavor": "local", "configuration": {"image": "x"}},
+            "component 'model_deployer' (name 'd', flavor 'local'): unknown key 'image'; flavor 'local' does "
+            "not take it, flavors 'docker', 'kubernetes' do",
+        ),
+        (
+            {"name": "d", "flavor": "local", "configuration": {"server": {"max_conections": 3}}},
+            "component 'model_deployer' (name 'd', flavor 'local'): unknown key 'server.max_conections'; "
+            "did you mean 'server.max_connections'?",
+        ),
+        (
+            None,
+            "component 'model_deployer': expected a mapping with name, flavor and configuration, got None",
+        ),
+        ([], "component 'model_deployer': empty list; give one mapping with name, flavor and configuration"),
+    ],
+)
+def test_entry_errors_name_component_and_key(
+    minimal: Callable[..., dict[str, Any]], entry: Any, expected: str
+) -> None:
+    with pytest.raises(StackError) as info:
+        parse_stack(minimal(model_deployer=entry), "f.yaml")
+    assert str(info.value) == f"f.yaml: {expected}"
+
+
+def test_unknown_flavor_hides_its_configuration_errors(minimal: Callable[..., dict[str, Any]]) -> None:
+    doc = minimal(tuner={"name": "t", "flavor": "hyperopt", "configuration": {"trials": 5}})
+    with pytest.raises(StackError) as info:
+        parse_stack(doc, "f.yaml")
+    assert str(info.value) == (
+        "f.yaml: component 'tuner' (name 't', flavor 'hyperopt'): unknown flavor 'hyperopt'; "
+        "known flavors for tuner: optuna"
+    )
 
 
 @pytest.mark.parametrize(
