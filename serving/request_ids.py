@@ -50,10 +50,12 @@ class IssuedId:
 class RequestIds:
     """Issues signed request ids and checks the ones feedback names."""
 
-    def __init__(self, key: bytes, max_age_s: float) -> None:
+    def __init__(self, key: bytes, max_age_s: float, model: str = "") -> None:
+        """``model`` scopes the ids: every model's service shares the store's key, so the signing key is
+        derived from it per model, and one model's ``/feedback`` refuses the ids another model issued."""
         if len(key) < 16:
             raise ValueError("a request-id key needs at least 16 bytes")
-        self._key = key
+        self._key = hmac.digest(key, b"flywheel request ids for model " + model.encode(), hashlib.sha256)
         self.max_age_s = max_age_s
 
     def issue(self, rows: int) -> str:
