@@ -146,6 +146,8 @@ def test_request_ids_expire_and_cannot_be_altered() -> None:
     more_rows = "-".join([parts[0], "ff", *parts[2:]])
     assert ids.check(more_rows) == "not a request id this service issued"
     assert RequestIds(b"o" * 32, max_age_s=60).check(rid) == "not a request id this service issued"
+    other_model = RequestIds(b"k" * 32, max_age_s=60, model="another-model")  # the same key, another model
+    assert other_model.check(rid) == "not a request id this service issued"
 
 
 def test_labelled_ids_are_bounded() -> None:
