@@ -4,7 +4,7 @@ prefect.yaml's training deployment is triggered by."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -21,24 +21,6 @@ from steps.problem import load_spec
 DRIFT_EVENT = "flywheel.model.drift-detected"
 
 
-def policy_from_stack(config: Any, drift_threshold: float) -> policy_step.RetrainPolicy:
-    r = config.retraining if config is not None else None
-    if r is None:
-        return policy_step.RetrainPolicy(drift_threshold=drift_threshold)
-    return policy_step.RetrainPolicy(
-        features=r.features,
-        drift_threshold=drift_threshold,
-        min_drifted_features=r.min_drifted_features,
-        n_windows=r.n_windows,
-        of_last=r.of_last,
-        min_window_rows=r.min_window_rows,
-        include_prediction=r.include_prediction,
-        auc_floor=r.auc_floor,
-        min_labels=r.min_labels,
-        cooldown=timedelta(hours=r.cooldown_hours),
-    )
-
-
 @flow(name="monitoring", log_prints=True)
 def monitoring(problem: str, stack: str | None = None, emit: bool = True) -> dict[str, Any]:
     """Check the champion's traffic; emit ``flywheel.model.drift-detected`` when the policy fires."""
@@ -50,8 +32,7 @@ def monitoring(problem: str, stack: str | None = None, emit: bool = True) -> dic
     if version is None:
         raise ValueError(f"{spec.model_name!r} has no champion to monitor: train one first")
     model = timer.run(load_model, "load-model", spec.model_name, version, retries=2)
-    config = ctx.stack.data_validator.configuration if ctx.stack.data_validator else None
-    policy = policy_from_stack(config, ctx.validator.drift_threshold)
+    policy = policy_step.RetrainPolicy.from_config(ctx.stack.data_validator_config())
     watched = [
         c
         for c in policy_step.watched_columns(policy, model.schema.names)

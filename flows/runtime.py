@@ -1,7 +1,9 @@
 """What a flow needs from its stack, resolved once per run: component objects and the Prefect set-up.
 
 Flows call ``resolve_stack`` at their start and pass the resulting objects into steps; nothing below this
-module branches on a stack's name.
+module branches on a stack's name. Settings are the stack's configuration models themselves (a stack
+without the tuner or compute component gets those models' defaults, from ``Stack.tuner_config()`` and
+``Stack.compute_config()``), so no default is repeated here: flows import stacks, never the reverse.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from stacks.components.artifact_store import ArtifactStore
 from stacks.components.data_validator import WhylogsValidator
-from stacks.config import Stack
+from stacks.config import ComputeConfig, OptunaConfig, Stack
 from stacks.loader import load_stack, selected_stack_name
 from stacks.paths import flywheel_home
 
@@ -25,14 +27,34 @@ class StackContext:
     stack: Stack
     store: ArtifactStore
     validator: WhylogsValidator
-    tuner_storage: str | None
-    sampler: str
-    pruner: str
-    device: str
-    n_jobs: int | None
-    storage_options: dict[str, Any]
-    engine: str = "pandas"
-    partition_rows: int = 100_000
+    tuner_storage: str | None  # secret-resolved, SQLite anchored under flywheel home
+    storage_options: dict[str, Any]  # secret-resolved
+    tuner: OptunaConfig
+    compute: ComputeConfig
+
+    @property
+    def sampler(self) -> str:
+        return self.tuner.sampler
+
+    @property
+    def pruner(self) -> str:
+        return self.tuner.pruner
+
+    @property
+    def device(self) -> str:
+        return self.compute.device
+
+    @property
+    def n_jobs(self) -> int | None:
+        return self.compute.n_jobs
+
+    @property
+    def engine(self) -> str:
+        return self.compute.engine
+
+    @property
+    def partition_rows(self) -> int:
+        return self.compute.partition_rows
 
 
 def resolve_stack(name: str | None = None) -> StackContext:
@@ -42,20 +64,14 @@ def resolve_stack(name: str | None = None) -> StackContext:
     stack = load_stack(selected_stack_name(name))
     stack.require_secrets()
     configure_mlflow(stack)
-    tuner = stack.tuner.configuration if stack.tuner else None
-    compute = stack.compute.configuration if stack.compute else None
     return StackContext(
         stack=stack,
         store=ArtifactStore.from_stack(stack),
         validator=WhylogsValidator.from_stack(stack),
         tuner_storage=stack.optuna_storage(),
-        sampler=tuner.sampler if tuner else "tpe",
-        pruner=tuner.pruner if tuner else "median",
-        device=compute.device if compute else "cpu",
-        n_jobs=compute.n_jobs if compute else None,
         storage_options=stack.storage_options(),
-        engine=compute.engine if compute else "pandas",
-        partition_rows=compute.partition_rows if compute else 100_000,
+        tuner=stack.tuner_config(),
+        compute=stack.compute_config(),
     )
 
 

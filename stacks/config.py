@@ -48,6 +48,7 @@ __all__ = [
     "DeployerConfig",
     "DockerDeployerConfig",
     "DockerModelDeployer",
+    "DriftThreshold",
     "ExperimentTrackerComponent",
     "KubernetesDeployerConfig",
     "KubernetesModelDeployer",
@@ -221,11 +222,15 @@ class RetrainingPolicyConfig(_Config):
         return self
 
 
+DriftThreshold = Annotated[float, Field(gt=0, le=1)]
+"""How far a column's distribution may move before it counts as drifting (a Hellinger distance)."""
+
+
 class WhylogsConfig(_Config):
     """Validation and drift thresholds (Hellinger by default: KS p-values flag everything)."""
 
     drift_algorithm: Literal["hellinger", "ks", "chi2"] = "hellinger"
-    drift_threshold: float = Field(default=0.15, gt=0, le=1)
+    drift_threshold: DriftThreshold = 0.15
     max_nan_fraction: float = Field(default=0.2, ge=0, le=1)
     min_rows: int = Field(default=50, ge=1)
     min_minority_fraction: float = Field(default=0.01, ge=0, le=0.5)

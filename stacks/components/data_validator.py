@@ -15,6 +15,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from flywheel.contracts.validation import CheckResult, ValidationReport
+from stacks.config import Stack, WhylogsConfig
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,35 +75,23 @@ def _vectorise_float_split() -> None:
 
 
 class WhylogsValidator:
-    """Profiles data sets and compares profiles; thresholds come from the stack's data_validator config."""
+    """Profiles data sets and compares profiles with the thresholds of a stack's data_validator config.
 
-    def __init__(
-        self,
-        drift_algorithm: str = "hellinger",
-        drift_threshold: float = 0.15,
-        max_nan_fraction: float = 0.2,
-        min_rows: int = 50,
-        min_minority_fraction: float = 0.01,
-    ) -> None:
-        self.drift_algorithm = drift_algorithm
-        self.drift_threshold = drift_threshold
-        self.max_nan_fraction = max_nan_fraction
-        self.min_rows = min_rows
-        self.min_minority_fraction = min_minority_fraction
+    The thresholds and their defaults belong to the configuration model (``WhylogsConfig``), validated
+    and bounded there; the validator takes one, so no default is written twice.
+    """
+
+    def __init__(self, config: WhylogsConfig | None = None) -> None:
+        self.config = config if config is not None else WhylogsConfig()
+        self.drift_algorithm = self.config.drift_algorithm
+        self.drift_threshold = self.config.drift_threshold
+        self.max_nan_fraction = self.config.max_nan_fraction
+        self.min_rows = self.config.min_rows
+        self.min_minority_fraction = self.config.min_minority_fraction
 
     @classmethod
-    def from_stack(cls, stack: Any) -> WhylogsValidator:
-        component = stack.data_validator
-        if component is None:
-            return cls()
-        c = component.configuration
-        return cls(
-            drift_algorithm=c.drift_algorithm,
-            drift_threshold=c.drift_threshold,
-            max_nan_fraction=c.max_nan_fraction,
-            min_rows=c.min_rows,
-            min_minority_fraction=c.min_minority_fraction,
-        )
+    def from_stack(cls, stack: Stack) -> WhylogsValidator:
+        return cls(stack.data_validator_config())
 
     # profiles -------------------------------------------------------------------------------------------
     def profile(self, frame: pd.DataFrame) -> DatasetProfileView:

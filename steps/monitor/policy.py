@@ -5,6 +5,11 @@ window counts as drifting when at least ``min_drifted_features`` of the watched 
 threshold; the policy fires when ``n_windows`` of the last ``of_last`` windows (with enough rows) drift, or
 when the realized AUC falls under the floor on enough labels; and never within the cooldown of the last
 retrain.
+
+The rules and their defaults are the stack's ``data_validator.retraining`` model (``RetrainingPolicyConfig``):
+``RetrainPolicy`` is that model plus the data validator's drift threshold, not a copy of its fields, so a
+default changes in one place. The stack model is the owner because steps may import stacks and stacks
+import no step.
 """
 
 from __future__ import annotations
@@ -17,19 +22,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from stacks.config import DriftThreshold, RetrainingPolicyConfig, WhylogsConfig
 
-@dataclass(frozen=True)
-class RetrainPolicy:
-    features: list[str] | None = None
-    drift_threshold: float = 0.15
-    min_drifted_features: int = 2
-    n_windows: int = 3
-    of_last: int = 4
-    min_window_rows: int = 500
-    include_prediction: bool = True
-    auc_floor: float | None = 0.6
-    min_labels: int = 200
-    cooldown: timedelta = timedelta(hours=24)
+
+class RetrainPolicy(RetrainingPolicyConfig):
+    """The stack's retraining rules with the drift threshold a watched column must reach to count."""
+
+    drift_threshold: DriftThreshold = WhylogsConfig.model_fields["drift_threshold"].default
+
+    @property
+    def cooldown(self) -> timedelta:
+        return timedelta(hours=self.cooldown_hours)
+
+    @classmethod
+    def from_config(cls, config: WhylogsConfig) -> RetrainPolicy:
+        """The policy a data validator configuration sets (`Stack.data_validator_config()` for a stack)."""
+        return cls.model_validate(
+            {**config.retraining.model_dump(), "drift_threshold": config.drift_threshold}
+        )
 
 
 @dataclass

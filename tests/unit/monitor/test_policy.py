@@ -18,7 +18,7 @@ POLICY = RetrainPolicy(
     min_window_rows=100,
     auc_floor=0.6,
     min_labels=200,
-    cooldown=timedelta(hours=24),
+    cooldown_hours=24,
 )
 WATCHED = ["temp", "carrier", "month", "prediction"]
 

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from stacks.components.data_validator import WhylogsValidator
+from stacks.config import WhylogsConfig
 from steps.data.validate import validate
 from steps.problem import load_spec
 
@@ -15,7 +16,7 @@ SPEC = load_spec("flights")
 
 @pytest.fixture
 def validator() -> WhylogsValidator:
-    return WhylogsValidator(max_nan_fraction=0.2, min_rows=50, min_minority_fraction=0.01)
+    return WhylogsValidator(WhylogsConfig(max_nan_fraction=0.2, min_rows=50, min_minority_fraction=0.01))
 
 
 def failures(frame: pd.DataFrame, validator: WhylogsValidator) -> dict[str, str]:
