@@ -110,7 +110,7 @@ def _startup(ctx: ServiceContext) -> None:
     deployer = stack.model_deployer.configuration if stack.model_deployer else None
     if deployer is not None:
         ctx.holder.max_batch_size = deployer.max_batch_size
-    ctx.ids = RequestIds(_request_id_key(stack), FEEDBACK_WINDOW_S)
+    ctx.ids = RequestIds(_request_id_key(stack), FEEDBACK_WINDOW_S, ctx.settings.model_name)
     ctx.feedback = FeedbackChecker(ctx.ids, LabelledIds())
     ctx.holder.refresh(retry_after_s=0)  # records (and logs) what is wrong instead of raising
 

@@ -57,6 +57,11 @@ class Served:
         return self.model.version
 
     @cached_property
+    def classes(self) -> list[str]:
+        """The class names in the model's output order (multiclass: one per probability column)."""
+        return list(self.model.schema.classes or [])
+
+    @cached_property
     def categories(self) -> dict[str, list[str]]:
         """Vocabulary of each categorical feature, for the traffic profiles (decoded off the request path)."""
         return {c.name: c.categories or [] for c in self.model.schema.columns if c.kind == "categorical"}

@@ -219,8 +219,8 @@ def _class_label(classes: tuple[str, ...]) -> Any:
         raise ValueError(f"a class index is 0..{len(classes) - 1}, not {quoted(value)}")
 
     return Annotated[
-        int | str,
-        Field(strict=True, json_schema_extra={"description": f"one of {list(classes)[:50]} or its index"}),
+        Annotated[int, Field(strict=True)] | Annotated[str, Field(strict=True, max_length=1_000)],
+        Field(json_schema_extra={"description": f"one of {list(classes)[:50]} or its index"}),
         AfterValidator(check),
     ]
 

@@ -44,7 +44,9 @@ def openapi(app: FastAPI, ctx: ServiceContext) -> dict[str, Any]:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     served = ctx.holder.current
     feedback, definitions = feedback_schema(
-        served.model.task if served is not None else "regression", ctx.holder.max_batch_size
+        served.model.task if served is not None else "regression",
+        ctx.holder.max_batch_size,
+        served.classes if served is not None else None,
     )
     components.update(definitions)
     components["Feedback"] = feedback

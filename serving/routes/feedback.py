@@ -28,8 +28,8 @@ router = APIRouter(tags=["monitor"])
 async def feedback(request: Request, service: ServiceDep) -> Response:
     """Ground truth for an earlier prediction, by the request id the service returned with it: ``label``
     for a one-row request (or one row of a batch, as ``<request_id>:<row>``), or ``labels`` for every row
-    of a batch, in order. Labels must fit the model's task (binary: 0 or 1; regression: a finite
-    number); each request or row is labelled once (a repeat is 409)."""
+    of a batch, in order. Labels must fit the model's task (binary: 0 or 1; multiclass: a class name or
+    its index; regression: a finite number); each request or row is labelled once (a repeat is 409)."""
     started = time.perf_counter()
     payload = await service.read_json(request)
     if isinstance(payload, Response):
@@ -37,7 +37,7 @@ async def feedback(request: Request, service: ServiceDep) -> Response:
     served = service.served_or_error()
     if isinstance(served, Response):
         return service.finish("feedback", started, served)
-    accepted = service.feedback.check(payload, served.model.task, served.reader.max_batch)
+    accepted = service.feedback.check(payload, served.model.task, served.reader.max_batch, served.classes)
     if isinstance(accepted, Response):
         return service.finish("feedback", started, accepted)
     service.metrics.feedback.inc(len(accepted.labels))

@@ -25,16 +25,26 @@ from serving.schemas import BatchPrediction, Prediction
 router = APIRouter(tags=["predict"])
 
 
-def prediction_body(served: Served, p: float, request_id: str) -> dict[str, Any]:
-    """The answer for one record: ``p`` is its probability (binary) or value (regression)."""
+def prediction_body(served: Served, p: np.ndarray, request_id: str) -> dict[str, Any]:
+    """The answer for one record: ``p`` is the model's output for it: the positive-class probability
+    (binary), the value (regression), or the class probabilities (multiclass)."""
+    if p.ndim:  # multiclass: the predicted class, its probability, and every class's
+        return {
+            "request_id": request_id,
+            "model_name": served.model.name,
+            "model_version": served.version,
+            "threshold": None,
+            **_class_item(served.classes, p.tolist()),
+        }
+    value = float(p)
     binary = served.model.task == "binary"
     threshold = served.model.threshold
     return {
         "request_id": request_id,
         "model_name": served.model.name,
         "model_version": served.version,
-        "prediction": p,
-        "decision": bool(p >= threshold) if binary else None,
+        "prediction": value,
+        "decision": bool(value >= threshold) if binary else None,
         "threshold": threshold if binary else None,
     }
 
@@ -43,14 +53,28 @@ def batch_body(served: Served, predictions: np.ndarray, request_id: str) -> dict
     """The answer for a batch, one entry per row in row order."""
     binary = served.model.task == "binary"
     threshold = served.model.threshold
-    values = predictions.tolist()
-    decisions = (predictions >= threshold).tolist() if binary else [None] * len(values)
+    if predictions.ndim == 2:
+        items = [_class_item(served.classes, row) for row in predictions.tolist()]
+    else:
+        values = predictions.tolist()
+        decisions = (predictions >= threshold).tolist() if binary else [None] * len(values)
+        items = [{"prediction": p, "decision": d} for p, d in zip(values, decisions, strict=True)]
     return {
         "request_id": request_id,
         "model_name": served.model.name,
         "model_version": served.version,
         "threshold": threshold if binary else None,
-        "predictions": [{"prediction": p, "decision": d} for p, d in zip(values, decisions, strict=True)],
+        "predictions": items,
+    }
+
+
+def _class_item(classes: list[str], probabilities: list[float]) -> dict[str, Any]:
+    best = max(range(len(probabilities)), key=probabilities.__getitem__)
+    return {
+        "prediction": probabilities[best],
+        "decision": None,
+        "predicted_class": classes[best],
+        "probabilities": dict(zip(classes, probabilities, strict=True)),
     }
 
 
@@ -64,7 +88,7 @@ async def predict(request: Request) -> Response:
         return service.finish("predict", started, outcome)
     served, record = outcome
     rid = service.request_id()
-    p = float(service.score(served, served.encoder.encode([record.__dict__]), rid)[0])
+    p = service.score(served, served.encoder.encode([record.__dict__]), rid)[0]
     return service.finish("predict", started, json_response(prediction_body(served, p, rid)))
 
 
