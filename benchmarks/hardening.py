@@ -62,6 +62,7 @@ from benchmarks.serving_procs import (
     listening,
     wait_ready,
 )
+from flywheel.contracts.model_version import CHAMPION
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE_REF = "2248341"
@@ -776,7 +777,7 @@ def _broken_alias(b: Battery, family: Family) -> None:
     try:
         time.sleep(0.5)
         moved = time.perf_counter()
-        client.set_registered_model_alias(b.model_name, "champion", broken)
+        client.set_registered_model_alias(b.model_name, CHAMPION, broken)
         while time.perf_counter() - moved < 10:
             body = sample()
             if body.get("champion_version") == broken and noticed_s is None:
@@ -785,7 +786,7 @@ def _broken_alias(b: Battery, family: Family) -> None:
             if noticed_s is not None and time.perf_counter() - moved > noticed_s + 1.5:
                 break
             time.sleep(0.25)
-        client.set_registered_model_alias(b.model_name, "champion", b.champion)
+        client.set_registered_model_alias(b.model_name, CHAMPION, b.champion)
         restored = time.perf_counter()
         while time.perf_counter() - restored < 10:
             body = sample()
@@ -1026,7 +1027,7 @@ def _train(plan: Plan, home: Path) -> tuple[Any, str, str]:
     trained = setup.train_model(plan.train_rows, plan.rounds, plan.max_depth, seed=42)
     registered = setup.register_model(trained, promote=True, reason="hardening benchmark champion")
     name = trained.spec.model_name
-    champion = str(MlflowClient().get_model_version_by_alias(name, "champion").version)
+    champion = str(MlflowClient().get_model_version_by_alias(name, CHAMPION).version)
     if champion != registered.version:
         raise RuntimeError(f"v{registered.version} was not promoted (champion is v{champion})")
     print(

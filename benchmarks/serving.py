@@ -44,6 +44,8 @@ from benchmarks.serving_procs import (
     listening,
     wait_ready,
 )
+from flywheel.contracts import layout
+from flywheel.contracts.model_version import CHAMPION
 
 
 @dataclass(frozen=True)
@@ -379,7 +381,7 @@ def _run(plan: Plan, home: Path, procs: Processes, wrk: Wrk, quick: bool) -> dic
     second = setup.train_model(plan.train_rows, plan.rounds, plan.max_depth, seed=7)
     name = first.spec.model_name
     client = MlflowClient()
-    champion = str(client.get_model_version_by_alias(name, "champion").version)
+    champion = str(client.get_model_version_by_alias(name, CHAMPION).version)
     if champion != v1.version:
         raise RuntimeError(f"v{v1.version} was not promoted (champion is v{champion})")
     auc = client.get_run(v1.run_id).data.metrics.get("test.roc_auc", float("nan"))
@@ -501,13 +503,16 @@ def _run(plan: Plan, home: Path, procs: Processes, wrk: Wrk, quick: bool) -> dic
     profiled = _metric(on, "flywheel_predicted_rows_total")
     procs.stop(on)  # flushes its open profile windows on shutdown
     windows = sorted(
-        str(p.relative_to(home)) for p in (home / "artifacts").rglob("serving/*/v*/profiles/*.bin")
+        str(p.relative_to(home))
+        for p in (home / "artifacts").rglob(layout.serving_profiles("*", "*") + "/*.bin")
     )
     out["profiling"] = {
         "rows": prof_rows,
         "dropped_rows": dropped,
         "predicted_rows": profiled,
-        "logged_prediction_rows": _parquet_rows(home / "artifacts", "serving/*/v*/predictions/*/*.parquet"),
+        "logged_prediction_rows": _parquet_rows(
+            home / "artifacts", layout.prediction_logs("*", "*") + "/*/*.parquet"
+        ),
         "profile_files_written": len(windows),
         "profile_files": windows[:5],
     }
@@ -548,7 +553,7 @@ def _run(plan: Plan, home: Path, procs: Processes, wrk: Wrk, quick: bool) -> dic
 
     # 4. hot swap under load
     out["swap"] = _swap(plan, home, procs, wrk, bodies["flywheel_1"], second, name, v1.version)
-    client.set_registered_model_alias(name, "champion", v1.version)  # the batch flow scores the same model
+    client.set_registered_model_alias(name, CHAMPION, v1.version)  # the batch flow scores the same model
     return out
 
 
@@ -576,7 +581,7 @@ def _swap(
         events["register_start_s"] = time.perf_counter() - started
         v2 = setup.register_model(second, promote=False, reason="serving benchmark swap").version
         events["registered_s"] = time.perf_counter() - started
-        MlflowClient().set_registered_model_alias(name, "champion", v2)
+        MlflowClient().set_registered_model_alias(name, CHAMPION, v2)
         events["alias_moved_s"] = time.perf_counter() - started
         deadline = started + plan.swap_s + 5
         while time.perf_counter() < deadline:
@@ -596,7 +601,7 @@ def _swap(
     finally:
         result = wrk.finish(load, plan.swap_s, int(plan.swap_s * 20_000))
         result.connections = 16
-    loads_ok = MlflowClient().get_model_version_by_alias(name, "champion").version
+    loads_ok = MlflowClient().get_model_version_by_alias(name, CHAMPION).version
     procs.stop(server)
     swapped = events.get("ready_new_s")
     row = {

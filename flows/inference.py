@@ -12,7 +12,10 @@ from prefect.artifacts import create_table_artifact
 from flows.cluster import dask_client
 from flows.runtime import compute_summary, ingest_joins, resolve_stack
 from flows.tasks import StepTimer
-from stacks.components.model_registry import CHAMPION, alias_version, load_model
+from flywheel.contracts import layout
+from flywheel.contracts.model_version import CHAMPION
+from stacks.components.model_registry import load_model
+from stacks.components.model_versions import alias_version
 from steps.data import features, ingest
 from steps.inference import score_dask
 from steps.inference.score import score_chunks
@@ -59,8 +62,7 @@ def inference(
         retries=2,
     )
     joined, _ = ingest_joins(timer, ctx, spec)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    output = f"inference/{spec.model_name}/v{model.version}/{stamp}-{snapshot.digest[:12]}"
+    output = layout.batch_output(spec.model_name, model.version, time.time(), snapshot.digest)
     if ctx.engine == "dask":
         del raw  # the workers read the snapshot themselves
         with dask_client(ctx.stack) as client:

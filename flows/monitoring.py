@@ -12,13 +12,13 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.runtime import resolve_stack
 from flows.tasks import StepTimer
-from stacks.components.model_registry import alias_version, load_model
+from flywheel.contracts import events, layout
+from stacks.components.model_registry import load_model
+from stacks.components.model_versions import alias_version
 from steps.monitor import drift as drift_step
 from steps.monitor import policy as policy_step
 from steps.monitor import report, state, track, windows
 from steps.problem import load_spec
-
-DRIFT_EVENT = "flywheel.model.drift-detected"
 
 
 @flow(name="monitoring", log_prints=True)
@@ -73,10 +73,7 @@ def monitoring(problem: str, stack: str | None = None, emit: bool = True) -> dic
         report.heatmap(drift, policy.drift_threshold),
         decision.evidence,
     )
-    stamp = now.strftime("%Y%m%dT%H%M%SZ")
-    report_uri = ctx.store.write_bytes(
-        f"monitoring/{spec.model_name}/reports/{stamp}.html", html_report.encode()
-    )
+    report_uri = ctx.store.write_bytes(layout.monitoring_report(spec.model_name, now), html_report.encode())
     run_id = timer.run(
         track.log_monitoring_run,
         "track",
@@ -98,12 +95,8 @@ def monitoring(problem: str, stack: str | None = None, emit: bool = True) -> dic
         from prefect.events import emit_event
 
         event = emit_event(
-            event=DRIFT_EVENT,
-            resource={
-                "prefect.resource.id": f"flywheel.model.{spec.model_name}",
-                "prefect.resource.name": spec.model_name,
-                "flywheel.model.version": version,
-            },
+            event=events.DRIFT_DETECTED,
+            resource=events.model_resource(spec.model_name, version),
             payload={
                 "reason": decision.summary(),
                 "model": spec.model_name,

@@ -16,12 +16,13 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from flows.cluster import dask_client
 from flows.runtime import StackContext, compute_summary, ingest_joins, resolve_stack
 from flows.tasks import StepTimer
+from flywheel.contracts import events
+from flywheel.contracts.model_version import REASON_TAG, STACK_TAG
+from stacks.components.model_versions import alias_version
 from steps.data import features, ingest, split, validate
 from steps.model import evaluate, explain, promote, reference, register, track, train, train_dask, tune
 from steps.model.threshold import choose_threshold
 from steps.problem import ProblemSpec, load_spec
-
-PROMOTED_EVENT = "flywheel.model.promoted"
 
 
 @flow(name="training", log_prints=True)
@@ -89,7 +90,7 @@ def training(
         "track-start",
         experiment,
         spec,
-        {"flywheel.stack": ctx.stack.name, "flywheel.reason": reason},
+        {STACK_TAG: ctx.stack.name, REASON_TAG: reason},
     )
     status = "FAILED"
     try:
@@ -188,12 +189,8 @@ def training(
 
         # prefect.yaml's service deployment is triggered by this event
         emit_event(
-            event=PROMOTED_EVENT,
-            resource={
-                "prefect.resource.id": f"flywheel.model.{spec.model_name}",
-                "prefect.resource.name": spec.model_name,
-                "flywheel.model.version": registered.version,
-            },
+            event=events.MODEL_PROMOTED,
+            resource=events.model_resource(spec.model_name, registered.version),
             payload={
                 "version": registered.version,
                 "reason": decision.reason,
@@ -202,14 +199,14 @@ def training(
                 "trigger": reason,
             },
         )
-    champion = promote.current_champion(spec.model_name)
+    champion = alias_version(spec.model_name)
     summary = {
         "model_name": spec.model_name,
         "version": registered.version,
         "run_id": run_id,
         "promoted": decision.promoted,
         "reason": decision.reason,
-        "champion_version": None if champion is None else str(champion.version),
+        "champion_version": champion,
         "metrics": evaluation.metrics,
         "snapshot": snapshot.digest,
         "timings": dict(timer.seconds),

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from flywheel.contracts.model_version import CHAMPION
 from flywheel.deployments_cli import deployments_app
 from flywheel.init_cli import init_command
 from flywheel.problem_cli import problem_app
@@ -117,7 +118,7 @@ def run_inference(
     stack: StackOption = None,
     problem: ProblemOption = None,
     source: Annotated[str | None, typer.Option(help="URI to score (default: the spec's source)")] = None,
-    alias: str = "champion",
+    alias: str = CHAMPION,
     chunk_rows: int = 100_000,
     sample_rows: Annotated[int | None, typer.Option(help="score a seeded sample of this many rows")] = None,
 ) -> None:
@@ -256,14 +257,14 @@ def _service_url(stack: str | None, model_name: str) -> str:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc
     try:
-        from mlflow import MlflowClient
-
+        from stacks.components.model_versions import by_alias
         from stacks.components.tracking import configure_mlflow
 
         configure_mlflow(chosen, create_experiment=False)
-        recorded = MlflowClient().get_model_version_by_alias(model_name, "champion").tags
-        if recorded.get("flywheel.service.url"):
-            return str(recorded["flywheel.service.url"])
+        champion = by_alias(model_name)
+        service = None if champion is None else champion.tags.service
+        if service is not None:
+            return service.url
     except Exception:  # no registry, no champion, nothing recorded: the stack's address is the guess
         pass
     config = chosen.model_deployer.configuration if chosen.model_deployer else LocalDeployerConfig()
@@ -372,6 +373,7 @@ def lineage(
     from mlflow.exceptions import MlflowException
 
     from flywheel.lineage import lineage as walk
+    from stacks.components.registry_health import RegistryUnavailable
     from stacks.components.tracking import configure_mlflow
     from stacks.config import StackError
     from stacks.loader import load_stack, selected_stack_name
@@ -383,8 +385,9 @@ def lineage(
         raise typer.Exit(1) from exc
     try:
         found = walk(reference)
-    except MlflowException as exc:
-        typer.secho(f"no such model version {reference!r}: {exc.message}", fg=typer.colors.RED, err=True)
+    except (MlflowException, LookupError, RegistryUnavailable) as exc:
+        why = exc.message if isinstance(exc, MlflowException) else str(exc)
+        typer.secho(f"no such model version {reference!r}: {why}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc
     if as_json:
         typer.echo(json.dumps(found.__dict__, indent=2))

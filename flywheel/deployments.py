@@ -16,6 +16,9 @@ from typing import Any
 
 import yaml
 
+from flywheel.contracts.events import DRIFT_DETECTED as DRIFT_EVENT
+from flywheel.contracts.events import MODEL_PROMOTED as PROMOTED_EVENT
+from flywheel.contracts.events import RESOURCE_ID, model_resource_id
 from steps.problem import PROBLEMS_DIR, ProblemSpec, SpecError, load_spec
 
 __all__ = [
@@ -29,10 +32,6 @@ __all__ = [
     "render",
 ]
 
-DRIFT_EVENT = "flywheel.model.drift-detected"
-"""Emitted by flows/monitoring.py when the retraining policy fires (a test holds the flows to these)."""
-PROMOTED_EVENT = "flywheel.model.promoted"
-"""Emitted by flows/training.py when a new version becomes the champion."""
 FLOWS = ("training", "monitoring", "batch-inference", "deployment")
 """The flow names (``@flow(name=...)``); a deployment is ``FLOW/PROBLEM``."""
 
@@ -53,11 +52,6 @@ POOL_COMMENT = (
     "provision\n"
 )
 STACK = "{{ prefect.variables.flywheel_stack }}"
-
-
-def model_resource_id(model_name: str) -> str:
-    """The Prefect resource id the flows' events carry for a model (``flywheel.model.<name>``)."""
-    return f"flywheel.model.{model_name}"
 
 
 def deployment_name(flow: str, problem: str) -> str:
@@ -100,7 +94,7 @@ def _trigger(name: str, spec: ProblemSpec, event: str, parameters: dict[str, str
         "name": name,
         "type": "event",
         "enabled": True,
-        "match": {"prefect.resource.id": model_resource_id(spec.model_name)},
+        "match": {RESOURCE_ID: model_resource_id(spec.model_name)},
         "expect": _Inline([event]),
         "posture": "Reactive",
         "threshold": 1,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+
+from flywheel.contracts.model_version import CHAMPION
 
 
 @dataclass(frozen=True)
@@ -45,42 +46,32 @@ def parse_reference(reference: str) -> tuple[str, str | None, str | None]:
     if "/" in ref:
         name, version = ref.split("/", 1)
         return name, None, version
-    return ref, "champion", None
+    return ref, CHAMPION, None
 
 
 def lineage(reference: str) -> Lineage:
-    from mlflow import MlflowClient
+    """The lineage of a version: ``AliasNotSet`` (a LookupError) when the alias names none,
+    ``RegistryUnavailable`` when the registry cannot be read, MlflowException for no such version."""
+    from stacks.components import model_versions
 
-    client = MlflowClient()
     name, alias, version = parse_reference(reference)
-    mv: Any = (
-        client.get_model_version_by_alias(name, alias)
-        if alias
-        else client.get_model_version(name, str(version))
-    )
-    tags = dict(mv.tags or {})
-    run_id = mv.run_id or tags.get("flywheel.run_id", "")
-    joins: dict[str, dict[str, str]] = {}
-    for key, value in tags.items():
-        if key.startswith("flywheel.dataset.join."):
-            join_name, field = key.removeprefix("flywheel.dataset.join.").rsplit(".", 1)
-            joins.setdefault(join_name, {})[field] = value
-    digest = tags.get("flywheel.dataset.digest", "")
-    if run_id and not digest:  # fall back on the run's dataset inputs
-        run = client.get_run(run_id)
-        for dataset_input in run.inputs.dataset_inputs if run.inputs else []:
-            digest = dataset_input.dataset.digest
-            break
-    decision = tags.get("flywheel.promotion.decision", "undecided")
+    if alias:
+        version = model_versions.alias_target(name, alias)
+    mv = model_versions.get_version(name, str(version))
+    dataset = mv.tags.dataset
+    digest = dataset.digest
+    if mv.run_id and not digest:  # fall back on the run's dataset inputs
+        digest = model_versions.run_dataset_digest(mv.run_id)
+    promotion = mv.tags.promotion
     return Lineage(
         model=name,
-        version=str(mv.version),
-        aliases=list(getattr(mv, "aliases", []) or []),
-        run_id=run_id,
+        version=mv.version,
+        aliases=list(mv.aliases),
+        run_id=mv.run_id,
         dataset_digest=digest,
-        snapshot_uri=tags.get("flywheel.dataset.snapshot", ""),
-        source_uri=tags.get("flywheel.dataset.source", ""),
-        rows=tags.get("flywheel.dataset.rows", "?"),
-        joins=joins,
-        promotion=f"{decision}: {tags.get('flywheel.promotion.reason', '')}",
+        snapshot_uri=dataset.snapshot,
+        source_uri=dataset.source,
+        rows="?" if dataset.rows is None else str(dataset.rows),
+        joins={n: asdict(j) for n, j in dataset.joins.items()},
+        promotion="undecided: " if promotion is None else f"{promotion.decision}: {promotion.reason}",
     )

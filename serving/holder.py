@@ -28,14 +28,9 @@ from serving.encoding import RowEncoder
 from serving.metrics import ServiceMetrics
 from serving.predictor import InplacePredictor
 from serving.schemas import batch_model, column_adapters, columns_model, record_model
-from stacks.components.model_registry import (
-    AliasNotSet,
-    LoadedModel,
-    RegistryUnavailable,
-    alias_target,
-    describe_error,
-    load_model,
-)
+from stacks.components.model_registry import LoadedModel, load_model
+from stacks.components.model_versions import AliasNotSet, alias_target
+from stacks.components.registry_health import RegistryUnavailable, describe_error
 
 log = logging.getLogger("flywheel.serving")
 

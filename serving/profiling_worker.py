@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from flywheel.contracts import layout
+
 log = logging.getLogger("flywheel.serving.profiling")
 STOP = "stop"
 
@@ -39,14 +41,6 @@ class ProfilerConfig:
     batch_rows: int
     window_s: int
     queue_rows: int
-
-
-def window_name(start: int) -> str:
-    return datetime.fromtimestamp(start, UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-def profile_path(model_name: str, version: str, start: int, writer: str) -> str:
-    return f"serving/{model_name}/v{version}/profiles/{window_name(start)}-{writer}.bin"
 
 
 class _Window:
@@ -214,11 +208,7 @@ class _Profiler:  # pragma: no cover - runs in the child process
                 window.rows += len(frame)
             except Exception as exc:
                 self.lost(len(frame), f"profiling a batch of v{version}", exc)
-            day = window_name(start)[:8]
-            path = (
-                f"serving/{model}/v{version}/predictions/{day}/{window_name(start)}-"
-                f"{self.writer}-{uuid.uuid4().hex[:8]}.parquet"
-            )
+            path = layout.prediction_log_part(model, version, start, self.writer, uuid.uuid4().hex[:8])
             try:
                 with self.store.open(path, "wb") as handle:
                     frame.to_parquet(handle, index=False)
@@ -227,8 +217,8 @@ class _Profiler:  # pragma: no cover - runs in the child process
         self.pending.clear()
         self.pending_rows = 0
         if self.feedback:
-            day = datetime.now(UTC).strftime("%Y%m%d")
-            path = f"serving/{model}/feedback/{day}/{self.writer}-{uuid.uuid4().hex[:8]}.parquet"
+            day = datetime.now(UTC).date()
+            path = layout.feedback_part(model, day, self.writer, uuid.uuid4().hex[:8])
             try:
                 with self.store.open(path, "wb") as handle:
                     pd.DataFrame(self.feedback).to_parquet(handle, index=False)
@@ -248,7 +238,8 @@ class _Profiler:  # pragma: no cover - runs in the child process
                 if window.view is None:
                     continue
                 self.written += 1
-                path = profile_path(self.config.model_name, version, start, f"{self.writer}-{self.written}")
+                writer = f"{self.writer}-{self.written}"
+                path = layout.window_profile(self.config.model_name, version, start, writer)
                 try:
                     self.store.write_bytes(path, self.validator.to_bytes(window.view))
                 except Exception as exc:

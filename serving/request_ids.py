@@ -27,12 +27,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from flywheel.contracts import layout
+
 if TYPE_CHECKING:
     from stacks.components.artifact_store import ArtifactStore
 
 KEY_ENV = "FLYWHEEL_REQUEST_ID_KEY"
-KEY_PATH = "serving/request-id.key"
-"""Where the artifact store keeps the key (beside the traffic it signs the ids of)."""
 _MAC_HEX = 24
 # a batch request's rows are addressed as "<id>:<row>", the form the prediction log keeps
 ROW_SEPARATOR = ":"
@@ -111,26 +111,27 @@ def load_key(store: ArtifactStore) -> bytes:
 
     Every worker and replica of a model's service reads the same artifact store, so they share the key
     without any set-up, and a restarted container keeps it."""
+    path = layout.request_id_key()  # beside the traffic it signs the ids of
     given = os.environ.get(KEY_ENV)
     if given:
         if len(given) < 16:
             raise ValueError(f"{KEY_ENV} must be at least 16 characters")
         return given.encode()
     with contextlib.suppress(FileNotFoundError):
-        key = store.read_bytes(KEY_PATH)
+        key = store.read_bytes(path)
         if len(key) >= 16:
             return key
     try:  # exclusive create: of processes starting together, one writes the key and the others read it
-        with store.open(KEY_PATH, "xb") as handle:
+        with store.open(path, "xb") as handle:
             handle.write(secrets.token_hex(32).encode())
     except FileExistsError:
         pass
     except (ValueError, NotImplementedError, TypeError):  # a store without exclusive create: last writer wins
-        store.write_bytes(KEY_PATH, secrets.token_hex(32).encode())
+        store.write_bytes(path, secrets.token_hex(32).encode())
         time.sleep(0.2)  # read back what the last writer left, so racing processes agree
     for _ in range(100):
-        key = store.read_bytes(KEY_PATH)
+        key = store.read_bytes(path)
         if len(key) >= 16:
             return key
         time.sleep(0.02)  # the creator has opened the file and not yet written it
-    raise RuntimeError(f"{store.uri(KEY_PATH)}: request-id key file is empty; delete it for a new one")
+    raise RuntimeError(f"{store.uri(path)}: request-id key file is empty; delete it for a new one")

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from flywheel.contracts import layout
 from stacks.components.artifact_store import ArtifactStore
 from stacks.components.data_validator import WhylogsValidator
 from steps.data.sources import read_source
@@ -37,7 +38,7 @@ class Snapshot:
 
     @property
     def path(self) -> str:
-        return f"snapshots/{self.digest}"
+        return layout.snapshot_dir(self.digest)
 
 
 def content_digest(frame: pd.DataFrame) -> str:
@@ -78,14 +79,16 @@ def write_snapshot(
     row_group_rows: int = ROW_GROUP_ROWS,
 ) -> Snapshot:
     digest = content_digest(frame)
-    base = f"snapshots/{digest}"
-    if store.exists(f"{base}/meta.json"):
-        meta = json.loads(store.read_bytes(f"{base}/meta.json"))
+    meta_path = layout.snapshot_file(digest, layout.SNAPSHOT_META)
+    if store.exists(meta_path):
+        meta = json.loads(store.read_bytes(meta_path))
         return Snapshot(**meta)
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False, row_group_size=row_group_rows)
-    uri = store.write_bytes(f"{base}/data.parquet", buffer.getvalue())
-    profile_uri = store.write_bytes(f"{base}/profile.bin", validator.to_bytes(validator.profile(frame)))
+    uri = store.write_bytes(layout.snapshot_file(digest, layout.SNAPSHOT_DATA), buffer.getvalue())
+    profile_uri = store.write_bytes(
+        layout.snapshot_file(digest, layout.SNAPSHOT_PROFILE), validator.to_bytes(validator.profile(frame))
+    )
     snapshot = Snapshot(
         digest=digest,
         source_uri=source_uri,
@@ -96,10 +99,10 @@ def write_snapshot(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     # meta.json last: its presence means the snapshot is complete
-    store.write_bytes(f"{base}/meta.json", json.dumps(asdict(snapshot), indent=2).encode())
+    store.write_bytes(meta_path, json.dumps(asdict(snapshot), indent=2).encode())
     return snapshot
 
 
 def read_snapshot(store: ArtifactStore, digest: str) -> pd.DataFrame:
     """The exact rows of a snapshot, for lineage and for re-running a past training."""
-    return pd.read_parquet(io.BytesIO(store.read_bytes(f"snapshots/{digest}/data.parquet")))
+    return pd.read_parquet(io.BytesIO(store.read_bytes(layout.snapshot_file(digest, layout.SNAPSHOT_DATA))))

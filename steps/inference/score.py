@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from flywheel.contracts import layout
 from flywheel.contracts.schema import FeatureSchema
 from stacks.components.artifact_store import ArtifactStore
 from stacks.components.data_validator import ProfileAccumulator, WhylogsValidator
@@ -90,7 +91,7 @@ def write_part(
         positives = int(decisions.sum())
     buffer = io.BytesIO()
     out.to_parquet(buffer, index=False)
-    uri = store.write_bytes(f"{output}/part-{number:05d}.parquet", buffer.getvalue())
+    uri = store.write_bytes(layout.batch_part(output, number), buffer.getvalue())
     return PartWritten(uri, len(predictions), positives)
 
 
@@ -169,7 +170,7 @@ def finish(
     """Write the profile (a whylogs view) to ``output/profile.bin`` and summarise the scoring."""
     profile_uri = ""
     if profile is not None:
-        profile_uri = store.write_bytes(f"{output}/profile.bin", validator.to_bytes(profile))
+        profile_uri = store.write_bytes(layout.batch_profile(output), validator.to_bytes(profile))
     rows = sum(w.rows for w in written)
     binary = model.task == "binary"
     return ScoringResult(

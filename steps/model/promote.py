@@ -14,13 +14,12 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from stacks.components.model_registry import CHALLENGER, CHAMPION
+from flywheel.contracts.model_version import ModelVersion, Promotion, models_uri
+from stacks.components import model_versions
 from steps.data.features import Dataset
 from steps.model.evaluate import score, slice_metrics
-from steps.model.register import TAG, load_feature_schema
 from steps.model.xgb import predict
 from steps.problem import ProblemSpec
 
@@ -57,13 +56,6 @@ class PromotionDecision:
                 for r in self.slice_regressions
             ]
         return "\n".join(lines)
-
-
-def current_champion(model_name: str) -> Any | None:
-    try:
-        return MlflowClient().get_model_version_by_alias(model_name, CHAMPION)
-    except MlflowException:
-        return None
 
 
 def _delta(candidate: float, champion: float, lower_is_better: bool) -> float:
@@ -125,21 +117,21 @@ def decide(
     return PromotionDecision(True, reason, candidate_version, champion_version, cand, champ, regressions)
 
 
-def champion_predictions(model_name: str, champion: Any, test: Dataset) -> np.ndarray | None:
+def champion_predictions(model_name: str, champion: ModelVersion, test: Dataset) -> np.ndarray | None:
     """The champion's predictions on the candidate's test rows, or None if it cannot read them.
 
     A classifier's outputs are put in the candidate's class order (a class the champion never knew gets
     probability 0), so both are judged on the same labels even when the classes changed.
     """
     try:
-        booster = mlflow.xgboost.load_model(f"models:/{model_name}/{champion.version}")
+        booster = mlflow.xgboost.load_model(models_uri(model_name, champion.version))
         names = list(booster.feature_names or [])
         if names != list(test.X.columns):
             return None
         p = predict(booster, test.X)
         if test.schema.task != "multiclass":
             return p
-        theirs = load_feature_schema(champion.run_id).classes or []
+        theirs = model_versions.feature_schema(champion.run_id).classes or []
         return aligned(p, theirs, test.schema.classes or [])
     except (MlflowException, ValueError, KeyError, OSError) as exc:
         log.warning("champion v%s could not be scored: %s", champion.version, exc)
@@ -163,9 +155,8 @@ def promote(
     spec: ProblemSpec, candidate_version: str, candidate_p: np.ndarray, test: Dataset
 ) -> PromotionDecision:
     """Compare with the champion, move the aliases, and tag the decision on the candidate version."""
-    client = MlflowClient()
     name = spec.model_name
-    champion = current_champion(name)
+    champion = model_versions.by_alias(name)
     champion_p = champion_predictions(name, champion, test) if champion is not None else None
     decision = decide(
         spec,
@@ -175,27 +166,19 @@ def promote(
         candidate_version,
         None if champion is None else str(champion.version),
     )
-    tags = {
-        f"{TAG}.promotion.decision": "promoted" if decision.promoted else "rejected",
-        f"{TAG}.promotion.reason": decision.reason,
-        f"{TAG}.promotion.metric": spec.metric,
-        f"{TAG}.promotion.candidate_metric": f"{decision.candidate_metric:.6f}",
-    }
-    if decision.champion_version is not None:
-        tags[f"{TAG}.promotion.champion_version"] = decision.champion_version
-    if decision.champion_metric is not None:
-        tags[f"{TAG}.promotion.champion_metric"] = f"{decision.champion_metric:.6f}"
-    for key, value in tags.items():
-        client.set_model_version_tag(name, candidate_version, key, value[:5000])
+    recorded = Promotion(
+        promoted=decision.promoted,
+        reason=decision.reason,
+        metric=spec.metric,
+        candidate_metric=decision.candidate_metric,
+        champion_version=decision.champion_version,
+        champion_metric=decision.champion_metric,
+    )
+    model_versions.set_tags(name, candidate_version, recorded.to_tags())
     if decision.promoted:
-        client.set_registered_model_alias(name, CHAMPION, candidate_version)
-        try:
-            if client.get_model_version_by_alias(name, CHALLENGER).version == candidate_version:
-                client.delete_registered_model_alias(name, CHALLENGER)
-        except MlflowException:
-            pass
+        model_versions.make_champion(name, candidate_version)
     else:
-        client.set_registered_model_alias(name, CHALLENGER, candidate_version)
+        model_versions.mark_challenger(name, candidate_version)
     return decision
 
 

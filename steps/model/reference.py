@@ -10,6 +10,7 @@ import logging
 
 import xgboost as xgb
 
+from flywheel.contracts import layout
 from stacks.components.artifact_store import ArtifactStore
 from stacks.components.data_validator import WhylogsValidator
 from steps.data.features import Dataset
@@ -36,12 +37,8 @@ def training_profile(
     return validator.to_bytes(features.merge(predictions))
 
 
-def reference_path(model_name: str, version: str) -> str:
-    return f"models/{model_name}/{version}/training_profile.bin"
-
-
 def store_reference(store: ArtifactStore, model_name: str, version: str, profile: bytes) -> str:
-    return store.write_bytes(reference_path(model_name, version), profile)
+    return store.write_bytes(layout.training_reference(model_name, version), profile)
 
 
 def champion_missing_fractions(
@@ -49,15 +46,18 @@ def champion_missing_fractions(
 ) -> dict[str, float] | None:
     """Each column's missing fraction in the current champion's training data; None without a champion
     (or when its profile cannot be read: validation then treats the data as a first training's)."""
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from stacks.components.model_registry import CHAMPION
+    from stacks.components.model_versions import alias_version
+    from stacks.components.registry_health import RegistryUnavailable
 
     try:
-        version = MlflowClient().get_model_version_by_alias(model_name, CHAMPION).version
-        view = validator.from_bytes(store.read_bytes(reference_path(model_name, str(version))))
-    except (MlflowException, OSError, ValueError) as exc:
+        version = alias_version(model_name)
+        if version is None:
+            log.info("no champion of %s yet: its data is validated as a first training's", model_name)
+            return None
+        view = validator.from_bytes(store.read_bytes(layout.training_reference(model_name, version)))
+    except (MlflowException, RegistryUnavailable, OSError, ValueError) as exc:
         log.info("no champion training profile of %s to compare missing values with: %s", model_name, exc)
         return None
     return validator.missing_fractions(view)

@@ -20,9 +20,19 @@ import xgboost as xgb
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
 
+from flywheel.contracts.model_version import (
+    FEATURE_SCHEMA_ARTIFACT,
+    MODEL_ARTIFACT,
+    TASK_METADATA,
+    THRESHOLD_METADATA,
+    TRAINING_PROFILE_ARTIFACT,
+    Registration,
+    artifact_file,
+    artifact_folder,
+    models_uri,
+)
 from flywheel.contracts.schema import FeatureSchema
-
-TAG = "flywheel"
+from stacks.components import model_versions
 
 
 @dataclass(frozen=True)
@@ -85,14 +95,17 @@ def register(
 ) -> RegisteredModel:
     """Log the booster into ``run_id`` and register it under ``model_name``; returns the new version.
 
-    ``warnings`` (a threshold that never fires ...) are kept on the version, where a reviewer looks.
+    ``lineage`` are the version's lineage tags (``steps.model.track.lineage_tags``); ``warnings`` (a
+    threshold that never fires ...) are kept on the version, where a reviewer looks.
     """
     client = MlflowClient()
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "feature_schema.json").write_text(json.dumps(schema.to_dict(), indent=2))
-        (Path(tmp) / "training.bin").write_bytes(training_profile)
-        client.log_artifact(run_id, str(Path(tmp) / "feature_schema.json"), "model_meta")
-        client.log_artifact(run_id, str(Path(tmp) / "training.bin"), "profiles")
+        schema_file = Path(tmp) / artifact_file(FEATURE_SCHEMA_ARTIFACT)
+        profile_file = Path(tmp) / artifact_file(TRAINING_PROFILE_ARTIFACT)
+        schema_file.write_text(json.dumps(schema.to_dict(), indent=2))
+        profile_file.write_bytes(training_profile)
+        client.log_artifact(run_id, str(schema_file), artifact_folder(FEATURE_SCHEMA_ARTIFACT))
+        client.log_artifact(run_id, str(profile_file), artifact_folder(TRAINING_PROFILE_ARTIFACT))
     # MLflow replays the input example through the xgboost pyfunc, which builds a DMatrix without
     # enable_categorical and so rejects string categoricals (a known MLflow limitation, see README); it only
     # warns. The service predicts with the booster natively, so that warning is silenced here.
@@ -103,32 +116,16 @@ def register(
         with mlflow.start_run(run_id=run_id):
             info = mlflow.xgboost.log_model(
                 booster,
-                name="model",
+                name=MODEL_ARTIFACT,
                 signature=signature(schema),
                 input_example=example,
                 model_format="ubj",
-                metadata={"flywheel_threshold": threshold, "flywheel_task": schema.task},
+                metadata={THRESHOLD_METADATA: threshold, TASK_METADATA: schema.task},
             )
     finally:
         quiet.setLevel(level)
-    version = mlflow.register_model(
-        info.model_uri, model_name, tags={f"{TAG}.{k}": v for k, v in lineage.items()}
+    version = model_versions.register_version(info.model_uri, model_name, lineage)
+    model_versions.set_tags(
+        model_name, version, Registration(run_id, threshold, tuple(warnings or ())).to_tags()
     )
-    extra = {
-        f"{TAG}.training_profile": f"runs:/{run_id}/profiles/training.bin",
-        f"{TAG}.feature_schema": f"runs:/{run_id}/model_meta/feature_schema.json",
-        f"{TAG}.threshold": str(threshold),
-        f"{TAG}.run_id": run_id,
-    }
-    if warnings:
-        extra[f"{TAG}.warnings"] = "\n".join(warnings)[:5000]
-    for key, value in extra.items():
-        client.set_model_version_tag(model_name, version.version, key, value)
-    return RegisteredModel(
-        model_name, str(version.version), run_id, f"models:/{model_name}/{version.version}"
-    )
-
-
-def load_feature_schema(run_id: str) -> FeatureSchema:
-    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model_meta/feature_schema.json")
-    return FeatureSchema.from_dict(json.loads(Path(path).read_text()))
+    return RegisteredModel(model_name, version, run_id, models_uri(model_name, version))

@@ -14,6 +14,13 @@ import matplotlib.pyplot as plt
 import mlflow
 from mlflow import MlflowClient
 
+from flywheel.contracts.model_version import (
+    PROBLEM_TAG,
+    REASON_TAG,
+    TEST_METRIC_PREFIX,
+    DatasetLineage,
+    JoinedDataset,
+)
 from steps.data.ingest import Snapshot
 from steps.model.evaluate import Evaluation
 from steps.model.explain import Explanation
@@ -27,25 +34,21 @@ def start_run(experiment_name: str, spec: ProblemSpec, tags: dict[str, str]) -> 
     run = MlflowClient().create_run(
         experiment.experiment_id,
         run_name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-        tags={"flywheel.problem": spec.name, **tags},
+        tags={PROBLEM_TAG: spec.name, **tags},
     )
     return str(run.info.run_id)
 
 
 def lineage_tags(snapshot: Snapshot, joins: dict[str, Snapshot], reason: str) -> dict[str, str]:
-    """Tags for the model version that lead back to the exact rows and their sources."""
-    tags = {
-        "dataset.digest": snapshot.digest,
-        "dataset.snapshot": snapshot.uri,
-        "dataset.source": snapshot.source_uri,
-        "dataset.rows": str(snapshot.rows),
-        "reason": reason[:4000],
-    }
-    for name, snap in joins.items():
-        tags[f"dataset.join.{name}.digest"] = snap.digest
-        tags[f"dataset.join.{name}.snapshot"] = snap.uri
-        tags[f"dataset.join.{name}.source"] = snap.source_uri
-    return tags
+    """Tags for the model version that lead back to the exact rows and their sources, and why it ran."""
+    dataset = DatasetLineage(
+        digest=snapshot.digest,
+        snapshot=snapshot.uri,
+        source=snapshot.source_uri,
+        rows=snapshot.rows,
+        joins={n: JoinedDataset(s.digest, s.uri, s.source_uri) for n, s in joins.items()},
+    )
+    return {**dataset.to_tags(), REASON_TAG: reason[:4000]}
 
 
 def log_inputs(
@@ -93,7 +96,7 @@ def log_results(run_id: str, tuning: TuningResult, evaluation: Evaluation, expla
     """Metrics, tuned parameters, plots (PNG) and tables, where MLflow's UI shows them."""
     client = MlflowClient()
     for key, value in evaluation.metrics.items():
-        client.log_metric(run_id, f"test.{key}", float(value))
+        client.log_metric(run_id, f"{TEST_METRIC_PREFIX}{key}", float(value))
     for key, number in {
         "tuning.best_valid": tuning.best_value,
         "tuning.trials": tuning.n_trials,

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
+from flywheel.contracts import layout
 from stacks.components.artifact_store import ArtifactStore
 
 
@@ -20,15 +21,12 @@ class MonitorState:
         return datetime.fromisoformat(self.last_event_at) if self.last_event_at else None
 
 
-def _path(model_name: str) -> str:
-    return f"monitoring/{model_name}/state.json"
-
-
 def load_state(store: ArtifactStore, model_name: str) -> MonitorState:
-    if not store.exists(_path(model_name)):
+    path = layout.monitoring_state(model_name)
+    if not store.exists(path):
         return MonitorState()
-    return MonitorState(**json.loads(store.read_bytes(_path(model_name))))
+    return MonitorState(**json.loads(store.read_bytes(path)))
 
 
 def save_state(store: ArtifactStore, model_name: str, state: MonitorState) -> None:
-    store.write_bytes(_path(model_name), json.dumps(asdict(state), indent=2).encode())
+    store.write_bytes(layout.monitoring_state(model_name), json.dumps(asdict(state), indent=2).encode())

@@ -9,6 +9,13 @@ from pathlib import Path
 import pandas as pd
 from mlflow import MlflowClient
 
+from flywheel.contracts.model_version import (
+    MONITORED_MODEL_TAG,
+    MONITORED_VERSION_TAG,
+    MONITORING_DECISION_TAG,
+    REASON_TAG,
+    TAG_VALUE_LIMIT,
+)
 from stacks.components.tracking import ensure_experiment
 from steps.monitor.policy import PolicyDecision
 
@@ -28,10 +35,10 @@ def log_monitoring_run(
     run = client.create_run(
         experiment_id,
         tags={
-            "flywheel.model": model,
-            "flywheel.model_version": version,
-            "flywheel.decision": "retrain" if decision.fire else "none",
-            "flywheel.reason": decision.summary()[:5000],
+            MONITORED_MODEL_TAG: model,
+            MONITORED_VERSION_TAG: version,
+            MONITORING_DECISION_TAG: "retrain" if decision.fire else "none",
+            REASON_TAG: decision.summary()[:TAG_VALUE_LIMIT],
         },
     )
     run_id = str(run.info.run_id)

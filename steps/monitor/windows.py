@@ -1,20 +1,21 @@
 """Reading what the service wrote: profile windows, the prediction log and feedback labels.
 
-The service's profiling process writes one profile per (model version, time window, writer process) under
-``serving/<model>/v<version>/profiles/<window>-<writer>.bin``; several workers write the same window, so the
-files of one window are merged here.
+The service's profiling process writes one profile per (model version, time window, writer process), at
+``flywheel.contracts.layout.window_profile``; several workers write the same window, so the files of one
+window are merged here.
 """
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from flywheel.contracts import layout
 from stacks.components.artifact_store import ArtifactStore
 from stacks.components.data_validator import WhylogsValidator
 from steps.monitor.labels import clean_labels
@@ -27,23 +28,17 @@ class Window:
 
     @property
     def name(self) -> str:
-        return self.start.strftime("%Y%m%dT%H%M%SZ")
-
-
-def _window_start(path: str) -> datetime:
-    stamp = path.rsplit("/", 1)[-1].split("-", 1)[0]
-    return datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        return layout.window_name(self.start)
 
 
 def list_windows(
     store: ArtifactStore, model_name: str, version: str, since: datetime | None = None
 ) -> list[Window]:
     """Windows of a version's traffic, oldest first, optionally only those starting after ``since``."""
-    prefix = f"serving/{model_name}/v{version}/profiles"
     grouped: dict[datetime, list[str]] = {}
-    for path in store.list(prefix):
+    for path in store.list(layout.serving_profiles(model_name, version)):
         if path.endswith(".bin"):
-            grouped.setdefault(_window_start(path), []).append(path)
+            grouped.setdefault(layout.parse_window_profile(path).start, []).append(path)
     return [
         Window(start, tuple(sorted(paths)))
         for start, paths in sorted(grouped.items())
@@ -58,9 +53,7 @@ def load_window(store: ArtifactStore, window: Window) -> Any:
 
 def load_reference(store: ArtifactStore, model_name: str, version: str) -> Any:
     """The version's training profile (features, label and predictions), written at registration."""
-    return WhylogsValidator.from_bytes(
-        store.read_bytes(f"models/{model_name}/{version}/training_profile.bin")
-    )
+    return WhylogsValidator.from_bytes(store.read_bytes(layout.training_reference(model_name, version)))
 
 
 def _read_parquets(store: ArtifactStore, prefix: str) -> tuple[pd.DataFrame, int]:
@@ -93,8 +86,8 @@ def labelled_predictions(
     Label rows that are not ground truth for ``task`` are skipped and counted (steps.monitor.labels).
     A multiclass model logs its predicted class (a name of ``classes``); it is joined as its index, like
     the labels."""
-    predictions, bad_logs = _read_parquets(store, f"serving/{model_name}/v{version}/predictions")
-    feedback, bad_files = _read_parquets(store, f"serving/{model_name}/feedback")
+    predictions, bad_logs = _read_parquets(store, layout.prediction_logs(model_name, version))
+    feedback, bad_files = _read_parquets(store, layout.feedback_labels(model_name))
     labels = clean_labels(feedback, task, len(classes) if classes else None)
     skipped = dict(labels.skipped)
     if bad_files:

@@ -13,9 +13,9 @@ from mlflow import MlflowClient
 
 from flows.training import training
 from flywheel.lineage import lineage
+from stacks.components import model_versions
 from stacks.components.artifact_store import ArtifactStore
 from steps.data.ingest import read_snapshot
-from steps.model import register
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -170,7 +170,7 @@ def test_a_text_labelled_binary_trains_first_try(module_home: Path, tmp_path: Pa
     validation = Artifact.get(key="credit-validation")
     assert validation is not None and "validation.max_nan_fraction.guarantor" in str(validation.data)
     version = MlflowClient().get_model_version("credit-risk", result["version"])
-    schema = register.load_feature_schema(version.run_id)
+    schema = model_versions.feature_schema(version.run_id)
     assert schema.classes == (["0", "1"] if "rule" in target else ["good", "bad"])
 
 

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
+from flywheel.contracts.model_version import ServiceRecord
 from stacks import secrets
 from stacks.config import Component, Stack
 from stacks.loader import stack_file
@@ -159,13 +160,7 @@ class ServiceInfo:
 
     def tags(self) -> dict[str, str]:
         """What the registry records on the served model version (``flywheel.service.*``)."""
-        return {
-            "flywheel.service.url": self.url,
-            "flywheel.service.pid": self.handle,
-            "flywheel.service.stack": self.stack,
-            "flywheel.service.flavor": self.flavor,
-            "flywheel.service.deployed_at": now_iso(),
-        }
+        return ServiceRecord(self.url, self.handle, self.stack, self.flavor, now_iso()).to_tags()
 
 
 def services_dir() -> Path:

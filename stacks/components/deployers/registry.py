@@ -7,11 +7,10 @@ as you can find its data. MLflow is imported inside the functions: it takes seco
 
 from __future__ import annotations
 
+from flywheel.contracts.model_version import CHAMPION
 from stacks.components.deployers.base import DeploymentError, ServiceInfo
 
-__all__ = ["CHAMPION", "NoChampionError", "champion_version", "record_service"]
-
-CHAMPION = "champion"
+__all__ = ["NoChampionError", "champion_version", "record_service"]
 
 
 class NoChampionError(DeploymentError):
@@ -21,33 +20,29 @@ class NoChampionError(DeploymentError):
 def champion_version(model_name: str) -> str:
     """The version the model's ``champion`` alias points to; NoChampionError if none (or no such model)."""
     import mlflow
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+
+    from stacks.components.model_versions import AliasNotSet, alias_target
+    from stacks.components.registry_health import RegistryUnavailable
 
     try:
-        version = MlflowClient().get_model_version_by_alias(model_name, CHAMPION)
-    except MlflowException as exc:
-        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-            raise DeploymentError(
-                f"cannot read the registry at {mlflow.get_registry_uri()}: {exc.message}"
-            ) from exc
+        return alias_target(model_name, CHAMPION)
+    except RegistryUnavailable as exc:
+        raise DeploymentError(f"cannot read the registry: {exc}") from exc
+    except AliasNotSet:
         raise NoChampionError(
             f"model '{model_name}' has no '{CHAMPION}' version in the registry at "
             f"{mlflow.get_registry_uri()}: train and promote one first (`flywheel run training`), "
             f"or set the alias in MLflow"
         ) from None
-    return str(version.version)
 
 
 def record_service(info: ServiceInfo, version: str | None = None) -> dict[str, str]:
     """Tag the served model version with the service's URL, pid (or handle), stack and time; returns them."""
-    from mlflow import MlflowClient
+    from stacks.components.model_versions import set_tags
 
     target = version or info.model_version
     if target is None:
         raise DeploymentError(f"no model version to record the service of stack '{info.stack}' on")
     tags = info.tags()
-    client = MlflowClient()
-    for key, value in tags.items():
-        client.set_model_version_tag(info.model_name, target, key, value)
+    set_tags(info.model_name, target, tags)
     return tags

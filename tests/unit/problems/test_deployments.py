@@ -147,14 +147,20 @@ def test_the_generated_file_is_a_valid_prefect_project() -> None:
 
 
 def test_the_flows_emit_the_events_the_triggers_expect() -> None:
-    from flows.monitoring import DRIFT_EVENT as emitted_drift
-    from flows.training import PROMOTED_EVENT as emitted_promoted
+    from flywheel.contracts import events
 
-    assert (emitted_drift, emitted_promoted) == (DRIFT_EVENT, PROMOTED_EVENT)
+    assert (DRIFT_EVENT, PROMOTED_EVENT) == (events.DRIFT_DETECTED, events.MODEL_PROMOTED)
     flows = PREFECT_YAML.parent / "flows"
-    source = (flows / "training.py").read_text() + (flows / "monitoring.py").read_text()
-    assert source.count('"prefect.resource.id": f"flywheel.model.{spec.model_name}"') == 2
+    training, monitoring = (flows / "training.py").read_text(), (flows / "monitoring.py").read_text()
+    assert "event=events.MODEL_PROMOTED," in training and "event=events.DRIFT_DETECTED," in monitoring
+    for source in (training, monitoring):  # on the model's resource, the id the triggers match
+        assert source.count("resource=events.model_resource(spec.model_name, ") == 1
     assert model_resource_id("flight-delay") == "flywheel.model.flight-delay"
+    assert events.model_resource("flight-delay", "3") == {
+        "prefect.resource.id": "flywheel.model.flight-delay",
+        "prefect.resource.name": "flight-delay",
+        "flywheel.model.version": "3",
+    }
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from mlflow import MlflowClient
 
 from serving.app import create_app
 from serving.settings import ServiceSettings
-from stacks.components.model_registry import describe_error
+from stacks.components.registry_health import describe_error
 from tests.unit.serving.conftest import wait_for
 
 MODEL = "flight-delay"

@@ -1,0 +1,347 @@
+"""What a model version carries: its aliases, its tags, the files inside its run, the metadata of its model.
+
+Registration, promotion and the deployers write these; the service, batch scoring, monitoring, lineage and
+the CLI read them back. Each key is spelt here once, and the groups a writer sets together (the data a
+version learned from, the promotion decision, where it is served) are small dataclasses that turn into
+tags and back, so a reader gets typed values instead of string lookups. Pure: the MLflow calls that set
+and read them are in ``stacks.components.model_versions``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+# -- aliases ----------------------------------------------------------------------------------------------
+CHAMPION: Final = "champion"
+"""The version that serves, scores batches and is monitored."""
+CHALLENGER: Final = "challenger"
+"""The last candidate the promotion gate rejected."""
+
+# -- tags on a model version ------------------------------------------------------------------------------
+TAG_PREFIX: Final = "flywheel."
+
+RUN_ID_TAG: Final = "flywheel.run_id"
+THRESHOLD_TAG: Final = "flywheel.threshold"
+TRAINING_PROFILE_TAG: Final = "flywheel.training_profile"
+FEATURE_SCHEMA_TAG: Final = "flywheel.feature_schema"
+WARNINGS_TAG: Final = "flywheel.warnings"
+REASON_TAG: Final = "flywheel.reason"
+"""Why the training ran (manual, schedule, drift evidence): on the version and on its training run."""
+
+DATASET_DIGEST_TAG: Final = "flywheel.dataset.digest"
+DATASET_SNAPSHOT_TAG: Final = "flywheel.dataset.snapshot"
+DATASET_SOURCE_TAG: Final = "flywheel.dataset.source"
+DATASET_ROWS_TAG: Final = "flywheel.dataset.rows"
+DATASET_JOIN_PREFIX: Final = "flywheel.dataset.join."
+JOIN_FIELDS: Final = ("digest", "snapshot", "source")
+
+PROMOTION_DECISION_TAG: Final = "flywheel.promotion.decision"
+PROMOTION_REASON_TAG: Final = "flywheel.promotion.reason"
+PROMOTION_METRIC_TAG: Final = "flywheel.promotion.metric"
+PROMOTION_CANDIDATE_METRIC_TAG: Final = "flywheel.promotion.candidate_metric"
+PROMOTION_CHAMPION_VERSION_TAG: Final = "flywheel.promotion.champion_version"
+PROMOTION_CHAMPION_METRIC_TAG: Final = "flywheel.promotion.champion_metric"
+PROMOTED: Final = "promoted"
+REJECTED: Final = "rejected"
+
+SERVICE_URL_TAG: Final = "flywheel.service.url"
+SERVICE_PID_TAG: Final = "flywheel.service.pid"
+SERVICE_STACK_TAG: Final = "flywheel.service.stack"
+SERVICE_FLAVOR_TAG: Final = "flywheel.service.flavor"
+SERVICE_DEPLOYED_AT_TAG: Final = "flywheel.service.deployed_at"
+
+# -- tags on runs -----------------------------------------------------------------------------------------
+PROBLEM_TAG: Final = "flywheel.problem"
+"""The problem spec a training run is for."""
+STACK_TAG: Final = "flywheel.stack"
+"""The stack a training run ran on."""
+MONITORED_MODEL_TAG: Final = "flywheel.model"
+MONITORED_VERSION_TAG: Final = "flywheel.model_version"
+MONITORING_DECISION_TAG: Final = "flywheel.decision"
+"""A monitoring run's verdict: ``retrain`` or ``none``."""
+
+TAG_VALUE_LIMIT: Final = 5000
+"""MLflow refuses longer tag values; writers cut them here."""
+
+# -- inside the training run ------------------------------------------------------------------------------
+MODEL_ARTIFACT: Final = "model"
+FEATURE_SCHEMA_ARTIFACT: Final = "model_meta/feature_schema.json"
+TRAINING_PROFILE_ARTIFACT: Final = "profiles/training.bin"
+TEST_METRIC_PREFIX: Final = "test."
+"""Test-set metrics are logged as ``test.<metric>`` (``test.roc_auc``); the service shows them unprefixed."""
+THRESHOLD_METADATA: Final = "flywheel_threshold"
+TASK_METADATA: Final = "flywheel_task"
+"""Keys of the MLflow model's ``metadata`` (MLmodel), for tools that read the model without our tags."""
+
+
+def artifact_folder(artifact: str) -> str:
+    """The run folder an artifact is logged into (``model_meta`` of ``model_meta/feature_schema.json``)."""
+    return artifact.rsplit("/", 1)[0] if "/" in artifact else ""
+
+
+def artifact_file(artifact: str) -> str:
+    return artifact.rsplit("/", 1)[-1]
+
+
+def runs_uri(run_id: str, artifact: str) -> str:
+    return f"runs:/{run_id}/{artifact}"
+
+
+def models_uri(model_name: str, version: str) -> str:
+    return f"models:/{model_name}/{version}"
+
+
+def alias_uri(model_name: str, alias: str = CHAMPION) -> str:
+    return f"models:/{model_name}@{alias}"
+
+
+def dataset_join_tag(join: str, field_name: str) -> str:
+    """``flywheel.dataset.join.<join>.<field>``: the lineage of a table joined into the training data."""
+    if field_name not in JOIN_FIELDS:
+        raise ValueError(f"unknown join field {field_name!r}: one of {', '.join(JOIN_FIELDS)}")
+    return f"{DATASET_JOIN_PREFIX}{join}.{field_name}"
+
+
+def parse_dataset_join_tag(key: str) -> tuple[str, str] | None:
+    """(join, field) of a join lineage tag; None for any other key."""
+    if not key.startswith(DATASET_JOIN_PREFIX):
+        return None
+    join, _, field_name = key.removeprefix(DATASET_JOIN_PREFIX).rpartition(".")
+    return (join, field_name) if join and field_name in JOIN_FIELDS else None
+
+
+def _cut(tags: dict[str, str]) -> dict[str, str]:
+    return {k: v[:TAG_VALUE_LIMIT] for k, v in tags.items()}
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return None if text is None else float(text)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class JoinedDataset:
+    """A table joined into the training rows: its snapshot digest and URI, and the source it came from."""
+
+    digest: str = ""
+    snapshot: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetLineage:
+    """The exact rows a version learned from (a content-addressed snapshot) and where they came from."""
+
+    digest: str = ""
+    snapshot: str = ""
+    source: str = ""
+    rows: int | None = None
+    joins: dict[str, JoinedDataset] = field(default_factory=dict)
+
+    def to_tags(self) -> dict[str, str]:
+        tags = {
+            DATASET_DIGEST_TAG: self.digest,
+            DATASET_SNAPSHOT_TAG: self.snapshot,
+            DATASET_SOURCE_TAG: self.source,
+        }
+        if self.rows is not None:
+            tags[DATASET_ROWS_TAG] = str(self.rows)
+        for name, joined in self.joins.items():
+            tags[dataset_join_tag(name, "digest")] = joined.digest
+            tags[dataset_join_tag(name, "snapshot")] = joined.snapshot
+            tags[dataset_join_tag(name, "source")] = joined.source
+        return _cut(tags)
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> DatasetLineage:
+        fields: dict[str, dict[str, str]] = {}
+        for key, value in tags.items():
+            parsed = parse_dataset_join_tag(key)
+            if parsed is not None:
+                fields.setdefault(parsed[0], {})[parsed[1]] = value
+        rows = tags.get(DATASET_ROWS_TAG, "")
+        return cls(
+            digest=tags.get(DATASET_DIGEST_TAG, ""),
+            snapshot=tags.get(DATASET_SNAPSHOT_TAG, ""),
+            source=tags.get(DATASET_SOURCE_TAG, ""),
+            rows=int(rows) if rows.isdigit() else None,
+            joins={name: JoinedDataset(**found) for name, found in fields.items()},
+        )
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What registration records beside the lineage: the run, the decision threshold, the files in the run
+    (as ``runs:/`` URIs, so a reader needs nothing but the version) and any warnings for a reviewer."""
+
+    run_id: str
+    threshold: float
+    warnings: tuple[str, ...] = ()
+
+    def to_tags(self) -> dict[str, str]:
+        tags = {
+            TRAINING_PROFILE_TAG: runs_uri(self.run_id, TRAINING_PROFILE_ARTIFACT),
+            FEATURE_SCHEMA_TAG: runs_uri(self.run_id, FEATURE_SCHEMA_ARTIFACT),
+            THRESHOLD_TAG: str(self.threshold),
+            RUN_ID_TAG: self.run_id,
+        }
+        if self.warnings:
+            tags[WARNINGS_TAG] = "\n".join(self.warnings)
+        return _cut(tags)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """The gate's decision on a candidate, as tagged on it (``champion_*`` only when there was one)."""
+
+    promoted: bool
+    reason: str
+    metric: str
+    candidate_metric: float | None
+    champion_version: str | None = None
+    champion_metric: float | None = None
+
+    @property
+    def decision(self) -> str:
+        return PROMOTED if self.promoted else REJECTED
+
+    def to_tags(self) -> dict[str, str]:
+        tags = {
+            PROMOTION_DECISION_TAG: self.decision,
+            PROMOTION_REASON_TAG: self.reason,
+            PROMOTION_METRIC_TAG: self.metric,
+        }
+        if self.candidate_metric is not None:
+            tags[PROMOTION_CANDIDATE_METRIC_TAG] = f"{self.candidate_metric:.6f}"
+        if self.champion_version is not None:
+            tags[PROMOTION_CHAMPION_VERSION_TAG] = self.champion_version
+        if self.champion_metric is not None:
+            tags[PROMOTION_CHAMPION_METRIC_TAG] = f"{self.champion_metric:.6f}"
+        return _cut(tags)
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> Promotion | None:
+        """None for a version no gate has decided on yet."""
+        decision = tags.get(PROMOTION_DECISION_TAG)
+        if decision is None:
+            return None
+        return cls(
+            promoted=decision == PROMOTED,
+            reason=tags.get(PROMOTION_REASON_TAG, ""),
+            metric=tags.get(PROMOTION_METRIC_TAG, ""),
+            candidate_metric=_number(tags.get(PROMOTION_CANDIDATE_METRIC_TAG)),
+            champion_version=tags.get(PROMOTION_CHAMPION_VERSION_TAG),
+            champion_metric=_number(tags.get(PROMOTION_CHAMPION_METRIC_TAG)),
+        )
+
+
+@dataclass(frozen=True)
+class ServiceRecord:
+    """Where a version is served, as the deployment flow recorded it: so a version leads to its service."""
+
+    url: str
+    handle: str
+    stack: str
+    flavor: str
+    deployed_at: str
+
+    def to_tags(self) -> dict[str, str]:
+        return _cut(
+            {
+                SERVICE_URL_TAG: self.url,
+                SERVICE_PID_TAG: self.handle,
+                SERVICE_STACK_TAG: self.stack,
+                SERVICE_FLAVOR_TAG: self.flavor,
+                SERVICE_DEPLOYED_AT_TAG: self.deployed_at,
+            }
+        )
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> ServiceRecord | None:
+        """None for a version no deployment has recorded a service on."""
+        url = tags.get(SERVICE_URL_TAG)
+        if not url:
+            return None
+        return cls(
+            url=url,
+            handle=tags.get(SERVICE_PID_TAG, ""),
+            stack=tags.get(SERVICE_STACK_TAG, ""),
+            flavor=tags.get(SERVICE_FLAVOR_TAG, ""),
+            deployed_at=tags.get(SERVICE_DEPLOYED_AT_TAG, ""),
+        )
+
+
+@dataclass(frozen=True)
+class VersionTags:
+    """A version's tags, read as typed values. Parsed on access, so a reader pays only for what it uses
+    and a damaged tag it does not use never stops it."""
+
+    raw: Mapping[str, str] = field(default_factory=dict)
+
+    def get(self, key: str, default: str = "") -> str:
+        return self.raw.get(key, default)
+
+    @property
+    def run_id(self) -> str:
+        return self.get(RUN_ID_TAG)
+
+    @property
+    def threshold(self) -> float | None:
+        """The decision threshold registration chose; ValueError when the tag is not a number."""
+        value = self.raw.get(THRESHOLD_TAG)
+        if value is None:
+            return None
+        try:
+            return float(value)
+        except ValueError as exc:
+            raise ValueError(f"tag {THRESHOLD_TAG} is not a number: {value[:40]!r}") from exc
+
+    @property
+    def training_profile(self) -> str:
+        return self.get(TRAINING_PROFILE_TAG)
+
+    @property
+    def feature_schema(self) -> str:
+        return self.get(FEATURE_SCHEMA_TAG)
+
+    @property
+    def reason(self) -> str:
+        return self.get(REASON_TAG)
+
+    @property
+    def warnings(self) -> list[str]:
+        text = self.get(WARNINGS_TAG)
+        return text.split("\n") if text else []
+
+    @property
+    def dataset(self) -> DatasetLineage:
+        return DatasetLineage.from_tags(self.raw)
+
+    @property
+    def promotion(self) -> Promotion | None:
+        return Promotion.from_tags(self.raw)
+
+    @property
+    def service(self) -> ServiceRecord | None:
+        return ServiceRecord.from_tags(self.raw)
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One registered version as every reader sees it: where it came from, its aliases, its tags."""
+
+    name: str
+    version: str
+    run_id: str
+    aliases: tuple[str, ...] = ()
+    created_at: float = 0.0
+    """Registration time, epoch seconds."""
+    tags: VersionTags = field(default_factory=VersionTags)
+
+    @property
+    def uri(self) -> str:
+        return models_uri(self.name, self.version)
