@@ -97,6 +97,8 @@ def init_command(
         typer.echo(f"  note:      {note}")
     problem = spec_name if output is None else str(path)
     typer.echo(f"Train it:  flywheel run training --problem {problem}")
+    typer.echo(f"Serve it:  flywheel service deploy --problem {problem}")
+    typer.echo("The loop:  flywheel deployments write && prefect deploy --all   (schedules and triggers)")
 
 
 def _storage_options(source: str, stack: str | None) -> dict[str, object] | None:
