@@ -118,10 +118,6 @@ class WhylogsValidator:
         return merged
 
     @staticmethod
-    def summary_frame(view: DatasetProfileView) -> pd.DataFrame:
-        return view.to_pandas()
-
-    @staticmethod
     def missing_fractions(view: DatasetProfileView) -> dict[str, float]:
         """Each profiled column's fraction of missing values (whylogs counts NaN among nulls)."""
         summary = view.to_pandas()

@@ -224,12 +224,3 @@ def _class_checks(labels: pd.Series, spec: ProblemSpec, min_fraction: float) -> 
             )
         )
     return results
-
-
-def check_join_source(frame: pd.DataFrame, columns: list[str], dataset: str) -> ValidationReport:
-    """A joined table needs its key, time and value columns; their values are checked after the join."""
-    report = ValidationReport(dataset=dataset, rows=len(frame))
-    for column in columns:
-        ok = column in frame.columns
-        report.results.append(CheckResult("required column", column, ok, "present" if ok else "missing"))
-    return report

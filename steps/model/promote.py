@@ -13,7 +13,6 @@ from typing import Any
 
 import mlflow
 import numpy as np
-import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from flywheel.contracts.model_version import ModelVersion, Promotion, models_uri
@@ -180,7 +179,3 @@ def promote(
     else:
         model_versions.mark_challenger(name, candidate_version)
     return decision
-
-
-def slices_table(decision: PromotionDecision) -> pd.DataFrame:
-    return pd.DataFrame(decision.slice_regressions)
