@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from flywheel.contracts.schema import Task
 from steps.expression import Expression, ExpressionError, parse
 
 LabelValue = str | int | float | bool
@@ -173,7 +174,6 @@ class PromotionSpec(_Frozen):
     min_slice_rows: int = Field(default=500, ge=1)
 
 
-Task = Literal["binary", "multiclass", "regression"]
 METRICS: dict[str, tuple[str, ...]] = {
     "binary": ("roc_auc", "pr_auc", "log_loss", "brier"),
     "multiclass": ("log_loss", "accuracy", "f1_macro", "roc_auc_ovr"),

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Task = Literal["binary", "multiclass", "regression"]
-TASKS: tuple[Task, ...] = ("binary", "multiclass", "regression")
 
 
 @dataclass(frozen=True)
@@ -51,11 +50,6 @@ class FeatureSchema:
     @property
     def names(self) -> list[str]:
         return [c.name for c in self.columns]
-
-    @property
-    def n_outputs(self) -> int:
-        """Columns of the model's raw output: one per class for multiclass, else one."""
-        return len(self.classes or ()) if self.task == "multiclass" else 1
 
     def monitored(self, output: Any) -> Any:
         """The one value per row that the prediction log and the drift profiles keep.

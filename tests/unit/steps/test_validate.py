@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -116,7 +118,9 @@ def test_a_bound_the_spec_sets_is_binding(flights_sample: pd.DataFrame, validato
     assert failure.column == "distance" and "raise validation.max_nan_fraction.distance" in failure.detail
 
 
-def _labelled(values: list[object], task: str = "binary", **target: object) -> tuple[pd.DataFrame, object]:
+def _labelled(
+    values: Sequence[object], task: str = "binary", **target: object
+) -> tuple[pd.DataFrame, object]:
     from steps.problem import ProblemSpec
 
     n = len(values)
