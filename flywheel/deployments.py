@@ -10,7 +10,7 @@ repository. Pure: specs in, YAML text out (``flywheel deployments write`` writes
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,15 +103,25 @@ def _trigger(name: str, spec: ProblemSpec, event: str, parameters: dict[str, str
     }
 
 
-def deployments_for(spec: ProblemSpec, work_pool: dict[str, Any]) -> list[dict[str, Any]]:
+def deployments_for(
+    spec: ProblemSpec, work_pool: dict[str, Any], ref: str | None = None
+) -> list[dict[str, Any]]:
     """The problem's four deployments, in the order of :data:`FLOWS`.
+
+    ``ref`` is what the flows' ``problem`` parameter loads (``load_spec``): the name by default, which
+    finds ``flows/problems/NAME.yaml``; a spec kept in another folder is passed as its path.
 
     A schedule the spec turns off (null) is written as ``schedules: []`` rather than left out: without
     the key an interactive ``prefect deploy`` would ask for one. ``work_pool`` is shared by reference, so
     the YAML holds one anchored definition.
     """
     name = spec.name
-    for field, text in (("model_name", spec.model_name), ("description", spec.description)):
+    problem = name if ref is None else ref
+    for field, text in (
+        ("model_name", spec.model_name),
+        ("description", spec.description),
+        ("path", problem),
+    ):
         if "{{" in text or "}}" in text or "{%" in text:
             raise SpecError(
                 f"problem {name!r}: {field} may not hold '{{{{', '}}}}' or '{{%' (Prefect templating)"
@@ -131,7 +141,7 @@ def deployments_for(spec: ProblemSpec, work_pool: dict[str, Any]) -> list[dict[s
             ),
             "entrypoint": "flows/training.py:training",
             "tags": _Inline(["flywheel", "training", name]),
-            "parameters": {"stack": STACK, "problem": name, "reason": "deployment run"},
+            "parameters": {"stack": STACK, "problem": problem, "reason": "deployment run"},
             "schedules": _cron(spec.schedules.training, reason=f"schedule ({spec.schedules.training} UTC)"),
             "triggers": [
                 _trigger(
@@ -154,7 +164,7 @@ def deployments_for(spec: ProblemSpec, work_pool: dict[str, Any]) -> list[dict[s
             ),
             "entrypoint": "flows/monitoring.py:monitoring",
             "tags": _Inline(["flywheel", "monitoring", name]),
-            "parameters": {"stack": STACK, "problem": name},
+            "parameters": {"stack": STACK, "problem": problem},
             "schedules": [] if monitoring is None else [{"interval": monitoring, "active": True}],
             "work_pool": work_pool,
         },
@@ -163,7 +173,7 @@ def deployments_for(spec: ProblemSpec, work_pool: dict[str, Any]) -> list[dict[s
             "description": describe("Score the source with the champion into Parquet on the artifact store."),
             "entrypoint": "flows/inference.py:inference",
             "tags": _Inline(["flywheel", "inference", name]),
-            "parameters": {"stack": STACK, "problem": name},
+            "parameters": {"stack": STACK, "problem": problem},
             "schedules": _cron(spec.schedules.inference),
             "work_pool": work_pool,
         },
@@ -221,12 +231,13 @@ _Dumper.add_representer(
 _Dumper.add_representer(_Folded, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", str(v), style=">"))
 
 
-def render(specs: Iterable[ProblemSpec], prefect_version: str) -> str:
-    """The whole prefect.yaml for ``specs`` (in the order given), as text."""
+def render(specs: Iterable[ProblemSpec], prefect_version: str, refs: Mapping[str, str] | None = None) -> str:
+    """The whole prefect.yaml for ``specs`` (in the order given), as text; ``refs`` maps a problem's name
+    to the ``problem`` parameter its flows get (default: the name, see :func:`deployments_for`)."""
     pool: dict[str, Any] = {"name": "{{ prefect.variables.flywheel_work_pool }}"}
     deployments: list[dict[str, Any]] = []
     for spec in specs:
-        deployments.extend(deployments_for(spec, pool))
+        deployments.extend(deployments_for(spec, pool, (refs or {}).get(spec.name)))
     document = {
         "name": "flywheel",
         "prefect-version": prefect_version,

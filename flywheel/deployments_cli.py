@@ -1,7 +1,10 @@
-"""`flywheel deployments write [--check]`: prefect.yaml from every problem spec in flows/problems/.
+"""`flywheel deployments write [--check] [--problems DIR]`: prefect.yaml from every problem spec in a
+folder (flows/problems/ unless told otherwise).
 
 Mounted by `flywheel/cli.py`. The generator (`flywheel/deployments.py`) is pure; this module reads the
-specs, finds Prefect's version and writes or compares the file.
+specs, finds Prefect's version and writes or compares the file. Specs from another folder are passed to
+the flows by path (relative to the project folder when they are inside it, as flow runs start there),
+since a bare name only finds flows/problems/NAME.yaml.
 """
 
 from __future__ import annotations
@@ -12,20 +15,40 @@ from typing import Annotated
 
 import typer
 
-__all__ = ["PREFECT_YAML", "deployments_app", "generated_prefect_yaml"]
+__all__ = ["PREFECT_YAML", "deployments_app", "generated_prefect_yaml", "problem_refs"]
 
-PREFECT_YAML = Path(__file__).resolve().parent.parent / "prefect.yaml"
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+PREFECT_YAML = PROJECT_DIR / "prefect.yaml"
 
 deployments_app = typer.Typer(
     help="Prefect deployments: prefect.yaml is generated from the problem specs.", no_args_is_help=True
 )
 
 
-def generated_prefect_yaml() -> str:
-    """What prefect.yaml should hold for the specs in flows/problems/ and the installed Prefect."""
-    from flywheel.deployments import load_problem_specs, render
+def problem_refs(folder: Path) -> dict[str, str] | None:
+    """What each spec in ``folder`` is passed to the flows as: None (their names) for flows/problems/,
+    else name -> the spec's path, relative to the project folder where it lies inside it."""
+    from steps.problem import PROBLEMS_DIR, load_spec
 
-    return render(load_problem_specs(), version("prefect"))
+    folder = folder.resolve()
+    if folder == PROBLEMS_DIR.resolve():
+        return None
+    refs = {}
+    for path in sorted(folder.glob("*.yaml")):
+        absolute = path.resolve()
+        ref = absolute.relative_to(PROJECT_DIR) if absolute.is_relative_to(PROJECT_DIR) else absolute
+        refs[load_spec(absolute).name] = str(ref)
+    return refs
+
+
+def generated_prefect_yaml(folder: Path | None = None) -> str:
+    """What prefect.yaml should hold for the specs in ``folder`` (default flows/problems/) and the
+    installed Prefect."""
+    from flywheel.deployments import load_problem_specs, render
+    from steps.problem import PROBLEMS_DIR
+
+    folder = PROBLEMS_DIR if folder is None else folder
+    return render(load_problem_specs(folder), version("prefect"), problem_refs(folder))
 
 
 @deployments_app.command("write")
@@ -34,13 +57,23 @@ def write_command(
         bool, typer.Option("--check", help="write nothing; exit 1 with a diff if the file is stale")
     ] = False,
     path: Annotated[Path, typer.Option(help="the file to write or check")] = PREFECT_YAML,
+    problems: Annotated[
+        Path | None,
+        typer.Option(
+            "--problems",
+            help="the folder of problem specs (default: flows/problems); specs elsewhere are passed to "
+            "the flows by path, so it must be readable where the flows run",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Write prefect.yaml: training, monitoring, batch-inference and deployment (service) per problem."""
     from flywheel.deployments import stale_diff
     from steps.problem import SpecError
 
     try:
-        text = generated_prefect_yaml()
+        text = generated_prefect_yaml(problems)
     except SpecError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc

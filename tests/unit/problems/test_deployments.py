@@ -178,3 +178,22 @@ def test_specs_that_would_collide_or_template_are_refused(
         render(load_problem_specs(write_specs(tmp_path, *specs)), "3.8.8")
     with pytest.raises(SpecError, match="no problem spec"):
         load_problem_specs(tmp_path / "empty")
+
+
+def test_specs_from_another_folder_are_passed_to_the_flows_by_path(tmp_path: Path) -> None:
+    from steps.problem import load_spec
+
+    folder = write_specs(tmp_path / "specs", ("churn", "churn-model", ""), ("prices", "price-model", ""))
+    target = tmp_path / "prefect.yaml"
+    args = ["deployments", "write", "--problems", str(folder), "--path", str(target)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    deployments = by_flow(yaml.safe_load(target.read_text()))
+    for problem in ("churn", "prices"):
+        for flow in ("training", "monitoring", "batch-inference"):
+            ref = deployments[f"{flow}/{problem}"]["parameters"]["problem"]
+            assert ref == str((folder / f"{problem}.yaml").resolve())
+            assert load_spec(ref).name == problem  # what the flow run does with it
+    assert runner.invoke(app, [*args, "--check"]).exit_code == 0
+    missing = runner.invoke(app, ["deployments", "write", "--problems", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "Invalid value for '--problems'" in missing.output
