@@ -11,12 +11,12 @@ experiment 1 share one folder; so experiments created here get `<artifact store>
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from stacks.sqlite_init import sqlite_schema_lock
 
 
 @dataclass(frozen=True)
@@ -46,32 +46,6 @@ def ensure_experiment(name: str) -> str:
         if experiment is None:
             raise
         return str(experiment.experiment_id)
-
-
-@contextlib.contextmanager
-def sqlite_schema_lock(*uris: str) -> Iterator[None]:
-    """Hold an exclusive lock per SQLite database among ``uris`` (a file beside each), across processes.
-
-    Why: MLflow creates a new SQLite database's tables when the first store on it is built, after seeing
-    that none exist. Two processes doing that at once (two problems' first trainings on a fresh stack) both
-    create them, and the second fails with ``table ... already exists``. Under this lock the second waits,
-    then finds the tables. Other URIs (a server, PostgreSQL, in-memory SQLite) take no lock.
-    """
-    import fcntl
-
-    paths = set()
-    for uri in uris:
-        if uri.startswith("sqlite:///"):
-            db = Path(uri.removeprefix("sqlite:///").partition("?")[0])
-            if db.is_absolute():
-                paths.add(db)
-    with contextlib.ExitStack() as held:
-        for db in sorted(paths):  # one order for every process: no deadlock between two databases
-            db.parent.mkdir(parents=True, exist_ok=True)
-            handle = held.enter_context(open(db.with_name(f"{db.name}.init.lock"), "a+b"))
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            held.callback(fcntl.flock, handle, fcntl.LOCK_UN)
-        yield
 
 
 def configure_mlflow(stack: Any, *, create_experiment: bool = True) -> MlflowTarget:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import optuna
 import pandas as pd
 
+from stacks.sqlite_init import sqlite_schema_lock
 from steps.data.features import Dataset
 from steps.model import tune_dask
 from steps.model.trial import make_objective, make_pruner, make_sampler
@@ -33,6 +34,15 @@ class TuningResult:
     duration_s: float
     study_name: str
     trials: pd.DataFrame = field(repr=False)
+
+
+def create_storage_tables(storage: str | None) -> None:
+    """Open a SQLite study storage once under its schema lock, so that its tables exist before the study
+    opens it: two trainings tuning on a new database at once would otherwise both create them (one
+    fails). Other storages create their tables as Optuna does."""
+    if storage is not None and storage.startswith("sqlite:"):
+        with sqlite_schema_lock(storage):
+            optuna.storages.RDBStorage(storage).engine.dispose()
 
 
 def tune(
@@ -62,6 +72,7 @@ def tune(
     metric = eval_metric(spec)
     direction: Literal["minimize", "maximize"] = "minimize" if eval_lower_is_better(metric) else "maximize"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    create_storage_tables(storage)
     started = time.perf_counter()
     done = 0
 
