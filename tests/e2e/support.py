@@ -210,3 +210,201 @@ def stop_everything_under(home: Path) -> list[str]:
     killed += [describe(p) for p in left if alive(p)]
     kill_processes(left)
     return killed
+
+
+# ------------------------------------------------------------------------------------ the loop on a server
+# What a scenario on a real Prefect server needs beside the processes above: steady traffic whose every
+# failure is counted, the server's flow runs read back, and a teardown that lets the orchestrator go quiet.
+
+
+class Load:
+    """Steady traffic on a service for a whole scenario; every failure is counted, every version seen kept."""
+
+    def __init__(self, url: str, records: list[dict[str, Any]], rate: float = 20.0) -> None:
+        import threading
+
+        self.url, self.records, self.rate = url, records, rate
+        self.ok = 0
+        self.failed: list[str] = []
+        self.versions: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import requests
+
+        session = requests.Session()
+        sent = 0
+        while not self._stop.is_set():
+            record = self.records[sent % len(self.records)]
+            sent += 1
+            try:
+                r = session.post(f"{self.url}/predict", json=record, timeout=10)
+                if r.status_code == 200:
+                    self.ok += 1
+                    self.versions.add(r.json()["model_version"])
+                else:
+                    self.failed.append(f"HTTP {r.status_code}: {r.text[:200]}")
+            except requests.RequestException as exc:
+                self.failed.append(f"{type(exc).__name__}: {exc}")
+            time.sleep(1 / self.rate)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=15)
+
+
+def settle(api_url: str, timeout: float = 60.0) -> None:
+    """Let the orchestrator go quiet: no automation fires and no schedule runs any more, scheduled runs are
+    dropped, and the runs in progress get ``timeout`` seconds to finish (what is left is killed after)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    def runs(client: Any, *types: StateType) -> list[Any]:
+        state = FlowRunFilterState(type=FlowRunFilterStateType(any_=list(types)))
+        return list(client.read_flow_runs(flow_run_filter=FlowRunFilter(state=state)))
+
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+            for automation in client.read_automations():
+                client.pause_automation(automation.id)
+            for deployment in client.read_deployments():
+                client.pause_deployment(deployment.id)
+            for waiting in runs(client, StateType.SCHEDULED, StateType.PAUSED):
+                client.delete_flow_run(waiting.id)
+            active = (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING)
+            started, deadline = time.monotonic(), time.monotonic() + timeout
+            waited = {f"{r.name} ({r.state_name})" for r in runs(client, *active)}
+            while runs(client, *active) and time.monotonic() < deadline:
+                time.sleep(1)
+            left = runs(client, *active)
+    except Exception as exc:  # the server never came up, or the test broke it: nothing to wait for
+        print(f"teardown: could not settle the Prefect server ({type(exc).__name__}: {exc})", flush=True)
+        return
+    if waited:
+        print(f"teardown: waited {time.monotonic() - started:.0f}s for flow runs {sorted(waited)}")
+    if left:
+        print(f"teardown: flow runs still in progress after {timeout:.0f}s: {[r.name for r in left]}")
+
+
+def flow_runs(deployment: str) -> list[Any]:
+    """Every flow run of the deployment ``FLOW/NAME`` (the client's PREFECT_API_URL)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with get_client(sync_client=True) as client:
+        dep = client.read_deployment_by_name(deployment)
+        return list(
+            client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])))
+        )
+
+
+def finished(run_id: Any) -> Any:
+    """The flow run once it is final (it must have completed), else None: a ``wait_for`` check."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+    if run.state is not None and run.state.is_final():
+        assert run.state.is_completed(), f"flow run {run.name} ended {run.state.type}: {run.state.message}"
+        return run
+    return None
+
+
+def wait_finished(run_id: Any, timeout: float, what: str, every: float = 2.0) -> Any:
+    """Wait for a flow run to end; a run that fails fails the test at once with its state's message
+    (``wait_for`` would take that for "not yet" and wait out its timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            run = finished(run_id)
+        except AssertionError:
+            raise
+        except Exception:  # the server did not answer this time
+            run = None
+        if run is not None:
+            return run
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def known(record: dict[str, Any], features: list[dict[str, Any]]) -> bool:
+    """Every categorical value of the record is in the model's vocabulary (else the service says 422)."""
+    return all(
+        record[f["name"]] is None or record[f["name"]] in f["categories"]
+        for f in features
+        if f["kind"] == "categorical"
+    )
+
+
+class LoopProcesses:
+    """The processes of a scenario on a Prefect server: spawned in their own sessions with one
+    environment and a log file each, and all of them stopped by :meth:`close`, whatever happened.
+
+    ``close`` first lets the orchestrator go quiet (:func:`settle`), so that nothing deploys a service
+    while the rest stops; then the spawned processes (the worker, then the server), then every process of
+    the home (flow runs and services are their own sessions) and the recorded services.
+    """
+
+    def __init__(self, root: Path, env: dict[str, str], logs: Path) -> None:
+        self.root, self.env, self.logs = root, env, logs
+        self.procs: list[Any] = []
+        self.handles: list[Any] = []
+        self.loads: list[Load] = []
+
+    def spawn(self, name: str, *args: str) -> Any:
+        import subprocess
+
+        handle = (self.logs / f"{name}.log").open("wb")
+        self.handles.append(handle)
+        proc = subprocess.Popen(
+            list(args),
+            cwd=self.root,
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def run(self, *args: str, timeout: float = 300) -> Any:
+        import subprocess
+
+        return subprocess.run(
+            list(args),
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+
+    def close(self) -> None:
+        import subprocess
+
+        for load in self.loads:
+            load.stop()
+        settle(self.env["PREFECT_API_URL"])
+        for proc in reversed(self.procs):  # the worker, then the server
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
+        for handle in self.handles:
+            handle.close()
+        for line in stop_everything_under(Path(self.env["FLYWHEEL_HOME"])):
+            print(f"killed at teardown: {line}", flush=True)
