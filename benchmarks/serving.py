@@ -74,6 +74,7 @@ def _server_env(home: Path, **extra: str) -> dict[str, str]:
         "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",  # mlflow runs `uvicorn` from PATH
         "FLYWHEEL_HOME": str(home),
         "FLYWHEEL_STACK": "local",
+        "FLYWHEEL_MODEL": "flight-delay",  # the flights champion the set-up trains
         "OMP_NUM_THREADS": "1",
         "UVICORN_ACCESS_LOG": "false",  # both servers run the uvicorn CLI: same logging for both
         "PYTHONUNBUFFERED": "1",

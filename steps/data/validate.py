@@ -11,7 +11,7 @@ import pandas as pd
 
 from flywheel.contracts.validation import CheckResult, ValidationReport
 from stacks.components.data_validator import WhylogsValidator
-from steps.data.features import FeatureError, make_label
+from steps.data.features import FeatureError, label_classes, make_label
 from steps.problem import ProblemSpec
 
 
@@ -95,7 +95,8 @@ def validate(
     )
     label: str | None = None
     if spec.task != "regression":
-        report.results.extend(_class_checks(labels, spec, validator.min_minority_fraction))
+        classes = label_classes(frame, spec)
+        report.results.extend(_class_checks(labels, spec, validator.min_minority_fraction, classes))
         label = spec.label if spec.task == "binary" else None
     profiled[spec.label] = labels
     explicit = dict(spec.validation.max_nan_fraction)
@@ -188,18 +189,23 @@ def _with_remedy(
     return result
 
 
-def _class_checks(labels: pd.Series, spec: ProblemSpec, min_fraction: float) -> list[CheckResult]:
+def _class_checks(
+    labels: pd.Series, spec: ProblemSpec, min_fraction: float, classes: list[str] | None
+) -> list[CheckResult]:
     """A classification label needs its classes present: two for binary, at least two for multiclass,
     and (multiclass) every listed class seen at least once, each above the stack's minority bound."""
     counts = labels.dropna().astype("int64").value_counts().sort_index()
     present = len(counts)
+    names = [classes[int(c)] if classes and int(c) < len(classes) else str(int(c)) for c in counts.index[:20]]
+    listed = f": {names}" if present else ""
     if spec.task == "binary":
         return [
             CheckResult(
                 "label classes",
                 spec.label,
                 present == 2,
-                f"{present} class(es) present" + ("" if present == 2 else " (a binary task needs both)"),
+                f"{present} class(es) present{listed}"
+                + ("" if present == 2 else " (a binary task needs both)"),
             )
         ]
     results = [
@@ -207,11 +213,16 @@ def _class_checks(labels: pd.Series, spec: ProblemSpec, min_fraction: float) -> 
             "label classes",
             spec.label,
             present >= 2,
-            f"{present} class(es) present" + ("" if present >= 2 else " (a classifier needs at least 2)"),
+            f"{present} class(es) present{listed}"
+            + ("" if present >= 2 else " (a classifier needs at least 2)"),
         )
     ]
     total = int(counts.sum())
-    rare = {int(k): int(v) for k, v in counts.items() if total and v / total < min_fraction}
+    rare = {
+        (classes[int(k)] if classes else str(k)): int(v)
+        for k, v in counts.items()
+        if total and v / total < min_fraction
+    }
     if rare:
         results.append(
             CheckResult(

@@ -363,7 +363,7 @@ def test_the_h11_fallback_closes_slow_clients_too(limits_home: Path) -> None:
     """The protocol used when httptools is missing, under the real app (no model needed for this)."""
     port = free_port()
     stack = write_stack(limits_home, "limits-h11", port)
-    env = {**os.environ, "FLYWHEEL_STACK": str(stack)}
+    env = {**os.environ, "FLYWHEEL_STACK": str(stack), "FLYWHEEL_MODEL": "no-such-model"}
     command = [sys.executable, "-m", "uvicorn", "serving.app:create_app", "--factory", "--port", str(port)]
     command += ["--http", "serving.server_protocol:H11ServerProtocol"]
     proc = subprocess.Popen(

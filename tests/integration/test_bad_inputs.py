@@ -82,7 +82,7 @@ CASES: list[tuple[str, Callable[[Path, pd.DataFrame], str], str]] = [
     ("corrupt csv", _corrupt, "corrupt CSV"),
     ("missing column", _missing_column, "origin: missing from the data"),
     ("all-NaN column", _all_nan, "distance: at most 20.0% missing; observed 100.0%"),
-    ("one-class label", _one_class, "classes present: [0.0]"),
+    ("one-class label", _one_class, "1 class(es) present: ['0'] (a binary task needs both)"),
     ("wrong types", _wrong_types, "sched_dep_time: expected numbers"),
     ("unreachable URL", _unreachable, "could not reach the source"),
 ]
