@@ -1,5 +1,5 @@
-"""`make bench` / `python -m benchmarks [training] [serving] [scale] [hardening] [options]`: every part
-when none is named."""
+"""`make bench` / `python -m benchmarks [training] [serving] [scale] [hardening] [before-after] [options]`:
+every part when none is named."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 
 app = typer.Typer(add_completion=False, help="Flywheel benchmarks: tables and ratios against the baselines.")
 
-PARTS = ("training", "serving", "scale", "hardening")
+PARTS = ("training", "serving", "scale", "hardening", "before-after")
 
 
 @app.command()
@@ -54,6 +54,13 @@ def main(
             "one ('none': skip the before/after comparison)"
         ),
     ] = "2248341",
+    since: Annotated[
+        str,
+        typer.Option(
+            help="before-after: git ref the current service's single-row /predict is measured against "
+            "(default: the commit before 'One platform, many models')"
+        ),
+    ] = "df0e5ff",
 ) -> None:
     chosen = parts or list(PARTS)
     unknown = set(chosen) - set(PARTS)
@@ -82,6 +89,10 @@ def main(
         from benchmarks import hardening
 
         hardening.main(quick=quick, baseline=baseline, keep_home=keep_home)
+    if "before-after" in chosen:
+        from benchmarks import before_after
+
+        before_after.main(baseline=since, quick=quick)
 
 
 if __name__ == "__main__":
