@@ -21,7 +21,7 @@ from typing import Any
 import typer
 
 from benchmarks import hardening
-from benchmarks.report import ratio_line, save, table
+from benchmarks.report import ratio_line, save
 from benchmarks.serving_procs import Processes, Wrk, listening
 
 PLATFORM_BASELINE_REF = "df0e5ff"
@@ -59,41 +59,10 @@ def main(
         payload["ports_still_listening"] = listening(ports)
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    s = payload["summary"]
-    rows = [
-        {
-            "service": f"baseline ({payload['commit'][:10]})"
-            if side == "baseline"
-            else "current (working tree)",
-            "p50_c1_ms": s[side]["p50_c1_ms"],
-            "req_per_s_c1": s[side]["rps_c1"],
-            "req_per_s_c16": s[side]["rps_c16"],
-            "p99_c16_ms": s[side]["p99_c16_ms"],
-            "srv_cpu_ms/req_c1": s[side]["cpu_ms_c1"],
-            "srv_cpu_ms/req_c16": s[side]["cpu_ms_c16"],
-        }
-        for side in ("baseline", "current")
-    ]
-    print(table(f"Single-row /predict, profiling off, medians of {plan.reps} repeats", rows))
-    print(table("   every phase, in the order run", payload["phases"]))
-    within = hardening.WITHIN
+    lines = hardening.comparison_lines(payload)
     print("\nRatios (this run):")
-    print(
-        ratio_line(
-            "current / baseline: p50 at c=1",
-            payload["p50_ratio"],
-            f"<= {1 + within:.2f}",
-            payload["p50_ratio"] <= 1 + within,
-        )
-    )
-    print(
-        ratio_line(
-            "current / baseline: requests/s at c=16",
-            payload["rps_ratio"],
-            f">= {1 - within:.2f}",
-            payload["rps_ratio"] >= 1 - within,
-        )
-    )
+    for name, value, target, ok in lines:
+        print(ratio_line(name, value, target, ok))
     print(
         f"  CPU per request, current / baseline: {payload['cpu_ratio_c1']:.3f} at c=1, "
         f"{payload['cpu_ratio_c16']:.3f} at c=16"

@@ -1298,41 +1298,7 @@ def _report(p: dict[str, Any]) -> None:
         ]
     c = p.get("comparison")
     if c and "summary" in c:
-        s = c["summary"]
-        rows = [
-            {
-                "service": f"{side} ({c['commit'][:10]})" if side == "baseline" else "current (working tree)",
-                "p50_c1_ms": s[side]["p50_c1_ms"],
-                "req_per_s_c1": s[side]["rps_c1"],
-                "req_per_s_c16": s[side]["rps_c16"],
-                "p99_c16_ms": s[side]["p99_c16_ms"],
-                "srv_cpu_ms/req_c1": s[side]["cpu_ms_c1"],
-                "srv_cpu_ms/req_c16": s[side]["cpu_ms_c16"],
-            }
-            for side in ("baseline", "current")
-        ]
-        print()
-        print(
-            table(
-                f"Before / after: single-row /predict, profiling off, medians of the repeats ({c['ref']})",
-                rows,
-            )
-        )
-        print(table("   every phase, in the order run", c["phases"]))
-        lines += [
-            (
-                "current / baseline: single-row p50 at c=1",
-                c["p50_ratio"],
-                f"<= {1 + WITHIN:.2f}",
-                c["p50_ratio"] <= 1 + WITHIN,
-            ),
-            (
-                "current / baseline: requests/s at c=16",
-                c["rps_ratio"],
-                f">= {1 - WITHIN:.2f}",
-                c["rps_ratio"] >= 1 - WITHIN,
-            ),
-        ]
+        lines += comparison_lines(c)
     elif c:
         print(f"\nbefore / after: not measured: {c.get('error')}")
     if lines:
@@ -1349,6 +1315,44 @@ def _report(p: dict[str, Any]) -> None:
     failed = [f["family"] for f in p["families"] if f["verdict"] != "PASS"]
     print(f"\nfamilies not passed: {', '.join(failed) if failed else 'none'}")
     print(f"load average: start {p['load_average_start']}, end {p['load_average_end']}")
+
+
+def comparison_lines(c: dict[str, Any]) -> list[tuple[str, float, str, bool]]:
+    """Print the before / after tables of :func:`compare`'s result; its ratio lines against the target."""
+    s = c["summary"]
+    rows = [
+        {
+            "service": f"{side} ({c['commit'][:10]})" if side == "baseline" else "current (working tree)",
+            "p50_c1_ms": s[side]["p50_c1_ms"],
+            "req_per_s_c1": s[side]["rps_c1"],
+            "req_per_s_c16": s[side]["rps_c16"],
+            "p99_c16_ms": s[side]["p99_c16_ms"],
+            "srv_cpu_ms/req_c1": s[side]["cpu_ms_c1"],
+            "srv_cpu_ms/req_c16": s[side]["cpu_ms_c16"],
+        }
+        for side in ("baseline", "current")
+    ]
+    print()
+    print(
+        table(
+            f"Before / after: single-row /predict, profiling off, medians of the repeats ({c['ref']})", rows
+        )
+    )
+    print(table("   every phase, in the order run", c["phases"]))
+    return [
+        (
+            "current / baseline: single-row p50 at c=1",
+            c["p50_ratio"],
+            f"<= {1 + WITHIN:.2f}",
+            c["p50_ratio"] <= 1 + WITHIN,
+        ),
+        (
+            "current / baseline: requests/s at c=16",
+            c["rps_ratio"],
+            f">= {1 - WITHIN:.2f}",
+            c["rps_ratio"] >= 1 - WITHIN,
+        ),
+    ]
 
 
 def _loadavg() -> str:
