@@ -1,7 +1,8 @@
 """Serving before / after a change: the single-row ``/predict`` of the current working tree against a
 ``git worktree`` of an earlier commit, in one run.
 
-Same home, same registered flights champion, profiling off, the local deployer's command line; fresh
+Same home, same registered flights champion, profiling off, the local deployer's command line (the
+current server flags on both sides: the baseline has them too); fresh
 processes every repeat, wrk phases interleaved (baseline then current, at c=1 then c=16), medians of the
 repeats, and the ratios current / baseline against the 5% target. The default baseline is the commit
 before "One platform, many models" (multiclass, contracts, the router split), so the cost of that work on
@@ -54,7 +55,9 @@ def main(
         trained, name, _ = hardening._train(plan, home)
         single = wrk.body_file("single", setup.complete_record(trained.parts.test.X))
         with Processes(home / "logs") as procs:
-            payload = hardening.compare(plan, home, procs, wrk, baseline, name, single, check_identity=False)
+            payload = hardening.compare(
+                plan, home, procs, wrk, baseline, name, single, check_identity=False, same_flags=True
+            )
             ports = list(procs.ports)
         payload["ports_still_listening"] = listening(ports)
     finally:

@@ -1121,10 +1121,12 @@ def compare(
     model: str,
     single: Path,
     check_identity: bool = True,
+    same_flags: bool = False,
 ) -> dict[str, Any]:
     """Baseline (a worktree of ``ref``) and current service, same home and model, profiling off; wrk phases
     interleaved: baseline then current, at c=1 then c=16, ``plan.reps`` times. ``check_identity`` asks
-    each side whether it runs the code expected of it (only the hardened service refuses text/plain)."""
+    each side whether it runs the code expected of it (only the hardened service refuses text/plain);
+    ``same_flags`` starts the baseline with the current server flags too (a baseline that has them)."""
     from stacks.components.deployers.server_options import server_limits, uvicorn_flags
     from stacks.loader import load_stack
 
@@ -1147,7 +1149,7 @@ def compare(
             "WHYLOGS_NO_ANALYTICS": "True",
         }
         limits = uvicorn_flags(server_limits(load_stack("local")))
-        commands = {"baseline": (tree, []), "current": (ROOT, limits)}
+        commands = {"baseline": (tree, limits if same_flags else []), "current": (ROOT, limits)}
         phases: list[dict[str, Any]] = []
         identity: dict[str, int | None] = {}
         for rep in range(plan.reps):
