@@ -7,6 +7,7 @@ serving request model and the monitoring reference all follow.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,9 +62,9 @@ def label_classes(frame: pd.DataFrame, spec: ProblemSpec) -> list[str] | None:
     if spec.task == "regression":
         return None
     raw = _label_values(frame, spec)
-    seen = _ordered(set(label_keys(raw).dropna()))
+    seen = class_order(set(label_keys(raw).dropna()))
     if spec.task == "binary":
-        if spec.target.expression is not None and not _is_text(raw):
+        if spec.target.expression is not None and not is_text(raw):
             return ["0", "1"]
         return _binary_classes(seen, spec)
     if spec.target.classes is not None:
@@ -96,7 +97,7 @@ def make_label(frame: pd.DataFrame, spec: ProblemSpec, classes: list[str] | None
     """
     values = _label_values(frame, spec)
     if spec.task == "regression":
-        if _is_text(values):
+        if is_text(values):
             numbers = pd.to_numeric(values, errors="coerce")
             text = values[numbers.isna() & values.notna()]
             if len(text):
@@ -105,7 +106,7 @@ def make_label(frame: pd.DataFrame, spec: ProblemSpec, classes: list[str] | None
                     "regression label is a number (for classes use task: binary or multiclass)"
                 )
         return pd.to_numeric(values, errors="coerce").astype("float64").rename(spec.label)
-    if spec.task == "binary" and spec.target.expression is not None and not _is_text(values):
+    if spec.task == "binary" and spec.target.expression is not None and not is_text(values):
         return values.astype("float64").rename(spec.label)
     order = classes if classes is not None else label_classes(frame, spec)
     assert order is not None
@@ -115,7 +116,7 @@ def make_label(frame: pd.DataFrame, spec: ProblemSpec, classes: list[str] | None
     if stray.any() and spec.task == "binary":  # a third value: not a binary label
         raise FeatureError(
             f"a binary label has two values; {spec.target.column!r} also holds "
-            f"{_shown(_ordered(set(keys[stray])))} besides {order}: for more classes use task: multiclass"
+            f"{_shown(class_order(set(keys[stray])))} besides {order}: for more classes use task: multiclass"
         )
     return codes.astype("float64").rename(spec.label)
 
@@ -167,12 +168,13 @@ def _binary_classes(seen: list[str], spec: ProblemSpec) -> list[str]:
     )
 
 
-def _is_text(values: pd.Series) -> bool:
+def is_text(values: pd.Series) -> bool:
+    """Neither numbers nor booleans: labels of this kind are matched by their text."""
     return not (pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype))
 
 
-def _ordered(keys: set[str]) -> list[str]:
-    """Numbers in numeric order, text alphabetically (numbers first)."""
+def class_order(keys: Iterable[str]) -> list[str]:
+    """Label keys in the model's class order: numbers numerically, then text alphabetically."""
 
     def order(key: str) -> tuple[int, float, str]:
         try:

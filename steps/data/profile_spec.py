@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from steps.data.features import class_order, is_text
 from steps.problem import (
     MAX_CLASSES,
     METRICS,
@@ -251,11 +252,11 @@ def profile_label(values: pd.Series, name: str) -> LabelProfile:
     present = values.dropna()
     if present.empty:
         raise InitError(f"the target {name!r} has no values: every row is missing it")
-    if _is_text(present):
+    if is_text(present):
         numbers = pd.to_numeric(present, errors="coerce")
         if numbers.notna().all() and present.nunique() > 2:
             present = numbers  # numbers stored as text (a mixed Parquet column): read them as numbers
-    if not _is_text(present) and not pd.api.types.is_bool_dtype(present.dtype):
+    if not is_text(present) and not pd.api.types.is_bool_dtype(present.dtype):
         if pd.api.types.is_datetime64_any_dtype(present.dtype):
             raise InitError(f"the target {name!r} holds dates; a label is a number, a class or true/false")
         uniques = pd.unique(present)
@@ -296,7 +297,7 @@ def _classification(present: pd.Series, name: str, nan_fraction: float) -> Label
         key = label_key(value)
         first, total = by_key.get(key, (value, 0))
         by_key[key] = (first, total + int(count))
-    keys = _ordered(by_key)
+    keys = class_order(by_key)
     if len(keys) == 1:
         raise InitError(f"the target {name!r} holds one value only ({keys[0]!r}): there is nothing to learn")
     rows = sum(n for _, n in by_key.values())
@@ -437,7 +438,7 @@ def _time_problem(full: pd.Series, sample: pd.Series) -> str | None:
 
 
 def _looks_like_dates(present: pd.Series) -> bool:
-    if not _is_text(present):
+    if not is_text(present):
         return False
     probe = present.head(TIME_PROBE_VALUES)
     if not all(isinstance(v, str) for v in probe):
@@ -749,22 +750,6 @@ def _written(value: Any) -> Any:
     if isinstance(value, bool | int | float | str):
         return value
     return str(value)
-
-
-def _ordered(keys: Any) -> list[str]:
-    """Label keys in the model's class order: numbers numerically, then text alphabetically."""
-
-    def order(key: str) -> tuple[int, float, str]:
-        try:
-            return (0, float(key), key)
-        except ValueError:
-            return (1, 0.0, key)
-
-    return sorted(keys, key=order)
-
-
-def _is_text(values: pd.Series) -> bool:
-    return not (pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype))
 
 
 def _all_integers(values: pd.Series) -> bool:

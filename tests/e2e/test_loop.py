@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,48 +23,22 @@ import pytest
 import requests
 import yaml
 
-from tests.e2e.support import Timeline, free_port, stop_everything_under, wait_for
+from tests.e2e.support import (
+    Load,
+    Timeline,
+    finished,
+    flow_runs,
+    free_port,
+    known,
+    settle,
+    stop_everything_under,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
-
-
-class Load:
-    """Steady traffic on the service for the whole scenario; every failure is counted."""
-
-    def __init__(self, url: str, records: list[dict[str, Any]], rate: float = 20.0) -> None:
-        self.url, self.records, self.rate = url, records, rate
-        self.ok = 0
-        self.failed: list[str] = []
-        self.versions: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        session = requests.Session()
-        sent = 0
-        while not self._stop.is_set():
-            record = self.records[sent % len(self.records)]
-            sent += 1
-            try:
-                r = session.post(f"{self.url}/predict", json=record, timeout=10)
-                if r.status_code == 200:
-                    self.ok += 1
-                    self.versions.add(r.json()["model_version"])
-                else:
-                    self.failed.append(f"HTTP {r.status_code}: {r.text[:200]}")
-            except requests.RequestException as exc:
-                self.failed.append(f"{type(exc).__name__}: {exc}")
-            time.sleep(1 / self.rate)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=15)
 
 
 @pytest.fixture
@@ -175,76 +148,6 @@ def loop_env(tmp_path: Path) -> Iterator[dict[str, Any]]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def settle(api_url: str, timeout: float = 60.0) -> None:
-    """Let the orchestrator go quiet: no automation fires and no schedule runs any more, scheduled runs are
-    dropped, and the runs in progress get ``timeout`` seconds to finish (what is left is killed after)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    def runs(client: Any, *types: StateType) -> list[Any]:
-        state = FlowRunFilterState(type=FlowRunFilterStateType(any_=list(types)))
-        return list(client.read_flow_runs(flow_run_filter=FlowRunFilter(state=state)))
-
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
-            for automation in client.read_automations():
-                client.pause_automation(automation.id)
-            for deployment in client.read_deployments():
-                client.pause_deployment(deployment.id)
-            for waiting in runs(client, StateType.SCHEDULED, StateType.PAUSED):
-                client.delete_flow_run(waiting.id)
-            active = (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING)
-            started, deadline = time.monotonic(), time.monotonic() + timeout
-            waited = {f"{r.name} ({r.state_name})" for r in runs(client, *active)}
-            while runs(client, *active) and time.monotonic() < deadline:
-                time.sleep(1)
-            left = runs(client, *active)
-    except Exception as exc:  # the server never came up, or the test broke it: nothing to wait for
-        print(f"teardown: could not settle the Prefect server ({type(exc).__name__}: {exc})", flush=True)
-        return
-    if waited:
-        print(f"teardown: waited {time.monotonic() - started:.0f}s for flow runs {sorted(waited)}")
-    if left:
-        print(f"teardown: flow runs still in progress after {timeout:.0f}s: {[r.name for r in left]}")
-
-
-def known(record: dict[str, Any], features: list[dict[str, Any]]) -> bool:
-    """Every categorical value of the record is in the model's vocabulary (else the service says 422)."""
-    return all(
-        record[f["name"]] is None or record[f["name"]] in f["categories"]
-        for f in features
-        if f["kind"] == "categorical"
-    )
-
-
-def flow_runs(deployment: str) -> list[Any]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-
-    with get_client(sync_client=True) as client:
-        dep = client.read_deployment_by_name(deployment)
-        return list(
-            client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])))
-        )
-
-
-def finished(run_id: Any) -> Any:
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        run = client.read_flow_run(run_id)
-    if run.state is not None and run.state.is_final():
-        assert run.state.is_completed(), f"flow run {run.name} ended {run.state.type}: {run.state.message}"
-        return run
-    return None
 
 
 def test_drift_triggers_retraining_and_the_service_swaps(loop_env: dict[str, Any]) -> None:
