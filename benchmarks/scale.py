@@ -63,11 +63,11 @@ def tuning(trials: int, sample_rows: int, folder: Path, seed: int = 7) -> list[d
     import optuna
     from distributed import Client, LocalCluster
 
+    from flywheel.contracts.problem import load_spec
     from steps.data.features import build_dataset
     from steps.data.sources import read_source
     from steps.data.split import split
     from steps.model.tune import tune
-    from steps.problem import load_spec
 
     spec = load_spec("flights")
     raw = read_source(spec.source)
@@ -123,10 +123,10 @@ def tuning(trials: int, sample_rows: int, folder: Path, seed: int = 7) -> list[d
 
 def prepare(folder: Path, scales: list[int], base_rows: int | None, rounds: int) -> dict[str, Any]:
     """Raw rows (for scoring) and encoded rows (for training) at each scale, the schema and a model."""
+    from flywheel.contracts.problem import load_spec
     from steps.data import features
     from steps.data.sources import read_source
     from steps.model.train import train
-    from steps.problem import load_spec
 
     spec = load_spec("flights")
     flights = read_source(spec.source)

@@ -133,11 +133,11 @@ def score(job: dict[str, Any], client: Any) -> dict[str, Any]:
     import pandas as pd
     import xgboost as xgb
 
+    from flywheel.contracts.problem import load_spec
     from stacks.components.artifact_store import ArtifactStore
     from stacks.components.data_validator import WhylogsValidator
     from stacks.components.model_registry import LoadedModel
     from steps.data import features
-    from steps.problem import load_spec
 
     spec = load_spec("flights")
     booster = xgb.Booster()

@@ -35,13 +35,13 @@ class Registered:
 
 def train_model(train_rows: int, rounds: int, max_depth: int, seed: int) -> Trained:
     """A flights booster on ``train_rows`` sampled flights (the whole year), fixed parameters."""
+    from flywheel.contracts.problem import load_spec
     from stacks.components.data_validator import WhylogsValidator
     from steps.data.features import build_dataset
     from steps.data.sources import read_source
     from steps.data.split import split
     from steps.model import reference, train
     from steps.model.xgb import base_params
-    from steps.problem import load_spec
 
     started = time.perf_counter()
     spec = load_spec("flights")
@@ -232,10 +232,10 @@ def flow_input(
     model_name: str, version: str, sample_rows: int | None
 ) -> tuple[Any, pd.DataFrame, pd.DataFrame]:
     """The batch flow's own model and encoded rows, rebuilt the way the flow builds them (same seed)."""
+    from flywheel.contracts.problem import load_spec
     from stacks.components.model_registry import load_model
     from steps.data import features
     from steps.data.sources import read_source
-    from steps.problem import load_spec
 
     spec = load_spec("flights")
     model = load_model(model_name, version)

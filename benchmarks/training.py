@@ -31,11 +31,11 @@ def flow_overhead(trials: int, sample_rows: int | None) -> dict[str, Any]:
 
 def pruning(trials: int, seeds: list[int], sample_rows: int | None) -> list[dict[str, Any]]:
     """The same study, with and without XGBoost's pruning callback, seed by seed, on the same split."""
+    from flywheel.contracts.problem import load_spec
     from steps.data.features import build_dataset
     from steps.data.sources import read_source
     from steps.data.split import split
     from steps.model.tune import tune
-    from steps.problem import load_spec
 
     spec = load_spec("flights")
     raw = read_source(spec.source)

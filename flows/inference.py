@@ -14,12 +14,12 @@ from flows.runtime import compute_summary, ingest_joins, resolve_stack
 from flows.tasks import StepTimer
 from flywheel.contracts import layout
 from flywheel.contracts.model_version import CHAMPION
+from flywheel.contracts.problem import load_spec
 from stacks.components.model_registry import load_model
 from stacks.components.model_versions import alias_version
 from steps.data import features, ingest
 from steps.inference import score_dask
 from steps.inference.score import score_chunks
-from steps.problem import load_spec
 
 
 @flow(name="batch-inference", log_prints=True)

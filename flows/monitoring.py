@@ -13,12 +13,12 @@ from prefect.artifacts import create_markdown_artifact
 from flows.runtime import resolve_stack
 from flows.tasks import StepTimer
 from flywheel.contracts import events, layout
+from flywheel.contracts.problem import load_spec
 from stacks.components.model_registry import load_model
 from stacks.components.model_versions import alias_version
 from steps.monitor import drift as drift_step
 from steps.monitor import policy as policy_step
 from steps.monitor import report, state, track, windows
-from steps.problem import load_spec
 
 
 @flow(name="monitoring", log_prints=True)

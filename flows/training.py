@@ -18,11 +18,11 @@ from flows.runtime import StackContext, compute_summary, ingest_joins, resolve_s
 from flows.tasks import StepTimer
 from flywheel.contracts import events
 from flywheel.contracts.model_version import REASON_TAG, STACK_TAG
+from flywheel.contracts.problem import ProblemSpec, load_spec
 from stacks.components.model_versions import alias_version
 from steps.data import features, ingest, split, validate
 from steps.model import evaluate, explain, promote, reference, register, track, train, train_dask, tune
 from steps.model.threshold import choose_threshold
-from steps.problem import ProblemSpec, load_spec
 
 
 @flow(name="training", log_prints=True)

@@ -81,9 +81,9 @@ def run_training(
 
     chosen = _prepared(stack)
     from flows.training import training
+    from flywheel.contracts.problem import SpecError
     from steps.data.sources import SourceError
     from steps.data.validate import DataValidationError
-    from steps.problem import SpecError
 
     try:
         result = training.with_options(task_runner=task_runner(chosen))(
@@ -196,9 +196,9 @@ def replay_command(
     or those between --from and --to. A problem without a time column needs --source."""
     import os
 
+    from flywheel.contracts.problem import SpecError, load_spec
     from flywheel.replay import ReplayError, replay, select_rows
     from steps.data.sources import SourceError
-    from steps.problem import SpecError, load_spec
 
     try:
         spec = load_spec(_problem(problem))
@@ -352,7 +352,7 @@ def serve(
 
 def _model_of(problem: str | None) -> str:
     """The registered model name of the chosen problem (a clear error when none is chosen or it is bad)."""
-    from steps.problem import SpecError, load_spec
+    from flywheel.contracts.problem import SpecError, load_spec
 
     try:
         return load_spec(_problem(problem)).model_name

@@ -19,7 +19,7 @@ import yaml
 from flywheel.contracts.events import DRIFT_DETECTED as DRIFT_EVENT
 from flywheel.contracts.events import MODEL_PROMOTED as PROMOTED_EVENT
 from flywheel.contracts.events import RESOURCE_ID, model_resource_id
-from steps.problem import PROBLEMS_DIR, ProblemSpec, SpecError, load_spec
+from flywheel.contracts.problem import PROBLEMS_DIR, ProblemSpec, SpecError, load_spec
 
 __all__ = [
     "DRIFT_EVENT",

@@ -28,7 +28,7 @@ deployments_app = typer.Typer(
 def problem_refs(folder: Path) -> dict[str, str] | None:
     """What each spec in ``folder`` is passed to the flows as: None (their names) for flows/problems/,
     else name -> the spec's path, relative to the project folder where it lies inside it."""
-    from steps.problem import PROBLEMS_DIR, load_spec
+    from flywheel.contracts.problem import PROBLEMS_DIR, load_spec
 
     folder = folder.resolve()
     if folder == PROBLEMS_DIR.resolve():
@@ -44,8 +44,8 @@ def problem_refs(folder: Path) -> dict[str, str] | None:
 def generated_prefect_yaml(folder: Path | None = None) -> str:
     """What prefect.yaml should hold for the specs in ``folder`` (default flows/problems/) and the
     installed Prefect."""
+    from flywheel.contracts.problem import PROBLEMS_DIR
     from flywheel.deployments import load_problem_specs, render
-    from steps.problem import PROBLEMS_DIR
 
     folder = PROBLEMS_DIR if folder is None else folder
     return render(load_problem_specs(folder), version("prefect"), problem_refs(folder))
@@ -69,8 +69,8 @@ def write_command(
     ] = None,
 ) -> None:
     """Write prefect.yaml: training, monitoring, batch-inference and deployment (service) per problem."""
+    from flywheel.contracts.problem import SpecError
     from flywheel.deployments import stale_diff
-    from steps.problem import SpecError
 
     try:
         text = generated_prefect_yaml(problems)

@@ -29,8 +29,8 @@ def _fail(exc: Exception) -> NoReturn:
 @problem_app.command("list")
 def list_command() -> None:
     """List the problem specs; `*` marks the one commands use."""
+    from flywheel.contracts.problem import SpecError, load_spec
     from flywheel.problem_selection import NoProblemChosen, known_problems, problem_selection
-    from steps.problem import SpecError, load_spec
 
     try:
         active: str | None
@@ -63,8 +63,8 @@ def show_command(
     ] = None,
 ) -> None:
     """Print a problem spec as validated, defaults filled in, as YAML."""
+    from flywheel.contracts.problem import SpecError, load_spec
     from flywheel.problem_selection import problem_selection
-    from steps.problem import SpecError, load_spec
 
     try:
         chosen, _ = problem_selection(name)
@@ -80,8 +80,8 @@ def use_command(
     name: Annotated[str, typer.Argument(help="problem name (flows/problems/NAME.yaml) or spec path")],
 ) -> None:
     """Make a problem the one commands use in this flywheel home (after checking that its spec loads)."""
+    from flywheel.contracts.problem import SpecError
     from flywheel.problem_selection import ENV_VAR, active_problem_file, use_problem
-    from steps.problem import SpecError
 
     try:
         spec = use_problem(name)

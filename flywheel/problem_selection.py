@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from flywheel.contracts.problem import PROBLEMS_DIR, ProblemSpec, SpecError, load_spec
 from stacks.paths import flywheel_home
-from steps.problem import PROBLEMS_DIR, ProblemSpec, SpecError, load_spec
 
 __all__ = [
     "ENV_VAR",

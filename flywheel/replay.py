@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from steps.problem import ProblemSpec, TimeSpec, load_spec
+from flywheel.contracts.problem import ProblemSpec, TimeSpec, load_spec
 
 __all__ = [
     "ReplayError",

@@ -58,7 +58,7 @@ def _fail(message: str) -> NoReturn:
 def resolve_model(model: str | None, problem: str | None) -> str:
     """The model a command acts on: ``--model``, else the model_name of ``--problem`` or of the chosen
     problem. ``SpecError`` (a subclass: no problem chosen) when there is none, saying how to name one."""
-    from steps.problem import SpecError, load_spec
+    from flywheel.contracts.problem import SpecError, load_spec
 
     if model is not None:
         if not model.strip():
@@ -75,7 +75,7 @@ def resolve_model(model: str | None, problem: str | None) -> str:
 
 
 def _model(model: str | None, problem: str | None) -> str:
-    from steps.problem import SpecError
+    from flywheel.contracts.problem import SpecError
 
     try:
         return resolve_model(model, problem)

@@ -39,7 +39,7 @@ class FeatureSchema:
     ``classes`` names the label values in the model's class order: for a binary model ``[negative,
     positive]`` (``["0", "1"]`` when the label was already 0/1), for a multiclass model one per output
     column of ``multi:softprob``; None for regression. They are the canonical text of the values
-    (``steps.problem.label_key``), which is what responses and feedback use.
+    (``flywheel.contracts.problem.label_key``), which is what responses and feedback use.
     """
 
     columns: list[FeatureColumn]

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from flywheel.contracts.expression import ExpressionError
+from flywheel.contracts.problem import MAX_CLASSES, JoinSpec, ProblemSpec, TimeSpec, label_key
 from flywheel.contracts.schema import FeatureColumn, FeatureSchema
-from steps.expression import ExpressionError
-from steps.problem import MAX_CLASSES, JoinSpec, ProblemSpec, TimeSpec, label_key
 
 EVENT_TIME = "_event_time"
 
@@ -91,9 +91,10 @@ def make_label(frame: pd.DataFrame, spec: ProblemSpec, classes: list[str] | None
 
     ``classes`` is the model's class order (a registered model's schema); without it the order comes from
     :func:`label_classes`, so training decides it once and every later reader uses the model's.
-    A rule is evaluated by :mod:`steps.expression`, never as code: true/false becomes 1/0. A row gets no
-    label when the rule's answer is unknown, or when a column it reads is missing; only a column read
-    solely inside ``isnull()``/``notnull()`` may be missing (testing for that is the point of those checks).
+    A rule is evaluated by :mod:`flywheel.contracts.expression`, never as code: true/false becomes 1/0. A
+    row gets no label when the rule's answer is unknown, or when a column it reads is missing; only a
+    column read solely inside ``isnull()``/``notnull()`` may be missing (testing for that is the point of
+    those checks).
     """
     values = _label_values(frame, spec)
     if spec.task == "regression":

@@ -30,8 +30,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from steps.data.features import class_order, is_text
-from steps.problem import (
+from flywheel.contracts.problem import (
     MAX_CLASSES,
     METRICS,
     PROBLEMS_DIR,
@@ -42,6 +41,7 @@ from steps.problem import (
     label_key,
     load_spec,
 )
+from steps.data.features import class_order, is_text
 
 PROFILE_ROWS = 200_000
 """Rows sampled (seeded) for the costly parts of profiling: distinct counts of text and date parsing."""
@@ -472,7 +472,7 @@ def render(
     out: list[str] = [
         f"# Problem spec written by `flywheel init` from {rows:,} rows x {frame_columns} columns.",
         "# NaN fractions and numeric ranges come from every row; distinct counts and date detection from",
-        f"# {sample_text}. Each key is described in steps/problem.py. Train it with:",
+        f"# {sample_text}. Each key is described in flywheel/contracts/problem.py. Train it with:",
         f"#   flywheel run training --problem {name}      (or --problem path/to/this.yaml)",
         "",
         "# the problem's name; the model is registered (and served) as model_name",

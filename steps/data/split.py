@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from flywheel.contracts.problem import ProblemSpec
 from steps.data.features import EVENT_TIME, Dataset
-from steps.problem import ProblemSpec
 
 
 @dataclass

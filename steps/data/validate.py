@@ -9,10 +9,10 @@ from dataclasses import replace
 
 import pandas as pd
 
+from flywheel.contracts.problem import ProblemSpec
 from flywheel.contracts.validation import CheckResult, ValidationReport
 from stacks.components.data_validator import WhylogsValidator
 from steps.data.features import FeatureError, label_classes, make_label
-from steps.problem import ProblemSpec
 
 
 class DataValidationError(ValueError):

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from flywheel.contracts.problem import ProblemSpec
 from stacks.components.artifact_store import ArtifactStore
 from stacks.components.data_validator import ProfileAccumulator, WhylogsValidator
 from stacks.components.model_registry import LoadedModel
@@ -29,7 +30,6 @@ from steps.inference.score import (
     profile_sample,
     write_part,
 )
-from steps.problem import ProblemSpec
 
 _SUMMARY = pd.DataFrame(
     {

@@ -15,9 +15,9 @@ import xgboost as xgb
 from matplotlib.figure import Figure
 from sklearn import metrics as skm
 
+from flywheel.contracts.problem import ProblemSpec
 from steps.data.features import Dataset
 from steps.model.xgb import predict
-from steps.problem import ProblemSpec
 
 
 @dataclass

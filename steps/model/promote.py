@@ -16,11 +16,11 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 
 from flywheel.contracts.model_version import ModelVersion, Promotion, models_uri
+from flywheel.contracts.problem import ProblemSpec
 from stacks.components import model_versions
 from steps.data.features import Dataset
 from steps.model.evaluate import score, slice_metrics
 from steps.model.xgb import predict
-from steps.problem import ProblemSpec
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import precision_recall_curve
 
+from flywheel.contracts.problem import ProblemSpec
 from steps.data.features import Dataset
 from steps.model.train import train
 from steps.model.xgb import predict
-from steps.problem import ProblemSpec
 
 
 def f1_threshold(y: np.ndarray, p: np.ndarray) -> float:

@@ -21,12 +21,12 @@ from flywheel.contracts.model_version import (
     DatasetLineage,
     JoinedDataset,
 )
+from flywheel.contracts.problem import ProblemSpec
 from steps.data.ingest import Snapshot
 from steps.model.evaluate import Evaluation
 from steps.model.explain import Explanation
 from steps.model.register import log_figures, log_table
 from steps.model.tune import TuningResult
-from steps.problem import ProblemSpec
 
 
 def start_run(experiment_name: str, spec: ProblemSpec, tags: dict[str, str]) -> str:

@@ -13,8 +13,8 @@ from typing import Any
 import optuna
 import xgboost as xgb
 
+from flywheel.contracts.problem import ProblemSpec
 from steps.model.xgb import best_rounds, eval_metric
-from steps.problem import ProblemSpec
 
 
 def search_space(trial: optuna.Trial, spec: ProblemSpec) -> dict[str, Any]:

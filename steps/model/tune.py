@@ -14,12 +14,12 @@ from typing import Any, Literal
 import optuna
 import pandas as pd
 
+from flywheel.contracts.problem import ProblemSpec
 from stacks.sqlite_init import sqlite_schema_lock
 from steps.data.features import Dataset
 from steps.model import tune_dask
 from steps.model.trial import make_objective, make_pruner, make_sampler
 from steps.model.xgb import base_params, eval_lower_is_better, eval_metric, matrix
-from steps.problem import ProblemSpec
 
 log = logging.getLogger(__name__)
 

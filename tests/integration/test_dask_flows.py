@@ -18,9 +18,9 @@ from distributed import LocalCluster
 from flows.inference import inference
 from flows.runtime import task_runner
 from flows.training import training
+from flywheel.contracts.problem import load_spec
 from stacks.loader import STACKS_DIR, load_stack
 from steps.data.sources import read_source
-from steps.problem import load_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 

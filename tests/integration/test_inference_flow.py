@@ -10,11 +10,11 @@ import pytest
 
 from flows.inference import inference
 from flows.training import training
+from flywheel.contracts.problem import load_spec
 from stacks.components.data_validator import WhylogsValidator
 from stacks.components.model_registry import load_model
 from steps.data import features
 from steps.data.sources import read_source
-from steps.problem import load_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from flows.training import training
 from flywheel.cli import app
-from steps.problem import load_spec
+from flywheel.contracts.problem import load_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 

@@ -16,13 +16,13 @@ import yaml
 
 from flows.monitoring import monitoring
 from flows.training import training
+from flywheel.contracts.problem import load_spec
 from stacks.components.artifact_store import ArtifactStore
 from stacks.components.data_validator import WhylogsValidator
 from stacks.components.model_registry import load_model
 from stacks.loader import STACKS_DIR
 from steps.data import features
 from steps.data.sources import read_source
-from steps.problem import load_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 SPEC = load_spec("flights")

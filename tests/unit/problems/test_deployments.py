@@ -11,6 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from flywheel.cli import app
+from flywheel.contracts.problem import SpecError
 from flywheel.deployments import (
     DRIFT_EVENT,
     PROMOTED_EVENT,
@@ -20,7 +21,6 @@ from flywheel.deployments import (
     render,
 )
 from flywheel.deployments_cli import PREFECT_YAML, generated_prefect_yaml
-from steps.problem import SpecError
 
 runner = CliRunner()
 
@@ -181,7 +181,7 @@ def test_specs_that_would_collide_or_template_are_refused(
 
 
 def test_specs_from_another_folder_are_passed_to_the_flows_by_path(tmp_path: Path) -> None:
-    from steps.problem import load_spec
+    from flywheel.contracts.problem import load_spec
 
     folder = write_specs(tmp_path / "specs", ("churn", "churn-model", ""), ("prices", "price-model", ""))
     target = tmp_path / "prefect.yaml"

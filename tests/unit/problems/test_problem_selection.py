@@ -10,6 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from flywheel.cli import app
+from flywheel.contracts.problem import PROBLEMS_DIR, SpecError
 from flywheel.problem_selection import (
     NoProblemChosen,
     active_problem_file,
@@ -17,7 +18,6 @@ from flywheel.problem_selection import (
     selected_problem,
     use_problem,
 )
-from steps.problem import PROBLEMS_DIR, SpecError
 
 runner = CliRunner()
 

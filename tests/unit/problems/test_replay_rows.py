@@ -14,8 +14,8 @@ import yaml
 from typer.testing import CliRunner
 
 from flywheel.cli import app
+from flywheel.contracts.problem import ProblemSpec
 from flywheel.replay import ReplayError, build_records, later_rows, rows_between, select_rows
-from steps.problem import ProblemSpec
 
 runner = CliRunner()
 

@@ -13,6 +13,7 @@ import pytest
 
 def train_and_register(sample: pd.DataFrame, weather: pd.DataFrame, rounds: int = 30) -> dict[str, Any]:
     """Train, register and promote one flights model into the MLflow of the current FLYWHEEL_HOME."""
+    from flywheel.contracts.problem import load_spec
     from stacks.components.data_validator import WhylogsValidator
     from stacks.components.tracking import configure_mlflow
     from stacks.loader import load_stack
@@ -21,7 +22,6 @@ def train_and_register(sample: pd.DataFrame, weather: pd.DataFrame, rounds: int 
     from steps.data.split import split
     from steps.model import promote, reference, register, track, train
     from steps.model.xgb import base_params, predict
-    from steps.problem import load_spec
 
     stack = load_stack("local")
     configure_mlflow(stack)

@@ -33,13 +33,13 @@ def _frame(n: int = 1_500) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def champion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from flywheel.contracts.problem import ProblemSpec
     from stacks.components.tracking import configure_mlflow
     from stacks.loader import load_stack
     from steps.data.features import build_dataset
     from steps.data.split import split
     from steps.model import promote, reference, register, track, train
     from steps.model.xgb import base_params, predict
-    from steps.problem import ProblemSpec
 
     home = tmp_path_factory.mktemp("multiclass-home")
     with pytest.MonkeyPatch.context() as mp:

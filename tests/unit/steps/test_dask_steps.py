@@ -14,6 +14,7 @@ import pytest
 import xgboost as xgb
 from distributed import Client, LocalCluster
 
+from flywheel.contracts.problem import load_spec
 from stacks.components.artifact_store import ArtifactStore
 from stacks.components.data_validator import WhylogsValidator
 from stacks.components.model_registry import LoadedModel
@@ -26,7 +27,6 @@ from steps.model.evaluate import score
 from steps.model.train import train
 from steps.model.tune import tune
 from steps.model.xgb import predict
-from steps.problem import load_spec
 
 pytestmark = pytest.mark.slow
 SPEC = load_spec("flights")

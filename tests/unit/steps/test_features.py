@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from flywheel.contracts.problem import ProblemSpec, load_spec
 from steps.data.features import (
     EVENT_TIME,
     FeatureError,
@@ -14,7 +15,6 @@ from steps.data.features import (
     make_label,
     point_in_time_join,
 )
-from steps.problem import ProblemSpec, load_spec
 
 SPEC = load_spec("flights")
 WEATHER = SPEC.joins[0]
@@ -217,7 +217,7 @@ def test_a_regression_label_of_text_says_so() -> None:
 def test_yaml_yes_is_text_in_a_spec(tmp_path: object) -> None:
     from pathlib import Path
 
-    from steps.problem import load_spec as load
+    from flywheel.contracts.problem import load_spec as load
 
     path = Path(str(tmp_path)) / "churn.yaml"
     path.write_text(

@@ -7,6 +7,7 @@ import optuna
 import pandas as pd
 import pytest
 
+from flywheel.contracts.problem import load_spec
 from steps.data.features import build_dataset
 from steps.data.split import Splits, split
 from steps.model.evaluate import evaluate, expected_calibration_error, score
@@ -14,7 +15,6 @@ from steps.model.explain import BIAS, contributions, explain, top_features
 from steps.model.train import train
 from steps.model.tune import tune
 from steps.model.xgb import predict
-from steps.problem import load_spec
 
 SPEC = load_spec("flights")
 

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from flywheel.contracts.problem import MAX_CLASSES, ProblemSpec, load_spec
 from stacks.components.data_validator import WhylogsValidator
 from steps.data import profile_spec
 from steps.data.profile_spec import InitError, draft_spec, problem_name, spec_source, write_spec
 from steps.data.validate import validate
-from steps.problem import MAX_CLASSES, ProblemSpec, load_spec
 
 
 def shaped(label: str, n: int = 600, *, with_time: bool = False, seed: int = 0) -> pd.DataFrame:

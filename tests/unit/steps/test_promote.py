@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from flywheel.contracts.problem import load_spec
 from flywheel.contracts.schema import FeatureColumn, FeatureSchema
 from steps.data.features import Dataset
 from steps.model.promote import decide
-from steps.problem import load_spec
 
 SPEC = load_spec("flights")
 RNG = np.random.default_rng(0)

@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from flywheel.contracts.problem import load_spec
 from stacks.components.artifact_store import ArtifactStore
 from stacks.components.data_validator import WhylogsValidator
 from stacks.components.model_registry import LoadedModel
 from steps.data import features
 from steps.inference.score import score_chunks
 from steps.model.train import train
-from steps.problem import load_spec
 
 SPEC = load_spec("flights")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from flywheel.contracts.problem import load_spec
 from steps.data.features import EVENT_TIME, build_dataset
 from steps.data.split import split
-from steps.problem import load_spec
 
 
 def test_time_split_trains_on_the_past(flights_sample: pd.DataFrame, weather: pd.DataFrame) -> None:

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from flywheel.contracts.problem import load_spec
 from stacks.components.data_validator import WhylogsValidator
 from stacks.config import WhylogsConfig
 from steps.data.validate import validate
-from steps.problem import load_spec
 
 SPEC = load_spec("flights")
 
@@ -121,7 +121,7 @@ def test_a_bound_the_spec_sets_is_binding(flights_sample: pd.DataFrame, validato
 def _labelled(
     values: Sequence[object], task: str = "binary", **target: object
 ) -> tuple[pd.DataFrame, object]:
-    from steps.problem import ProblemSpec
+    from flywheel.contracts.problem import ProblemSpec
 
     n = len(values)
     frame = pd.DataFrame({"x": np.arange(n, dtype=float), "y": values})

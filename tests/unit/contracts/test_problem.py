@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from steps.problem import PROBLEMS_DIR, ProblemSpec, SpecError, load_spec
+from flywheel.contracts.problem import PROBLEMS_DIR, ProblemSpec, SpecError, load_spec
 
 SHIPPED = sorted(PROBLEMS_DIR.glob("*.yaml"))
 

@@ -15,8 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from flywheel.contracts.expression import Expression, ExpressionError, parse
 from flywheel.contracts.schema import Task
-from steps.expression import Expression, ExpressionError, parse
 
 LabelValue = str | int | float | bool
 """A label value as a spec writes it (``bad``, ``1``, ``true``)."""
@@ -58,7 +58,7 @@ class _Frozen(BaseModel):
 
 class TargetSpec(_Frozen):
     """The label: a column, or a rule over columns (``arr_delay > 15``) in the safe language of
-    :mod:`steps.expression`.
+    :mod:`flywheel.contracts.expression`.
 
     The rule is untrusted text, so it is parsed and checked when the spec loads: a rule that is not allowed
     (attribute access, calls, ``@`` variables ...) fails ``load_spec`` and never reaches data.
@@ -291,7 +291,7 @@ SpecLoader.add_implicit_resolver(
     list("tTfF"),
 )
 
-PROBLEMS_DIR = Path(__file__).resolve().parent.parent / "flows" / "problems"
+PROBLEMS_DIR = Path(__file__).resolve().parents[2] / "flows" / "problems"
 
 
 def load_spec(name_or_path: str | Path) -> ProblemSpec:

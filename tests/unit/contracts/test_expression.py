@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steps.expression import MAX_LENGTH, ExpressionError, parse
+from flywheel.contracts.expression import MAX_LENGTH, ExpressionError, parse
 
 
 @pytest.fixture
