@@ -55,9 +55,10 @@ class FeedbackChecker:
     ) -> AcceptedFeedback | Response:
         """The labels to store (at most ``max_labels``: the largest batch), or the 4xx that says why not.
 
-        A multiclass label names a class of ``classes`` (or gives its index); it is stored as the index.
+        A classifier's label may name a class of ``classes`` (multiclass: or give its index; binary: 0 or
+        1); it is stored as the index.
         """
-        one, many = _models(task, max_labels, tuple(classes) if classes and task == "multiclass" else None)
+        one, many = _models(task, max_labels, tuple(classes) if classes and task != "regression" else None)
         if type(payload) is not dict:
             return _problem("", "send an object: {request_id, label} or {request_id, labels}", "model_type")
         if "label" in payload and "labels" in payload:
@@ -104,7 +105,7 @@ def feedback_schema(
     task: str, max_labels: int, classes: list[str] | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The OpenAPI body schema of ``/feedback`` for a task (``oneOf`` the two shapes) and its definitions."""
-    one, many = _models(task, max_labels, tuple(classes) if classes and task == "multiclass" else None)
+    one, many = _models(task, max_labels, tuple(classes) if classes and task != "regression" else None)
     definitions = {
         m.__name__: m.model_json_schema(ref_template="#/components/schemas/{model}") for m in (one, many)
     }

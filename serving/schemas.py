@@ -225,11 +225,34 @@ def _class_label(classes: tuple[str, ...]) -> Any:
     ]
 
 
+def _named_binary_label(classes: tuple[str, ...]) -> Any:
+    """A binary label of a model whose classes have names (``good``/``bad``): 0 or 1, or the name."""
+    index = {name: i for i, name in enumerate(classes)}
+
+    def check(value: float | str) -> float:
+        if isinstance(value, str):
+            if value in index:
+                return float(index[value])
+            raise ValueError(
+                f"{quoted(value)} is not a class of this model ({quoted(classes[0])} or {quoted(classes[1])})"
+            )
+        return _binary_label(value)
+
+    return Annotated[
+        Annotated[float, Field(strict=True)] | Annotated[str, Field(strict=True, max_length=1_000)],
+        Field(json_schema_extra={"description": f"0 or 1, or the class name: one of {list(classes)}"}),
+        AfterValidator(check),
+    ]
+
+
 def label_type(task: str, classes: tuple[str, ...] | None = None) -> Any:
-    """A label as the model's task allows it: 0 or 1 for binary, a class name or index for multiclass, a
-    finite float32 for regression (a JSON number, never a boolean; text only as a class name)."""
+    """A label as the model's task allows it: 0 or 1 for binary (or its class names, where the classes have
+    names), a class name or index for multiclass, a finite float32 for regression (a JSON number, never a
+    boolean; text only as a class name)."""
     if task == "multiclass":
         return _class_label(classes or ())
+    if task == "binary" and classes and len(classes) == 2 and list(classes) != ["0", "1"]:
+        return _named_binary_label(classes)
     if task == "binary":
         return Annotated[
             float, Field(strict=True, json_schema_extra={"enum": [0, 1]}), AfterValidator(_binary_label)

@@ -168,3 +168,20 @@ def test_traffic_log_and_profiles_keep_the_predicted_class(champion: dict[str, A
     reference = load_reference(store, MODEL, version)
     scores = WhylogsValidator().drift_scores(reference, merged)
     assert "prediction" in scores  # the predicted class distribution is compared like any categorical
+
+
+def test_a_binary_model_with_named_classes_takes_the_names_too() -> None:
+    from pydantic import ValidationError
+
+    from serving.schemas import feedback_models
+
+    one, _ = feedback_models("binary", 10, ("good", "bad"))
+    assert one.model_validate({"request_id": "r", "label": "bad"}).label == 1.0  # type: ignore[attr-defined]
+    assert one.model_validate({"request_id": "r", "label": "good"}).label == 0.0  # type: ignore[attr-defined]
+    assert one.model_validate({"request_id": "r", "label": 1}).label == 1.0  # type: ignore[attr-defined]
+    for bad in ("meh", 2, 0.5, True, "1"):
+        with pytest.raises(ValidationError):
+            one.model_validate({"request_id": "r", "label": bad})
+    plain, _ = feedback_models("binary", 10, ("0", "1"))  # 0/1 labels: numbers only, as before
+    with pytest.raises(ValidationError):
+        plain.model_validate({"request_id": "r", "label": "1"})
