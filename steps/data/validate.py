@@ -79,7 +79,8 @@ def validate(
                 )
     profiled = frame[checked].copy()
     try:
-        labels = make_label(frame, spec)
+        classes = label_classes(frame, spec)  # once: the label and the class checks both use it
+        labels = make_label(frame, spec, classes)
     except FeatureError as exc:
         report.results.append(CheckResult("target", spec.target.column, False, str(exc)))
         return report
@@ -95,7 +96,6 @@ def validate(
     )
     label: str | None = None
     if spec.task != "regression":
-        classes = label_classes(frame, spec)
         report.results.extend(_class_checks(labels, spec, validator.min_minority_fraction, classes))
         label = spec.label if spec.task == "binary" else None
     profiled[spec.label] = labels
