@@ -8,11 +8,11 @@ to make one.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from flywheel.contracts.problem import PROBLEMS_DIR, ProblemSpec, SpecError, load_spec
 from stacks.paths import flywheel_home
+from stacks.selection import remember_choice, remembered_choice
 
 __all__ = [
     "ENV_VAR",
@@ -45,14 +45,9 @@ def problem_selection(explicit: str | None) -> tuple[str, str]:
     """(name or path, where it came from) by the selection order; NoProblemChosen when nothing chose one."""
     if explicit and explicit.strip():
         return explicit.strip(), "given explicitly"
-    env = os.environ.get(ENV_VAR, "").strip()
-    if env:
-        return env, f"from ${ENV_VAR}"
-    marker = active_problem_file()
-    if marker.is_file():
-        chosen = marker.read_text(encoding="utf-8").strip()
-        if chosen:
-            return chosen, f"set by `flywheel problem use` in {marker}"
+    remembered = remembered_choice(ENV_VAR, active_problem_file(), "flywheel problem use")
+    if remembered is not None:
+        return remembered
     known = ", ".join(known_problems()) or "none in flows/problems/"
     raise NoProblemChosen(
         f"no problem chosen: pass --problem NAME, set {ENV_VAR}=NAME, or run `flywheel problem use NAME` "
@@ -65,15 +60,8 @@ def selected_problem(explicit: str | None = None) -> str:
     return problem_selection(explicit)[0]
 
 
-def _looks_like_path(value: str) -> bool:
-    return value.endswith((".yaml", ".yml")) or "/" in value or os.sep in value
-
-
 def use_problem(name: str) -> ProblemSpec:
     """Make ``name`` (a problem name or a spec's path) the chosen problem of this home, once it loads."""
     spec = load_spec(name)
-    value = str(Path(name).expanduser().resolve()) if _looks_like_path(name) else name
-    marker = active_problem_file()
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(value + "\n", encoding="utf-8")
+    remember_choice(active_problem_file(), name)
     return spec

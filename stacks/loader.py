@@ -9,7 +9,6 @@ parameter), `$FLYWHEEL_STACK`, the file written by `flywheel stack use`, then `l
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import yaml
 
 from stacks.config import STACK_NAME_PATTERN, Stack, StackError, parse_stack
 from stacks.paths import flywheel_home
+from stacks.selection import looks_like_path, remember_choice, remembered_choice
 
 __all__ = [
     "STACKS_DIR",
@@ -124,24 +124,13 @@ def stack_selection(explicit: str | None) -> tuple[str, str]:
     """(name, where it came from) by the selection order."""
     if explicit:
         return explicit, "given explicitly"
-    env = os.environ.get("FLYWHEEL_STACK", "").strip()
-    if env:
-        return env, "from $FLYWHEEL_STACK"
-    marker = active_stack_file()
-    if marker.is_file():
-        chosen = marker.read_text(encoding="utf-8").strip()
-        if chosen:
-            return chosen, f"set by `flywheel stack use` in {marker}"
-    return DEFAULT_STACK, "the default"
+    remembered = remembered_choice("FLYWHEEL_STACK", active_stack_file(), "flywheel stack use")
+    return remembered if remembered is not None else (DEFAULT_STACK, "the default")
 
 
 def selected_stack_name(explicit: str | None = None) -> str:
     """The stack to use: `explicit`, else $FLYWHEEL_STACK, else the `stack use` file, else `local`."""
     return stack_selection(explicit)[0]
-
-
-def _looks_like_path(value: str) -> bool:
-    return value.endswith((".yaml", ".yml")) or "/" in value or os.sep in value
 
 
 def stack_file(name: str) -> Path | None:
@@ -163,7 +152,7 @@ def load_stack(name_or_path: str | None = None) -> Stack:
     StackError naming the file, the component, the key and the reference to write instead.
     """
     chosen, origin = stack_selection(name_or_path)
-    if _looks_like_path(chosen):
+    if looks_like_path(chosen):
         path = Path(chosen).expanduser()
         if not path.is_file():
             raise StackError(f"{chosen}: no such stack file ({origin})")
@@ -182,8 +171,5 @@ def load_stack(name_or_path: str | None = None) -> Stack:
 def use_stack(name: str) -> Stack:
     """Make `name` the active stack for this flywheel home, after checking that it loads."""
     stack = load_stack(name)
-    value = str(Path(name).expanduser().resolve()) if _looks_like_path(name) else name
-    marker = active_stack_file()
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(value + "\n", encoding="utf-8")
+    remember_choice(active_stack_file(), name)
     return stack
