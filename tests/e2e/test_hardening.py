@@ -9,6 +9,7 @@ away in the middle of its body. The clients are ``benchmarks/hardening_attacks.p
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -103,16 +104,18 @@ def test_rejecting_a_flood_costs_no_more_than_serving_one(service: Service, tmp_
         tmp_path.joinpath(f"{name}.json").write_text(json.dumps(body))
     attacks.closed_loop(service.port, "/predict", single, 0.5)  # warm-up
     alone = attacks.closed_loop(service.port, "/predict", single, 3)
-    kept: dict[str, float] = {}
-    for name in bodies:
-        flood = attacks.start_flood(service.port, paths[name], tmp_path / f"{name}.json", 8, 4.5)
-        time.sleep(1)
-        beside = attacks.closed_loop(service.port, "/predict", single, 3)
-        flooded = attacks.finish_flood(flood, 4.5)
-        assert beside.statuses == {"200": beside.requests}, beside
-        expected = "422" if name == "empty" else "200"
-        assert set(flooded.statuses) == {expected} and flooded.hangs == 0 and flooded.errors == 0, flooded
-        kept[name] = beside.rps / alone.rps
+    samples: dict[str, list[float]] = {name: [] for name in bodies}
+    for _ in range(3):  # interleaved rounds, medians: one 3 s sample per condition missed by 1% once in CI
+        for name in bodies:
+            flood = attacks.start_flood(service.port, paths[name], tmp_path / f"{name}.json", 8, 4.5)
+            time.sleep(1)
+            beside = attacks.closed_loop(service.port, "/predict", single, 3)
+            flooded = attacks.finish_flood(flood, 4.5)
+            assert beside.statuses == {"200": beside.requests}, beside
+            expected = "422" if name == "empty" else "200"
+            assert set(flooded.statuses) == {expected} and flooded.hangs == 0 and flooded.errors == 0, flooded
+            samples[name].append(beside.rps / alone.rps)
+    kept = {name: statistics.median(values) for name, values in samples.items()}
     shown = ", ".join(f"beside {n}: {r:.2f}x" for n, r in kept.items())
     assert kept["empty"] >= 0.8 * kept["valid row"], f"alone {alone.rps:,.0f} req/s; {shown}"
     assert kept["empty"] > kept["valid batch"], f"alone {alone.rps:,.0f} req/s; {shown}"
