@@ -18,7 +18,14 @@ from flywheel.contracts.problem import ProblemSpec
 from stacks.sqlite_init import sqlite_schema_lock
 from steps.data.features import Dataset
 from steps.model import tune_dask
-from steps.model.trial import make_objective, make_pruner, make_sampler
+from steps.model.trial import (
+    ProgressCallback,
+    ProgressCounter,
+    TrialProgress,
+    make_objective,
+    make_pruner,
+    make_sampler,
+)
 from steps.model.xgb import base_params, eval_lower_is_better, eval_metric, matrix
 
 log = logging.getLogger(__name__)
@@ -61,11 +68,14 @@ def tune(
     n_jobs: int | None = None,
     device: str = "cpu",
     client: Any | None = None,
+    on_trial: ProgressCallback | None = None,
 ) -> TuningResult:
     """Run (or join) the study and return the best parameters with the rounds early stopping chose.
 
     With a Dask ``client`` the trials run on the cluster's workers, one trial per worker thread, all in
     one study (see ``tune_dask``); without one they run here, one after another, on ``n_jobs`` threads.
+    Each finished trial is logged and passed to ``on_trial`` (its value and the best so far), so that a
+    caller can show tuning progress where its users look; an exception it raises stops the tuning.
     """
     n_trials = n_trials if n_trials is not None else spec.tuning.n_trials
     timeout_s = timeout_s if timeout_s is not None else spec.tuning.timeout_s
@@ -74,22 +84,11 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     create_storage_tables(storage)
     started = time.perf_counter()
-    done = 0
 
-    def progress(number: int, value: float | None, best: float | None) -> None:
-        nonlocal done
-        done += 1
-        shown = "pruned" if value is None else f"{metric}={value:.4f}"
-        log.info(
-            "trial %d/%d (#%d) %s, best %s=%.4f (%.0fs)",
-            done,
-            n_trials,
-            number,
-            shown,
-            metric,
-            float("nan") if best is None else best,
-            time.perf_counter() - started,
-        )
+    def report(progress: TrialProgress) -> None:
+        log.info("%s", progress.describe())
+        if on_trial is not None:
+            on_trial(progress)
 
     classes = fit.schema.classes
     fixed = base_params(
@@ -111,7 +110,7 @@ def tune(
             sampler=sampler,
             seed=seed,
             fixed={**fixed, "nthread": n_jobs or 1},  # parallel trials, not threads, use the cores
-            on_trial=progress,
+            on_trial=report,
         )
     else:
         dfit = matrix(fit.X, fit.y)
@@ -125,9 +124,11 @@ def tune(
             load_if_exists=True,
         )
 
+        counter = ProgressCounter(metric, n_trials, direction == "maximize")
+
         def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             complete = any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-            progress(trial.number, trial.value, study.best_value if complete else None)
+            report(counter.record(trial.number, trial.value, study.best_value if complete else None))
 
         study.optimize(
             make_objective(dfit, dvalid, spec, fixed, pruning),

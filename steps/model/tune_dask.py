@@ -16,7 +16,6 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -26,8 +25,8 @@ import xgboost as xgb
 
 from flywheel.contracts.problem import ProblemSpec
 from steps.data.features import Dataset
-from steps.model.trial import make_objective, make_pruner, make_sampler
-from steps.model.xgb import matrix
+from steps.model.trial import ProgressCallback, ProgressCounter, make_objective, make_pruner, make_sampler
+from steps.model.xgb import eval_metric, matrix
 
 # per worker process: (cache key, thread id) -> (fit matrix, validation matrix)
 _MATRICES: dict[tuple[str, int], tuple[xgb.DMatrix, xgb.DMatrix]] = {}
@@ -140,9 +139,13 @@ def optimize(
     sampler: str,
     seed: int,
     fixed: dict[str, Any],
-    on_trial: Callable[[int, float | None, float | None], None],
+    on_trial: ProgressCallback | None = None,
 ) -> optuna.Study:
-    """Run ``n_trials`` trials of the study on the client's workers; return the study seen from here."""
+    """Run ``n_trials`` trials of the study on the client's workers; return the study seen from here.
+
+    ``on_trial`` hears of each trial here, in the client's process, as its result comes back (in the
+    order they finish), with the best value so far among this run's trials.
+    """
     from distributed import as_completed
 
     shared = shared_storage(client, storage)
@@ -171,16 +174,15 @@ def optimize(
         )
         for slot in range(n_trials)
     ]
-    best: float | None = None
-    sign = 1 if direction == "maximize" else -1
+    counter = ProgressCounter(eval_metric(spec), n_trials, direction == "maximize")
     try:
         for future in as_completed(futures, loop=client.loop):  # this client, default or not
             outcome: TrialOutcome | None = future.result()
             if outcome is None:
                 continue
-            if outcome.value is not None and (best is None or sign * (outcome.value - best) > 0):
-                best = outcome.value
-            on_trial(outcome.number, outcome.value, best)
+            progress = counter.record(outcome.number, outcome.value)
+            if on_trial is not None:
+                on_trial(progress)
     finally:
         client.cancel([f for f in futures if not f.done()])  # after a failure: no orphan trials
         client.run(forget, key)
