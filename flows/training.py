@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.cluster import dask_client
+from flows.progress import TuningProgress
 from flows.runtime import StackContext, compute_summary, ingest_joins, resolve_stack
 from flows.tasks import StepTimer
 from flywheel.contracts import events
@@ -120,6 +121,9 @@ def training(
                 n_jobs=ctx.n_jobs,
                 device=ctx.device,
                 client=client,
+                on_trial=TuningProgress(
+                    _key(spec, "tuning"), n_trials or spec.tuning.n_trials, spec.model_name
+                ),
             )
             booster = _train(timer, ctx, client, parts.train, tuning)
         choice = timer.run(
