@@ -219,8 +219,8 @@ def _log_findings(server: Server) -> list[str]:
                 continue
             in_traceback = False
             key = f"exception: {line.strip()}"
-        elif (
-            re.search(r"ERROR|\" 5\d\d |could not load", line) and "Exception in ASGI application" not in line
+        elif re.search(r"ERROR|\" 5\d\d |hot swap .* failed", line) and (
+            "Exception in ASGI application" not in line
         ):
             key = line.strip()
         else:

@@ -26,6 +26,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from serving.auth import token_from_stack
 from serving.deps import ServiceContext
@@ -34,12 +35,14 @@ from serving.hotpath import HotPathMiddleware, hot_endpoints
 from serving.profiling import ProfilerConfig, TrafficRecorder
 from serving.request_ids import LabelledIds, RequestIds, load_key
 from serving.routes import ROUTERS
-from serving.routes.docs import openapi
+from serving.routes.docs import OpenAPIDocument
 from serving.routes.predict import HOT_PATH
 from serving.settings import ServiceSettings
 
 log = logging.getLogger("flywheel.serving")
 FEEDBACK_WINDOW_S = 90 * 86400
+DOCS_ASSETS = "/docs-assets"
+"""Where the Swagger UI and ReDoc files (JS, CSS, favicon) are served, from the fastapi-offline package."""
 """How long after a prediction its ground truth is accepted (labels of credit or churn take months)."""
 
 
@@ -64,17 +67,20 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     settings = settings or ServiceSettings.from_env()
     ctx = ServiceContext(settings)
     _startup(ctx)
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from the service itself (DOCS_ASSETS), not from a CDN: the
+    # pages work on a machine without internet, and ReDoc asks for no Google fonts
+    app: FastAPI = FastAPIOffline(
         title="Flywheel prediction service",
         version="1",
         lifespan=_lifespan,
         description=f"Serves `models:/{settings.model_name}@champion`, hot-swapped when the alias moves.",
+        static_url=DOCS_ASSETS,
     )
     app.state.ctx = ctx
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(HotPathMiddleware, endpoints=hot_endpoints(app.routes, HOT_PATH))
-    app.openapi = lambda: openapi(app, ctx)  # type: ignore[method-assign]
+    app.openapi = OpenAPIDocument(app, ctx)  # type: ignore[method-assign]
     return app
 
 

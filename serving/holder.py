@@ -3,6 +3,9 @@
 ``current`` is one reference, replaced in a single assignment once a new version is loaded and warmed up,
 so a request sees either the old model or the new one, never half of each. A version that fails to load
 leaves the old one serving; the failure is counted on /metrics and logged, and retried after a back-off.
+Every swap is one INFO line (``hot swap of flight-delay: v3 -> v4 (the champion alias moved from v3 to v4),
+loaded in 0.4 s``) and every failed one a WARNING line with the error, each saying why it was tried: start-up,
+the alias moved, a retry after a failed load, or the registry answering again after an error.
 
 Every check of the registry is recorded: which version the champion alias names, when it was looked at, and
 why the check failed (``registry_error``: the registry cannot be read, or has no such model or alias) or why
@@ -33,6 +36,8 @@ from stacks.components.model_versions import AliasNotSet, alias_target
 from stacks.components.registry_health import RegistryUnavailable, describe_error
 
 log = logging.getLogger("flywheel.serving")
+RETRY_AFTER_S = 60.0
+"""How long the watcher waits before it tries again to load a version that failed to load."""
 
 
 @dataclass
@@ -123,17 +128,27 @@ class ModelHolder:
         """The registry error, else the load error: what ``/model`` and a 503 name."""
         return self.registry_error or self.load_error
 
-    def load(self, version: str) -> Served:
+    def load(self, version: str, reason: str = "asked to load it") -> Served:
+        """Load, warm up and swap in ``version``; one INFO line says from which version, why and how long."""
+        started = time.monotonic()
+        previous = self.current
         served = prepare(load_model(self.model_name, version), self.max_batch_size)
         with self._lock:
             self.current = served  # the swap: one reference assignment
             self._load_failure = None
         self.metrics.serving(self.model_name, served.version)
         self.metrics.model_loads.labels(outcome="loaded").inc()
-        log.info("serving %s v%s", self.model_name, served.version)
+        log.info(
+            "hot swap of %s: %s -> v%s (%s), loaded in %.1f s",
+            self.model_name,
+            _named(previous),
+            served.version,
+            reason,
+            time.monotonic() - started,
+        )
         return served
 
-    def refresh(self, retry_after_s: float = 60.0) -> bool:
+    def refresh(self, retry_after_s: float = RETRY_AFTER_S) -> bool:
         """Check the champion alias and load its version if it moved; True when a new version is now served.
 
         Never raises: a registry that cannot be read, or has no champion, is recorded as ``registry_error``
@@ -146,32 +161,58 @@ class ModelHolder:
         except Exception as exc:  # anything else the client raises is the same state, named by its type
             self._check_failed(f"the registry check failed: {describe_error(exc)}", alias_unset=False)
             return False
+        # what the last check left, for the reason the swap log line gives (this check overwrites it)
+        first_check = self.checked_at is None
+        champion_before, error_before = self.champion_version, self.registry_error
         self._checked(version)
         if self.current is not None and version == self.current.version:
             return False
         failed = self._failed.get(version)
         if failed is not None and time.monotonic() - failed[0] < retry_after_s:
             return False
+        reason = self._swap_reason(version, first_check, champion_before, error_before)
         try:
-            self.load(version)
+            self.load(version, reason)
         except Exception as exc:  # any failure must keep the old model serving
             why = describe_error(exc)
             self._failed[version] = (time.monotonic(), why)
             with self._lock:
                 self._load_failure = (version, why)
             self.metrics.model_loads.labels(outcome="failed").inc()
-            log.error(
-                "could not load %s v%s, still serving %s: %s",
+            log.warning(
+                "hot swap of %s: %s -> v%s failed (%s): %s; %s, retried after %.0f s",
                 self.model_name,
+                _named(self.current),
                 version,
-                "nothing" if self.current is None else f"v{self.current.version}",
+                reason,
                 why,
+                "nothing is served" if self.current is None else f"v{self.current.version} keeps serving",
+                RETRY_AFTER_S,
             )
             return False
         finally:
             self._update_gauge()
         self._failed.pop(version, None)
         return True
+
+    def _swap_reason(
+        self, version: str, first_check: bool, champion_before: str | None, error_before: str | None
+    ) -> str:
+        """Why ``version`` is loaded now, from the state before this check: what the swap log lines say."""
+        failed = self._failed.get(version)
+        if failed is not None:
+            return f"retry: its load failed {time.monotonic() - failed[0]:.0f} s ago: {failed[1]}"
+        if first_check:
+            return "start-up"
+        if error_before is not None:
+            return f"the registry check succeeded again after: {error_before}"
+        served = self.current
+        if champion_before is not None and champion_before != version:
+            moved = f"the champion alias moved from v{champion_before} to v{version}"
+            if served is not None and champion_before != served.version:
+                moved += f" (v{champion_before} had failed to load)"
+            return moved
+        return f"the champion alias names v{version}"
 
     def _checked(self, version: str) -> None:
         """The registry answered: the alias names ``version``; a load error of any other version is over."""
@@ -255,6 +296,10 @@ class ModelHolder:
         if self.current is None:
             return {"name": self.model_name, "version": None, **errors}
         return {**self.current.model.info(), **errors}
+
+
+def _named(served: Served | None) -> str:
+    return "nothing" if served is None else f"v{served.version}"
 
 
 def _detail(

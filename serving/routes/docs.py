@@ -1,5 +1,9 @@
 """The OpenAPI document: the error responses the endpoints share, and the request bodies, which are the
-served model's own request models (so the document follows a swap to a version with other features)."""
+served model's own request models.
+
+The document is built once per served version (:class:`OpenAPIDocument`), not once per app as FastAPI's
+``app.openapi_schema`` would keep it: after a hot swap to a version with other features, ``/openapi.json``
+and the ``/docs`` page that reads it describe the version now served."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from pydantic import BaseModel
 from serving.body import JSON
 from serving.deps import ServiceContext
 from serving.feedback import feedback_schema
+from serving.holder import Served
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "malformed JSON, or the client went away before the body was complete"},
@@ -34,18 +39,38 @@ def body_schema(name: str) -> dict[str, Any]:
     }
 
 
-def openapi(app: FastAPI, ctx: ServiceContext) -> dict[str, Any]:
-    """FastAPI's document plus the request models of the model being served."""
+class OpenAPIDocument:
+    """``app.openapi``: the document of the version being served, rebuilt when the holder swaps.
+
+    The cache is one (served version, document) pair, replaced in one assignment: a request that races a
+    swap gets a document of the old model or of the new one, and the next request after the swap rebuilds.
+    It is keyed by the version number, not the model object, so it keeps no swapped-out booster alive."""
+
+    def __init__(self, app: FastAPI, ctx: ServiceContext) -> None:
+        self.app = app
+        self.ctx = ctx
+        self._cached: tuple[str | None, dict[str, Any]] | None = None
+
+    def __call__(self) -> dict[str, Any]:
+        served = self.ctx.holder.current
+        version = None if served is None else served.version
+        cached = self._cached
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        schema = openapi(self.app, served, self.ctx.holder.max_batch_size)
+        self._cached = (version, schema)
+        return schema
+
+
+def openapi(app: FastAPI, served: Served | None, max_batch_size: int) -> dict[str, Any]:
+    """FastAPI's document plus the request models of ``served`` (placeholders when nothing is served)."""
     from fastapi.openapi.utils import get_openapi
 
-    if app.openapi_schema:
-        return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    served = ctx.holder.current
     feedback, definitions = feedback_schema(
         served.model.task if served is not None else "regression",
-        ctx.holder.max_batch_size,
+        max_batch_size,
         served.classes if served is not None else None,
     )
     components.update(definitions)
@@ -62,5 +87,4 @@ def openapi(app: FastAPI, ctx: ServiceContext) -> dict[str, Any]:
         components.setdefault("Record", {"type": "object"})
         components.setdefault("Batch", {"type": "object"})
         components.setdefault("ColumnBatch", {"type": "object"})
-    app.openapi_schema = schema
     return schema

@@ -118,6 +118,11 @@ def test_a_broken_database_is_reported_and_its_repair_picked_up_without_restart(
         assert body["detail"] == f"serving v{champion['version']}, the version the champion alias names"
         assert c.get("/model").json()["last_error"] is None
         assert gauge(c, "flywheel_model_is_champion") == 1
+        [swap] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("hot swap of ")]
+        assert swap.startswith(
+            f"hot swap of {MODEL}: nothing -> v{champion['version']} (the registry check succeeded again "
+            f"after: {line.getMessage().removeprefix(f'champion check of {MODEL} failed: ')}), loaded in "
+        ), swap
 
 
 def test_no_such_model_or_alias_names_which(good_db: Path) -> None:
