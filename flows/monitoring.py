@@ -1,6 +1,7 @@
 """The monitoring flow: the champion's serving windows against its own training profile, realized
 performance where labels came back, a report, and, when the stack's policy says so, a drift event that
-prefect.yaml's training deployment is triggered by."""
+prefect.yaml's training deployment is triggered by (its payload's ``mode`` becomes the training run's
+``mode``: full on input drift, incremental on mild decay with steady inputs)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from stacks.components.model_versions import alias_version
 from steps.monitor import drift as drift_step
 from steps.monitor import policy as policy_step
 from steps.monitor import report, state, track, windows
+
+PAST_VERSIONS = 4  # earlier versions whose realized metrics the report shows beside the champion's
 
 
 @flow(name="monitoring", log_prints=True)
@@ -46,32 +49,52 @@ def monitoring(problem: str, stack: str | None = None, emit: bool = True) -> dic
     reference = timer.run(windows.load_reference, "load-reference", ctx.store, spec.model_name, version)
     views = {name: windows.load_window(ctx.store, w) for name, w in sorted(checked.items())}
     drift = timer.run(drift_step.window_drift, "drift", reference, views, ctx.validator, watched)
-    labelled = timer.run(
-        windows.labelled_predictions,
+    # the champion and up to PAST_VERSIONS before it: realized metrics over time, per version
+    versions = [version] + (
+        [str(v) for v in range(int(version) - 1, max(0, int(version) - 1 - PAST_VERSIONS), -1)]
+        if version.isdigit()
+        else []
+    )
+    by_version = timer.run(
+        windows.labelled_by_version,
         "labels",
         ctx.store,
         spec.model_name,
-        version,
+        versions,
         model.task,
         model.schema.classes,
     )
+    labelled = by_version[version]
     realized = policy_step.realized_metrics(labelled.frame, model.task)
     if labelled.skipped:
         realized["skipped_labels"] = float(sum(labelled.skipped.values()))
         logger.warning("label rows left out: %s", labelled.skipped)
     now = datetime.now(UTC)
-    # the cooldown counts from the later of: this champion's registration, the last retrain we asked for
-    moments = [datetime.fromtimestamp(model.created_at, UTC)] if model.created_at else []
-    if remembered.last_event() is not None:
-        moments.append(remembered.last_event())  # type: ignore[arg-type]
-    decision = policy_step.decide(policy, drift, realized, max(moments) if moments else None, now, watched)
-    summary_md = report.to_markdown(spec.model_name, version, decision, drift, realized)
-    html_report = report.to_html(
-        f"Monitoring {spec.model_name} v{version}",
-        summary_md,
+    registered = datetime.fromtimestamp(model.created_at, UTC) if model.created_at else None
+    decision = policy_step.decide(
+        policy,
         drift,
-        report.heatmap(drift, policy.drift_threshold),
-        decision.evidence,
+        realized,
+        remembered.last_event(),
+        now,
+        watched,
+        champion_registered=registered,
+    )
+    over_time = report.realized_over_time({v: lab.frame for v, lab in by_version.items()}, model.task)
+    content = report.build(
+        spec.model_name,
+        version,
+        decision,
+        policy,
+        drift,
+        realized,
+        skipped=labelled.skipped,
+        over_time=over_time,
+        ignored=spec.monitoring.ignore_drift,
+        checked_at=now,
+    )
+    html_report = report.to_html(
+        content, report.heatmap(drift, policy.drift_threshold), report.realized_figure(over_time)
     )
     report_uri = ctx.store.write_bytes(layout.monitoring_report(spec.model_name, now), html_report.encode())
     run_id = timer.run(
@@ -86,7 +109,7 @@ def monitoring(problem: str, stack: str | None = None, emit: bool = True) -> dic
         retries=2,
     )
     create_markdown_artifact(
-        summary_md + f"\n\nHTML report: `{report_uri}`",
+        report.to_markdown(content, report_uri),
         key=f"{spec.name}-monitoring",
         description=f"Monitoring of {spec.model_name} v{version}",
     )
@@ -99,6 +122,8 @@ def monitoring(problem: str, stack: str | None = None, emit: bool = True) -> dic
             resource=events.model_resource(spec.model_name, version),
             payload={
                 "reason": decision.summary(),
+                "mode": decision.mode,
+                "mode_reason": decision.mode_reason,
                 "model": spec.model_name,
                 "version": version,
                 "evidence": decision.evidence,
@@ -122,6 +147,8 @@ def monitoring(problem: str, stack: str | None = None, emit: bool = True) -> dic
         "fire": decision.fire,
         "reason": decision.summary(),
         "suppressed_by": decision.suppressed_by,
+        "mode": decision.mode,
+        "waiting": decision.waiting,
         "windows": list(views),
         "realized": realized,
         "skipped_labels": labelled.skipped,

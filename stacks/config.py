@@ -66,6 +66,7 @@ __all__ = [
     "ServerLimits",
     "Stack",
     "StackError",
+    "TrainingMode",
     "TunerComponent",
     "WhylogsConfig",
     "parse_stack",
@@ -202,8 +203,15 @@ class MlflowRegistryConfig(_Config):
     registry_uri: str | None = None
 
 
+TrainingMode = Literal["full", "incremental"]
+"""How a retrain learns: ``full`` trains anew on the source plus the feedback; ``incremental`` continues
+boosting the champion on the collected feedback."""
+
+
 class RetrainingPolicyConfig(_Config):
-    """When monitoring asks for a retrain: N drifting windows of the last M, an AUC floor, a cooldown."""
+    """When monitoring asks for a retrain (N drifting windows of the last M, an AUC floor, cooldowns), and
+    how: drift in the inputs means a full retrain; decay of realized performance with steady inputs means
+    ``decay_mode`` (the champion still fits its inputs, it only needs the newest labels)."""
 
     features: list[str] | None = None  # watched columns; null = every model feature
     include_prediction: bool = True  # the prediction distribution counts as a column
@@ -213,12 +221,21 @@ class RetrainingPolicyConfig(_Config):
     min_window_rows: int = Field(default=500, ge=1)  # fewer rows: sampling noise alone passes 0.15
     auc_floor: float | None = Field(default=0.6, gt=0, lt=1)
     min_labels: int = Field(default=200, ge=1)
-    cooldown_hours: float = Field(default=24, ge=0)
+    cooldown_hours: float = Field(default=24, ge=0)  # since the last retrain monitoring asked for
+    # since the champion was registered (give a new champion its own traffic); null = cooldown_hours
+    champion_cooldown_hours: float | None = Field(default=None, ge=0)
+    decay_mode: TrainingMode = "incremental"  # realized AUC under the floor, no window drifting
+    full_below_auc: float | None = Field(default=None, gt=0, lt=1)  # decay this deep is not mild: full
 
     @model_validator(mode="after")
     def _n_within_m(self) -> RetrainingPolicyConfig:
         if self.n_windows > self.of_last:
             raise ValueError(f"n_windows ({self.n_windows}) cannot exceed of_last ({self.of_last})")
+        deep, floor = self.full_below_auc, self.auc_floor
+        if deep is not None and floor is not None and deep >= floor:
+            raise ValueError(
+                f"full_below_auc ({self.full_below_auc}) must be under auc_floor ({self.auc_floor})"
+            )
         return self
 
 

@@ -1,4 +1,5 @@
-"""Monitoring runs in MLflow (experiment ``monitoring``): drift per column, realized metrics, the decision."""
+"""Monitoring runs in MLflow (experiment ``monitoring``): drift per column, realized metrics, the decision
+(its summary as the reason tag and the run's description, the training mode as a parameter)."""
 
 from __future__ import annotations
 
@@ -32,16 +33,23 @@ def log_monitoring_run(
 ) -> str:
     client = MlflowClient()
     experiment_id = ensure_experiment(EXPERIMENT)
+    summary = decision.summary()
+    verdict = f"retrain ({decision.mode})" if decision.fire else "no retrain"
     run = client.create_run(
         experiment_id,
+        run_name=f"{model} v{version}: {verdict}",
         tags={
             MONITORED_MODEL_TAG: model,
             MONITORED_VERSION_TAG: version,
             MONITORING_DECISION_TAG: "retrain" if decision.fire else "none",
-            REASON_TAG: decision.summary()[:TAG_VALUE_LIMIT],
+            REASON_TAG: summary[:TAG_VALUE_LIMIT],
+            # the run page's description: the same sentence as the artifact and the report
+            "mlflow.note.content": summary,
         },
     )
     run_id = str(run.info.run_id)
+    if decision.mode is not None:
+        client.log_param(run_id, "retrain_mode", decision.mode)
     if not drift.empty:
         worst = drift.groupby("column")["statistic"].max()
         for column, value in worst.items():

@@ -86,22 +86,43 @@ def labelled_predictions(
     Label rows that are not ground truth for ``task`` are skipped and counted (steps.monitor.labels).
     A multiclass model logs its predicted class (a name of ``classes``); it is joined as its index, like
     the labels."""
-    predictions, bad_logs = _read_parquets(store, layout.prediction_logs(model_name, version))
+    return labelled_by_version(store, model_name, [version], task, classes)[version]
+
+
+def labelled_by_version(
+    store: ArtifactStore,
+    model_name: str,
+    versions: list[str],
+    task: str,
+    classes: list[str] | None = None,
+) -> dict[str, Labelled]:
+    """:func:`labelled_predictions` of several versions, reading the model's label files once (labels are
+    kept per model, by request id, not per version). ``classes`` is the monitored version's class order;
+    it is used for every version (a multiclass label file holds indices into it)."""
     feedback, bad_files = _read_parquets(store, layout.feedback_labels(model_name))
     labels = clean_labels(feedback, task, len(classes) if classes else None)
-    skipped = dict(labels.skipped)
-    if bad_files:
-        skipped["unreadable label files"] = bad_files
-    if bad_logs:
-        skipped["unreadable prediction logs"] = bad_logs
-    if predictions.empty or labels.frame.empty or not {"request_id", "prediction"} <= set(predictions):
-        return Labelled(pd.DataFrame(columns=["request_id", "prediction", "label", "ts"]), skipped)
+    out: dict[str, Labelled] = {}
+    for version in versions:
+        predictions, bad_logs = _read_parquets(store, layout.prediction_logs(model_name, version))
+        skipped = dict(labels.skipped)
+        if bad_files:
+            skipped["unreadable label files"] = bad_files
+        if bad_logs:
+            skipped["unreadable prediction logs"] = bad_logs
+        out[version] = Labelled(_join(predictions, labels.frame, task, classes), skipped)
+    return out
+
+
+def _join(
+    predictions: pd.DataFrame, labels: pd.DataFrame, task: str, classes: list[str] | None
+) -> pd.DataFrame:
+    if predictions.empty or labels.empty or not {"request_id", "prediction"} <= set(predictions):
+        return pd.DataFrame(columns=["request_id", "prediction", "label", "ts"])
     logged = predictions[["request_id", "prediction", "ts"]]
     if task == "multiclass":
         index = {str(c): float(i) for i, c in enumerate(classes or [])}
         logged = logged.assign(prediction=logged["prediction"].astype(str).map(index))
     logged = logged[np.isfinite(pd.to_numeric(logged["prediction"], errors="coerce").to_numpy("float64"))]
-    joined = logged.drop_duplicates("request_id").merge(
-        labels.frame[["request_id", "label"]], on="request_id", how="inner"
+    return logged.drop_duplicates("request_id").merge(
+        labels[["request_id", "label"]], on="request_id", how="inner"
     )
-    return Labelled(joined, skipped)
