@@ -150,6 +150,26 @@ def test_request_ids_expire_and_cannot_be_altered() -> None:
     assert other_model.check(rid) == "not a request id this service issued"
 
 
+def test_ids_signed_before_blake2b_still_accepted() -> None:
+    """Ids issued with the earlier HMAC-SHA256 MAC stay valid for feedback within their window."""
+    import hashlib
+    import hmac
+
+    ids = RequestIds(b"k" * 32, max_age_s=60, model="m")
+    # what the earlier service did: the per-model key, HMAC-SHA256 of the body cut to 24 hex
+    key = hmac.digest(b"k" * 32, b"flywheel request ids for model m", hashlib.sha256)
+    body = f"{int(time.time()):x}-2-{'ab' * 8}"
+    legacy = f"{body}-{hmac.digest(key, body.encode(), hashlib.sha256).hex()[:24]}"
+    checked = ids.check(legacy)
+    assert not isinstance(checked, str) and checked.rows == 2
+    assert ids.issue(2).rsplit("-", 1)[1] != legacy.rsplit("-", 1)[1]
+    forged = f"{body.replace('-2-', '-3-')}-{legacy.rsplit('-', 1)[1]}"
+    assert ids.check(forged) == "not a request id this service issued"
+    assert (
+        RequestIds(b"k" * 32, max_age_s=60, model="n").check(legacy) == "not a request id this service issued"
+    )
+
+
 def test_labelled_ids_are_bounded() -> None:
     seen = LabelledIds(capacity=3)
     assert seen.claim(["a", "b"]) == [] and seen.claim(["a"]) == ["a"]
