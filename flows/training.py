@@ -36,6 +36,7 @@ def training(
     pruning: bool = True,
     seed: int = 42,
     reason: str = "manual",
+    mode: str = "full",
 ) -> dict[str, Any]:
     """Train, evaluate and register a model for a problem spec on a stack; promote it if it passes the gate.
 

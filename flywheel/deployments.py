@@ -90,12 +90,18 @@ def _cron(expression: str | None, **parameters: Any) -> list[dict[str, Any]]:
     return [schedule]
 
 
-def _trigger(name: str, spec: ProblemSpec, event: str, parameters: dict[str, str]) -> dict[str, Any]:
+def _trigger(
+    name: str, spec: ProblemSpec, event: str, parameters: dict[str, str], does: str
+) -> dict[str, Any]:
+    """An automation named after what it does, its description naming the event and resource it matches
+    (the Automations page lists names and descriptions, not the trigger's JSON)."""
+    resource = model_resource_id(spec.model_name)
     return {
         "name": name,
+        "description": _Folded(f"On {event} for {resource}: {does}"),
         "type": "event",
         "enabled": True,
-        "match": {RESOURCE_ID: model_resource_id(spec.model_name)},
+        "match": {RESOURCE_ID: resource},
         "expect": _Inline([event]),
         "posture": "Reactive",
         "threshold": 1,
@@ -138,7 +144,7 @@ def deployments_for(
             "description": describe(
                 "Ingest, validate, tune, train, evaluate, explain, register and gate a new model, on its "
                 "schedule and whenever monitoring reports drift (the trigger passes the evidence in as the "
-                "run's reason)."
+                "run's reason, and full or incremental as its mode)."
             ),
             "entrypoint": "flows/training.py:training",
             "tags": _Inline(["flywheel", "training", name]),
@@ -146,13 +152,16 @@ def deployments_for(
             "schedules": _cron(spec.schedules.training, reason=f"schedule ({spec.schedules.training} UTC)"),
             "triggers": [
                 _trigger(
-                    f"{name}: retrain on drift",
+                    f"retrain {spec.model_name} on drift",
                     spec,
                     DRIFT_EVENT,
                     {
                         "stack": "{{ event.payload.stack }}",
                         "reason": "drift-detected: {{ event.payload.reason }}",
+                        "mode": "{{ event.payload.mode }}",
                     },
+                    f"runs training/{name} with the evidence as its reason and the monitoring policy's "
+                    "training mode (full on input drift, incremental on mild decay).",
                 )
             ],
             "work_pool": work_pool,
@@ -189,10 +198,11 @@ def deployments_for(
             "schedules": _cron(spec.schedules.service),
             "triggers": [
                 _trigger(
-                    f"{name}: serve the new champion",
+                    f"serve the new {spec.model_name} champion",
                     spec,
                     PROMOTED_EVENT,
                     {"stack": "{{ event.payload.stack }}"},
+                    f"runs deployment/{name}, which starts the service or has it swap to the new champion.",
                 )
             ],
             "work_pool": work_pool,

@@ -197,8 +197,8 @@ def scenario(loop_env: dict[str, Any]) -> None:
         for p in problems:  # each problem's triggers match its own model only
             model = yaml.safe_load((ROOT / "flows" / "problems" / f"{p}.yaml").read_text())["model_name"]
             for name, event in (
-                (f"{p}: retrain on drift", "drift-detected"),
-                (f"{p}: serve the new champion", "promoted"),
+                (f"retrain {model} on drift", "drift-detected"),
+                (f"serve the new {model} champion", "promoted"),
             ):
                 assert f"flywheel.model.{model}" in str(automations[name].trigger), automations[name].trigger
                 assert event in str(automations[name].trigger)

@@ -91,19 +91,19 @@ def test_two_specs_give_two_sets_of_deployments_with_distinct_triggers(tmp_path:
         for t in d.get("triggers", [])
     }
     assert triggers == {
-        ("training/churn", "flywheel.model.churn-model", (DRIFT_EVENT,), "churn: retrain on drift"),
+        ("training/churn", "flywheel.model.churn-model", (DRIFT_EVENT,), "retrain churn-model on drift"),
         (
             "deployment/churn",
             "flywheel.model.churn-model",
             (PROMOTED_EVENT,),
-            "churn: serve the new champion",
+            "serve the new churn-model champion",
         ),
-        ("training/prices", "flywheel.model.price-model", (DRIFT_EVENT,), "prices: retrain on drift"),
+        ("training/prices", "flywheel.model.price-model", (DRIFT_EVENT,), "retrain price-model on drift"),
         (
             "deployment/prices",
             "flywheel.model.price-model",
             (PROMOTED_EVENT,),
-            "prices: serve the new champion",
+            "serve the new price-model champion",
         ),
     }
     # schedules from each spec; null is no schedule (written as [] so prefect deploy never asks for one)
@@ -197,3 +197,31 @@ def test_specs_from_another_folder_are_passed_to_the_flows_by_path(tmp_path: Pat
     assert runner.invoke(app, [*args, "--check"]).exit_code == 0
     missing = runner.invoke(app, ["deployments", "write", "--problems", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "Invalid value for '--problems'" in missing.output
+
+
+def test_automations_say_what_they_do_and_pass_parameters_the_flows_take() -> None:
+    """The trigger's parameters must be parameters of the flow it runs: Prefect refuses a run with an
+    unknown one. Monitoring's policy picks the training mode; the trigger hands it over as ``mode``."""
+    import inspect
+
+    from flows.deployment import deployment
+    from flows.training import training
+
+    takes = {
+        "training": set(inspect.signature(training.fn).parameters),
+        "deployment": set(inspect.signature(deployment.fn).parameters),
+    }
+    deployments = by_flow(yaml.safe_load(generated_prefect_yaml()))
+    for flow, event, name in (
+        ("training", DRIFT_EVENT, "retrain flight-delay on drift"),
+        ("deployment", PROMOTED_EVENT, "serve the new flight-delay champion"),
+    ):
+        (trigger,) = deployments[f"{flow}/flights"]["triggers"]
+        assert trigger["name"] == name
+        assert trigger["description"].startswith(f"On {event} for flywheel.model.flight-delay: runs {flow}/")
+        assert set(trigger["parameters"]) <= takes[flow], trigger["parameters"]
+    (retrain,) = deployments["training/flights"]["triggers"]
+    assert retrain["parameters"]["mode"] == "{{ event.payload.mode }}"
+    assert inspect.signature(training.fn).parameters["mode"].default == "full"
+    # and monitoring puts it in the event's payload
+    assert '"mode": decision.mode,' in (PREFECT_YAML.parent / "flows" / "monitoring.py").read_text()
