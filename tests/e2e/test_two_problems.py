@@ -251,7 +251,7 @@ def scenario(two_env: dict[str, Any]) -> None:
             )
         assert names["deployment/energy"].parameters["model_name"] == ENERGY_MODEL
         automations = {a.name: a for a in client.read_automations()}
-        for p, model in (("energy", ENERGY_MODEL), ("flights", "flight-delay")):
+        for model in (ENERGY_MODEL, "flight-delay"):
             for name in (f"retrain {model} on drift", f"serve the new {model} champion"):
                 assert f"flywheel.model.{model}" in str(automations[name].trigger), automations[name].trigger
         training = names["training/flights"]  # a smaller budget: the deployment's defaults
