@@ -11,6 +11,8 @@ experiment 1 share one folder; so experiments created here get `<artifact store>
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,22 +32,47 @@ class MlflowTarget:
 _artifact_base: str | None = None
 
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+"""The experiment tag MLflow 3's UI reads for what an experiment is (GenAI apps, or model training)."""
+MODEL_TRAINING_KIND = "custom_model_development"
+"""Its value for "Machine learning": runs, metrics and models, not empty trace and evaluation panels."""
+ML_VIEW_QUERY = "workflowType=machine_learning"
+"""The MLflow UI's own switch between its GenAI and machine-learning views, for links we print: in
+MLflow 3.17 the sidebar's switch (remembered in the browser, GenAI unless changed) decides the view, and
+the experiment tag decides it only where that switch is off."""
+
+
 def ensure_experiment(name: str) -> str:
-    """The experiment's id, creating it (with the stack's artifact location) when it does not exist."""
+    """The experiment's id, creating it (with the stack's artifact location) when it does not exist.
+
+    Experiments are created as model-training experiments; one that exists without a kind (created by
+    an older Flywheel, or by MLflow itself) gets it here, the first time a run starts in it. A kind that
+    someone set deliberately is left as it is.
+    """
     from mlflow import MlflowClient
 
     client = MlflowClient()
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return str(experiment.experiment_id)
-    location = f"{_artifact_base}/{name}" if _artifact_base else None
-    try:
-        return str(client.create_experiment(name, artifact_location=location))
-    except Exception:  # created concurrently by another process: use theirs
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return str(experiment.experiment_id)
+    if experiment is None:
+        location = f"{_artifact_base}/{name}" if _artifact_base else None
+        try:
+            return str(
+                client.create_experiment(
+                    name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
+                )
+            )
+        except Exception:  # created concurrently by another process: use theirs
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    return str(experiment.experiment_id)
+
+
+def experiment_ui_path(experiment_id: str) -> str:
+    """The MLflow UI's page of an experiment, opened on its runs (append it to the UI's address)."""
+    return f"#/experiments/{experiment_id}/runs?{ML_VIEW_QUERY}"
 
 
 def configure_mlflow(stack: Any, *, create_experiment: bool = True) -> MlflowTarget:
@@ -84,3 +111,33 @@ def configure_mlflow(stack: Any, *, create_experiment: bool = True) -> MlflowTar
     elif any(uri.startswith("sqlite:") for uri in (tracking_uri, registry_uri)):
         os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")  # read when a store is built
     return MlflowTarget(tracking_uri, registry_uri, config.experiment_name, _artifact_base)
+
+
+def readable(value: Any) -> str:
+    """A quantity as a person reads it in a tag, parameter or description: ``labels 4,904``, ``10``
+    rounds (not ``10.0``, what a column with a gap holds); other values as ``str`` gives them. For counts
+    and amounts: a code or a year (``2013``) is passed as text, so it is not grouped."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, numbers.Integral):
+        return f"{int(value):,}"
+    if isinstance(value, numbers.Real):
+        number = float(value)
+        if math.isfinite(number) and number.is_integer():
+            return f"{int(number):,}"
+    return str(value)
+
+
+def reason_label(reason: str | None, limit: int = 40) -> str:
+    """Why a run happened, in a few words: ``drift-detected: 3 of 4 windows ...`` -> ``drift-detected``,
+    ``schedule (0 3 * * 1 UTC)`` -> ``schedule``; the whole reason stays in the run's tag."""
+    head = (reason or "").split(":", 1)[0].split(" (", 1)[0].strip()
+    return head if len(head) <= limit else head[: limit - 1].rstrip() + "…"
+
+
+def run_name(model: str, action: str, *details: str, reason: str | None = None) -> str:
+    """A run's name in MLflow's lists, saying what ran on which model: ``flight-delay train 2026-12-01
+    16:05 UTC (drift-detected)``, ``flight-delay monitor v3``."""
+    label = reason_label(reason)
+    name = " ".join([model, action, *[d for d in details if d]])
+    return f"{name} ({label})" if label else name

@@ -6,8 +6,8 @@ timed step.
 
 from __future__ import annotations
 
-import time
 import warnings
+from datetime import UTC, datetime
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -22,6 +22,7 @@ from flywheel.contracts.model_version import (
     JoinedDataset,
 )
 from flywheel.contracts.problem import ProblemSpec
+from stacks.components.tracking import ensure_experiment, readable, run_name
 from steps.data.ingest import Snapshot
 from steps.model.evaluate import Evaluation
 from steps.model.explain import Explanation
@@ -30,13 +31,21 @@ from steps.model.tune import TuningResult
 
 
 def start_run(experiment_name: str, spec: ProblemSpec, tags: dict[str, str]) -> str:
-    experiment = mlflow.set_experiment(experiment_name)
+    """A training run in the experiment (created as a model-training experiment when new), named for
+    what it is: ``flight-delay train 2026-12-01 16:05 UTC (drift-detected)``."""
+    experiment_id = ensure_experiment(experiment_name)
     run = MlflowClient().create_run(
-        experiment.experiment_id,
-        run_name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        experiment_id,
+        run_name=training_run_name(spec, tags.get(REASON_TAG)),
         tags={PROBLEM_TAG: spec.name, **tags},
     )
     return str(run.info.run_id)
+
+
+def training_run_name(spec: ProblemSpec, reason: str | None, when: datetime | None = None) -> str:
+    """The model, ``train``, when (UTC, to the minute) and why in a word or two; the full reason is a tag."""
+    moment = (when or datetime.now(UTC)).astimezone(UTC)
+    return run_name(spec.model_name, "train", moment.strftime("%Y-%m-%d %H:%M UTC"), reason=reason)
 
 
 def lineage_tags(snapshot: Snapshot, joins: dict[str, Snapshot], reason: str) -> dict[str, str]:
@@ -71,7 +80,7 @@ def log_inputs(
         "dataset.source": snapshot.source_uri,
     }
     for key, value in {**base, **params}.items():
-        client.log_param(run_id, key, str(value)[:6000])
+        client.log_param(run_id, key, readable(value)[:6000])
     inputs = [(spec.name, snapshot, "training"), *[(n, s, f"join:{n}") for n, s in joins.items()]]
     with mlflow.start_run(run_id=run_id):
         for name, snap, context in inputs:
@@ -88,7 +97,7 @@ def log_inputs(
             # MetaDataset records a dataset by digest and source alone (its rows live in the snapshot)
             dataset = MetaDataset(source=source, name=name, digest=snap.digest)  # type: ignore[abstract]
             mlflow.log_input(
-                dataset, context=context, tags={"source_uri": snap.source_uri, "rows": str(snap.rows)}
+                dataset, context=context, tags={"source_uri": snap.source_uri, "rows": readable(snap.rows)}
             )
 
 
@@ -106,7 +115,7 @@ def log_results(run_id: str, tuning: TuningResult, evaluation: Evaluation, expla
     }.items():
         client.log_metric(run_id, key, float(number))
     for key, param in tuning.best_params.items():
-        client.log_param(run_id, f"xgb.{key}", str(param))
+        client.log_param(run_id, f"xgb.{key}", str(param))  # configuration, as XGBoost takes it
     log_figures(run_id, evaluation.figures)
     if explanation.figure is not None:
         log_figures(run_id, {"shap_importance": explanation.figure})
