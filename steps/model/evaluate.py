@@ -104,7 +104,7 @@ def slice_metrics(
     for column in spec.slices:
         if column not in frame.columns:
             continue
-        values = frame[column].astype("string").fillna("<missing>").to_numpy()
+        values = slice_values(frame[column])
         for value in pd.unique(values):
             mask = values == value
             m = score(y[mask], p[mask], spec.task, threshold or spec.fixed_threshold).get(
@@ -112,6 +112,16 @@ def slice_metrics(
             )
             rows.append({"slice": column, "value": str(value), "rows": int(mask.sum()), spec.metric: m})
     return pd.DataFrame(rows, columns=["slice", "value", "rows", spec.metric])
+
+
+def slice_values(column: pd.Series) -> np.ndarray:
+    """Each row's slice value as text: a whole-number column stored as floats (month, after a join or a
+    gap) reads ``10``, not ``10.0``; a missing value is ``<missing>``."""
+    if pd.api.types.is_float_dtype(column):
+        present = column.dropna().to_numpy(dtype="float64")
+        if np.isfinite(present).all() and (present == np.round(present)).all():
+            column = column.astype("Int64")
+    return column.astype("string").fillna("<missing>").to_numpy()
 
 
 def evaluate(
@@ -132,7 +142,7 @@ def evaluate(
     else:
         result.figures = _regression_figures(y, p)
     if not result.slices.empty:
-        result.figures["slices"] = _slice_figure(result.slices, spec)
+        result.figures["slices"] = slice_figure(result.slices, spec)
     return result
 
 
@@ -201,19 +211,50 @@ def _regression_figures(y: np.ndarray, p: np.ndarray) -> dict[str, Figure]:
     return {"predicted_vs_actual": fig, "residuals": fig2}
 
 
-def _slice_figure(slices: pd.DataFrame, spec: ProblemSpec) -> Figure:
-    groups = list(slices.groupby("slice", sort=False))
-    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 2.2 * len(groups) + 0.5), squeeze=False)
-    for ax, (name, part) in zip(axes[:, 0], groups, strict=True):
-        part = part.sort_values(
-            "value", key=lambda s: pd.to_numeric(s, errors="coerce").fillna(0) if name == "month" else s
-        )
-        ax.bar(part["value"], part[spec.metric], color="tab:blue")
+def plotted_slices(slices: pd.DataFrame, min_rows: int) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The slices a plot shows (at least ``min_rows`` rows: the promotion gate ignores smaller ones, and
+    a bar over 12 flights is noise a reader would take for a finding) and, per slice column, how many
+    values were left out. The metrics table keeps every slice."""
+    enough = slices["rows"] >= min_rows
+    left_out = {str(name): int((~part).sum()) for name, part in enough.groupby(slices["slice"], sort=False)}
+    return slices[enough], left_out
+
+
+def _ordered(part: pd.DataFrame) -> pd.DataFrame:
+    """Numbers in numeric order (month 2 before 10), text alphabetically."""
+    numeric = pd.to_numeric(part["value"], errors="coerce")
+    if numeric.notna().all():
+        return part.assign(_order=numeric).sort_values("_order").drop(columns="_order")
+    return part.sort_values("value")
+
+
+def slice_figure(slices: pd.DataFrame, spec: ProblemSpec) -> Figure:
+    """The metric per slice value, each bar labelled with its rows; slices below the spec's
+    ``promotion.min_slice_rows`` are left out, and each panel's title says how many."""
+    min_rows = spec.promotion.min_slice_rows
+    shown, left_out = plotted_slices(slices, min_rows)
+    names = list(left_out)
+    fig, axes = plt.subplots(len(names), 1, figsize=(8, 2.4 * len(names) + 0.5), squeeze=False)
+    for ax, name in zip(axes[:, 0], names, strict=True):
+        part = _ordered(shown[shown["slice"] == name])
+        dropped = left_out[name]
+        values = "value" if dropped == 1 else "values"
+        note = f"; {dropped} {values} under {min_rows:,} rows not shown" if dropped else ""
+        ax.set_title(f"{spec.metric} by {name} (on each bar: its test rows{note})", fontsize=9)
         ax.set_ylabel(spec.metric)
-        ax.set_title(f"{spec.metric} by {name}")
+        if part.empty:
+            ax.text(0.5, 0.5, f"no {name} value has {min_rows:,} test rows", ha="center", va="center")
+            ax.set_xticks([])
+            continue
+        heights = part[spec.metric].astype("float64")
+        bars = ax.bar(part["value"], heights, color="tab:blue")
+        ax.bar_label(bars, labels=[f"{r:,}" for r in part["rows"]], fontsize=7, padding=1)
         ax.tick_params(axis="x", labelrotation=45, labelsize=7)
-        finite = part[spec.metric].dropna()
+        finite = heights[np.isfinite(heights)]
         if spec.metric in ("roc_auc", "pr_auc", "roc_auc_ovr", "accuracy", "f1_macro") and not finite.empty:
-            ax.set_ylim(max(0.0, float(finite.min()) - 0.05), min(1.0, float(finite.max()) + 0.05))
+            lo, hi = max(0.0, float(finite.min()) - 0.05), float(finite.max()) + 0.02
+            ax.set_ylim(lo, hi + 0.15 * (hi - lo))  # room above the bars for their row counts
+        else:
+            ax.margins(y=0.15)
     fig.tight_layout()
     return fig
