@@ -14,6 +14,11 @@ answered ``408`` and its connection closed (the app, waiting on it, sees the cli
 only when a body is still on its way after the data at hand is parsed, so a request whose body came with its
 headers, nearly every one, pays nothing for it (a timer in the app cost 3.6-11 us a request, measured).
 
+A request still running when the graceful-shutdown timeout cancels it is answered ``503`` with
+``Connection: close`` and a ``Retry-After`` (uvicorn answers any exception, this cancellation included, with a
+``500``, which says the service failed rather than that it is going away: a client or balancer retries a 503
+on another replica). Only that cancellation is: a real error in the app is still uvicorn's 500.
+
 The cost is one ``loop.call_later`` and its ``cancel`` per request (about 1 us with uvloop, measured). uvicorn
 loads this class by its import string (``--http serving.server_protocol:ServerProtocol``, rendered by
 ``stacks.components.deployers.server_options``) in every server process, workers included, before it
@@ -34,6 +39,7 @@ from typing import Any, ClassVar
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.h11_impl import RequestResponseCycle as H11Cycle
 
 from serving.settings import service_limits
 
@@ -46,6 +52,7 @@ __all__ = [
     "ServerProtocol",
     "prepare_process",
     "raise_open_file_limit",
+    "shutdown_aware",
 ]
 
 log = logging.getLogger("uvicorn.error")
@@ -58,6 +65,37 @@ PROBES = frozenset({b"/health", b"/ready"})
 """Request targets answered even past ``limit_concurrency`` (cheap, and what orchestrators restart by)."""
 
 REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+SHUTTING_DOWN = (
+    b'{"detail": "the service is shutting down: this request was not finished within its graceful shutdown '
+    b'timeout; send it again"}'
+)
+SHUTDOWN_RESPONSE_RETRY_AFTER_S = 1
+
+
+def shutdown_aware(cycle: type[Any]) -> type[Any]:
+    """uvicorn's request cycle ``cycle`` answering ``503`` instead of ``500`` when its task was cancelled
+    (by uvicorn's graceful-shutdown timeout, the only canceller of a request task).
+
+    uvicorn's ``run_asgi`` catches the ``CancelledError`` and calls ``send_500_response`` from within the
+    cancelled task, whose ``cancelling()`` is then non-zero; any other exception leaves it at zero."""
+
+    class ShutdownAwareCycle(cycle):  # type: ignore[misc,valid-type]
+        async def send_500_response(self) -> None:
+            task = asyncio.current_task()
+            if task is None or not task.cancelling():
+                await super().send_500_response()
+                return
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(SHUTTING_DOWN)).encode()),
+                (b"connection", b"close"),
+                (b"retry-after", str(SHUTDOWN_RESPONSE_RETRY_AFTER_S).encode()),
+            ]
+            await self.send({"type": "http.response.start", "status": 503, "headers": headers})
+            await self.send({"type": "http.response.body", "body": SHUTTING_DOWN, "more_body": False})
+
+    ShutdownAwareCycle.__name__ = ShutdownAwareCycle.__qualname__ = f"ShutdownAware{cycle.__name__}"
+    return ShutdownAwareCycle
 
 
 @dataclass(frozen=True)
@@ -168,6 +206,10 @@ class _Limited:
 
     _header_timer: asyncio.TimerHandle | None = None
     _body_timer: asyncio.TimerHandle | None = None
+    _shutting_down = False
+    # uvicorn's request cycle class, and the one that answers 503 when the shutdown cancels it
+    _cycle: ClassVar[type[Any]]
+    _shutdown_cycle: ClassVar[type[Any]]
 
     # cooperative: placed before uvicorn's protocol class, super() is that class
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -186,6 +228,19 @@ class _Limited:
         # headers, nearly every request, never arms the timer)
         if self._body_timer is None and self._body_pending():
             self._body_timer = self.loop.call_later(self.body_timeout_s, self._body_late)
+
+    def shutdown(self) -> None:
+        """uvicorn's call on every connection when the graceful shutdown begins: from now on a request of
+        this connection cut off by the shutdown timeout is answered 503 (:func:`shutdown_aware`). Swapping the
+        cycle's class here, not when each request begins, keeps the request path free of it."""
+        self._shutting_down = True
+        self._shutdown_aware()
+        super().shutdown()  # type: ignore[misc]
+
+    def _shutdown_aware(self) -> None:
+        cycle = self.cycle
+        if cycle is not None and cycle.__class__ is self._cycle:
+            cycle.__class__ = self._shutdown_cycle
 
     def _body_done(self) -> None:
         if self._body_timer is not None:
@@ -240,8 +295,13 @@ class _Limited:
 class H11ServerProtocol(_Limited, H11Protocol):
     """uvicorn's h11 protocol with the header timeout and the connection cap (when httptools is missing)."""
 
+    _cycle = H11Cycle
+    _shutdown_cycle = shutdown_aware(H11Cycle)
+
     def handle_events(self) -> None:
         super().handle_events()
+        if self._shutting_down:
+            self._shutdown_aware()  # a request whose headers came in after the shutdown began
         if self._body_timer is not None and not self._body_pending():
             self._body_done()
         waiting = self.conn.their_state is h11.IDLE  # no request line and headers parsed yet
@@ -263,6 +323,7 @@ ServerProtocol: type[asyncio.Protocol]
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle as HttpToolsCycle
 except ImportError:  # pragma: no cover - uvicorn without httptools
     ServerProtocol = H11ServerProtocol
 else:
@@ -271,13 +332,21 @@ else:
         """uvicorn's httptools protocol with the header timeout and the connection cap."""
 
         _in_headers = False
+        _cycle = HttpToolsCycle
+        _shutdown_cycle = shutdown_aware(HttpToolsCycle)
 
         def data_received(self, data: bytes) -> None:
-            super().data_received(data)
+            # uvicorn's own, then both checks here (not through _Limited's: a frame less per request)
+            HttpToolsProtocol.data_received(self, data)
             # headers still incomplete once this data is parsed: time them (a new connection's timer runs
             # on from when it opened). Headers that came whole, nearly every request, never arm a timer.
             if self._in_headers and self._header_timer is None:
                 self._arm()
+            # a body still on its way: time it (one that came whole with its headers arms nothing)
+            if self._body_timer is None:
+                cycle = self.cycle
+                if cycle is not None and cycle.more_body and not cycle.disconnected:
+                    self._body_timer = self.loop.call_later(self.body_timeout_s, self._body_late)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -297,8 +366,10 @@ else:
                     super().on_headers_complete()
                 finally:
                     self.limit_concurrency = limit
-                return
-            super().on_headers_complete()
+            else:
+                super().on_headers_complete()
+            if self._shutting_down:
+                self._shutdown_aware()  # a request whose headers came in after the shutdown began
 
         def on_message_complete(self) -> None:
             self._body_done()

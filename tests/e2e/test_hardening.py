@@ -9,6 +9,7 @@ away in the middle of its body. The clients are ``benchmarks/hardening_attacks.p
 from __future__ import annotations
 
 import json
+import signal
 import statistics
 import time
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ class Service:
     server: Server
     record: dict[str, Any]
     home: Path
+    model: str
 
     @property
     def port(self) -> int:
@@ -62,7 +64,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
                 procs, "service", stack, home, trained.spec.model_name, FLYWHEEL_PROFILING="off"
             )
             wait_ready(server, "/ready", 120)
-            yield Service(server, record, home)
+            yield Service(server, record, home, trained.spec.model_name)
 
 
 def _log_lines(server: Server) -> list[str]:
@@ -148,3 +150,42 @@ def test_client_gone_mid_body_is_one_log_line_and_no_traceback(service: Service)
     assert len(added) == 1, f"{len(added)} log lines for one client gone mid-body: {added}"
     assert "Traceback" not in "\n".join(lines)
     assert attacks.post(service.port, "/predict", service.record).status == 200
+
+
+def test_a_request_cut_off_by_the_shutdown_timeout_is_a_503_with_connection_close(service: Service) -> None:
+    """A second service from the same home, with a body timeout longer than its graceful-shutdown timeout:
+    a client sends its headers and part of its body, the service gets SIGTERM. At the shutdown timeout the
+    request is cancelled and answered 503 (uvicorn's answer was a 500), the connection closed, the process
+    gone soon after."""
+    grace_s = 2
+    limits = {**BENCH_LIMITS, "body_timeout_s": 30.0, "graceful_shutdown_timeout_s": grace_s}
+    stack = write_stack(service.home / "shutdown-e2e.yaml", "shutdown-e2e", free_port(), limits)
+    with Processes(service.home / "logs-shutdown") as procs:
+        server, _ = start_service(
+            procs, "shutdown", stack, service.home, service.model, FLYWHEEL_PROFILING="off"
+        )
+        wait_ready(server, "/ready", 120)
+        sock = attacks.partial_body_client(server.port)
+        try:
+            time.sleep(0.3)
+            signalled = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            sock.settimeout(grace_s + 10)
+            received = b""
+            while chunk := sock.recv(65536):  # to the server's close
+                received += chunk
+            answered_s = time.monotonic() - signalled
+        finally:
+            sock.close()
+        server.process.wait(timeout=10)
+    head, _, body = received.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    assert lines[0].startswith("HTTP/1.1 503"), received[:300]
+    assert headers.get("connection") == "close" and headers.get("retry-after") == "1", headers
+    assert "shutting down" in json.loads(body)["detail"]
+    assert grace_s - 0.3 <= answered_s <= grace_s + 3, answered_s
+    log = server.log.read_text(errors="replace")
+    assert "request cancelled: the graceful shutdown timeout passed" in log and "Traceback" not in log, log[
+        -3000:
+    ]
