@@ -188,17 +188,34 @@ def replay_command(
             help="the service (default: where the champion is recorded as served, else the stack's port)"
         ),
     ] = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="then wait until the serving windows holding the traffic are written (monitoring judges "
+            "written windows only)",
+        ),
+    ] = False,
     stack: StackOption = None,
 ) -> None:
     """Send rows the model never trained on to the service, then their true labels to /feedback.
 
     Without --source: the rows of the problem's source after its training period (by its time column),
-    or those between --from and --to. A problem without a time column needs --source."""
+    or those between --from and --to. A problem without a time column needs --source. Shows progress
+    while sending; with --wait, returns once monitoring can see the traffic."""
     import os
 
     from flywheel.contracts.problem import SpecError, load_spec
-    from flywheel.replay import ReplayError, replay, select_rows
+    from flywheel.replay import ReplayError, progress_line, replay, select_rows
     from steps.data.sources import SourceError
+
+    live = sys.stderr.isatty()
+
+    def show(result: Any) -> None:  # one updating line on a terminal, a line every 5 s in a log
+        if live:
+            typer.echo("\r" + progress_line(result) + "   ", nl=False, err=True)
+        else:
+            typer.echo(progress_line(result), err=True)
 
     try:
         spec = load_spec(_problem(problem))
@@ -213,10 +230,14 @@ def replay_command(
             duration=duration,
             feedback_delay=feedback_delay,
             token=os.environ.get("FLYWHEEL_API_TOKEN"),
+            progress=show,
+            progress_every=1.0 if live else 5.0,
         )
     except (ReplayError, SourceError, SpecError) as exc:
         typer.secho(f"replay failed: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc
+    if live:
+        typer.echo("", err=True)
     typer.echo(
         f"sent {result.sent} requests to {target} in {result.seconds:.1f}s, {result.failed} failed, "
         f"{result.rejected} rejected as invalid, "
@@ -225,6 +246,59 @@ def replay_command(
     )
     if result.failed:
         raise typer.Exit(1)
+    if wait:
+        _wait_for_windows(stack, spec.model_name, result.answered)
+
+
+def _wait_for_windows(stack: str | None, model_name: str, answered: dict[str, set[int]]) -> None:
+    """``replay --wait``: poll the stack's artifact store until the windows holding the replayed traffic
+    are written (flywheel.replay_wait), showing what is left; exit 1 if they never come."""
+    import os
+    from datetime import UTC, datetime
+
+    from flywheel.replay_wait import describe, expected_windows, wait_for_windows, window_seconds
+    from stacks.components.artifact_store import ArtifactStore
+    from stacks.config import StackError
+    from stacks.loader import load_stack, selected_stack_name
+
+    try:
+        chosen = load_stack(selected_stack_name(stack))
+    except StackError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    window_s = window_seconds(chosen.data_validator_config().profile_window_seconds, os.environ)
+    expected = expected_windows(answered, window_s)
+    if not expected:
+        typer.echo("nothing was answered: no window to wait for")
+        return
+    shown: list[float] = []
+
+    def show(state: Any) -> None:
+        if state.done or not shown or state.waited - shown[-1] >= 15:
+            shown.append(state.waited)
+            left = sum(len(s) for s in state.missing.values())
+            by = datetime.fromtimestamp(state.expected_by, UTC)
+            if not state.done:
+                typer.echo(
+                    f"waiting for {left} window(s) of {window_s} s ({describe(state.missing)}); "
+                    f"expected by {by:%H:%M:%S} UTC",
+                    err=True,
+                )
+
+    store = ArtifactStore.from_stack(chosen)
+    state = wait_for_windows(store, model_name, expected, window_s, on_poll=show)
+    if not state.done:
+        typer.secho(
+            f"windows not written after {state.waited:.0f} s: {describe(state.missing)} under "
+            f"{store.uri('serving/' + model_name)}; is the service profiling on the stack {chosen.name!r}?",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(1)
+    count = sum(len(s) for s in expected.values())
+    typer.echo(
+        f"{count} window(s) written ({describe(expected)}) after {state.waited:.0f} s: monitoring sees them"
+    )
 
 
 def _storage_options(source: str | None, stack: str | None) -> dict[str, Any] | None:

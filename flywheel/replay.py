@@ -15,6 +15,7 @@ import math
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ __all__ = [
     "ReplayResult",
     "build_records",
     "later_rows",
+    "progress_line",
     "replay",
     "rows_between",
     "select_rows",
@@ -47,6 +49,22 @@ class ReplayResult:
     statuses: Counter[int] = field(default_factory=Counter)
     versions: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    total: int = 0  # rows chosen to send
+    # the whole seconds (epoch) at which each version answered: which serving windows hold the traffic
+    answered: dict[str, set[int]] = field(default_factory=dict)
+
+    def rate(self) -> float:
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+
+def progress_line(result: ReplayResult) -> str:
+    """What replay shows while it sends: ``sent 1,250 of 5,000 (49.8/s), 1,180 labels, 0 failed``."""
+    failed = f", {result.failed:,} failed" if result.failed else ", 0 failed"
+    rejected = f", {result.rejected:,} rejected" if result.rejected else ""
+    return (
+        f"sent {result.sent:,} of {result.total:,} ({result.rate():.1f}/s), "
+        f"{result.feedback_sent:,} labels posted{failed}{rejected}"
+    )
 
 
 def _needs_time(spec: ProblemSpec) -> TimeSpec:
@@ -210,9 +228,14 @@ def replay(
     feedback_delay: float,
     token: str | None = None,
     seed: int = 0,
+    progress: Callable[[ReplayResult], None] | None = None,
+    progress_every: float = 1.0,
 ) -> ReplayResult:
     """Send a random sample of ``rows`` (at most ``limit``) to ``url``/predict, and each known label to
-    /feedback ``feedback_delay`` seconds after its prediction. The service must serve the problem's model."""
+    /feedback ``feedback_delay`` seconds after its prediction. The service must serve the problem's model.
+
+    ``progress`` is called with the running result at most every ``progress_every`` seconds while sending,
+    while the last labels go out, and once at the end."""
     import requests
 
     spec = problem if isinstance(problem, ProblemSpec) else load_spec(problem)
@@ -237,7 +260,7 @@ def replay(
     # a random sample in random order: each window then shows the period's traffic, not a few hours of it
     pool = rows.sample(n=min(limit, len(rows)), random_state=seed)
     records, labels = build_records(pool, info["features"], spec, info.get("classes"))
-    result = ReplayResult()
+    result = ReplayResult(total=len(records))
     pending: deque[tuple[float, str, float | int]] = deque()
     done = threading.Event()
     lock = threading.Lock()
@@ -268,6 +291,17 @@ def replay(
     worker = threading.Thread(target=send_feedback, daemon=True)
     worker.start()
     started = time.monotonic()
+    shown = started
+    sending: float | None = None  # seconds spent sending, once done: the rate is of sending, not draining
+
+    def report() -> None:
+        nonlocal shown
+        now = time.monotonic()
+        if progress is not None and now - shown >= progress_every:
+            shown = now
+            result.seconds = now - started if sending is None else sending
+            progress(result)
+
     for i, (record, label) in enumerate(zip(records, labels, strict=True)):
         if time.monotonic() - started > duration:
             break
@@ -281,6 +315,7 @@ def replay(
             if r.status_code == 200:
                 body = r.json()
                 result.versions[body["model_version"]] += 1
+                result.answered.setdefault(str(body["model_version"]), set()).add(int(time.time()))
                 if label is not None:
                     with lock:
                         pending.append((time.monotonic() + feedback_delay, body["request_id"], label))
@@ -292,7 +327,14 @@ def replay(
             result.failed += 1
             result.statuses[0] += 1
         result.sent += 1
+        report()
+    sending = time.monotonic() - started
     done.set()
-    worker.join(timeout=feedback_delay + 30)
-    result.seconds = time.monotonic() - started
+    deadline = time.monotonic() + feedback_delay + 30
+    while worker.is_alive() and time.monotonic() < deadline:
+        worker.join(timeout=min(progress_every, 1.0))
+        report()
+    result.seconds = sending
+    if progress is not None:
+        progress(result)
     return result

@@ -259,6 +259,17 @@ def scenario(loop_env: dict[str, Any]) -> None:
         )
         return str(latest[0].data.tags["flywheel.reason"])
 
+    from flywheel.replay_wait import expected_windows, wait_for_windows
+    from stacks.components.artifact_store import ArtifactStore
+
+    store = ArtifactStore.from_stack(load_stack("loop-e2e"))
+
+    def written(result: Any) -> None:
+        expected = expected_windows(result.answered, 15)
+        state = wait_for_windows(store, "flight-delay", expected, 15, poll_s=1)
+        assert state.done, f"windows never written: {state.missing}"
+        t(f"{sum(map(len, expected.values()))} windows written {state.waited:.0f} s after the replay")
+
     spec = load_spec("flights")
     training_months = rows_between(flights, spec, "2013-01", "2013-10")
     same = replay(
@@ -266,7 +277,7 @@ def scenario(loop_env: dict[str, Any]) -> None:
     )
     assert same.failed == 0, same.statuses
     t(f"replayed {same.sent} flights of the training months (Jan-Oct)")
-    time.sleep(17)  # let the last profile window close
+    written(same)  # what `flywheel replay --wait` does: until the windows holding the traffic are written
     verdict = monitor_once("training months")
     t(f"monitoring on the training months: {verdict[:140]}")
     assert verdict.startswith("no retrain"), verdict
@@ -280,7 +291,7 @@ def scenario(loop_env: dict[str, Any]) -> None:
     replayed = replay(url, later, problem=spec, rate=100, limit=3600, duration=50, feedback_delay=2, seed=2)
     assert replayed.failed == 0, replayed.statuses
     t(f"replayed {replayed.sent} Nov-Dec flights, {replayed.feedback_sent} outcomes posted")
-    time.sleep(17)  # let the last profile window close
+    written(replayed)
     verdict = monitor_once("later months")
     t(f"monitoring on Nov-Dec: {verdict[:140]}")
 
@@ -298,6 +309,7 @@ def scenario(loop_env: dict[str, Any]) -> None:
         f"{retrain.parameters['reason'][:120]}"
     )
     assert retrain.created_by is not None and retrain.created_by.type == "AUTOMATION"
+    assert retrain.parameters["mode"] == "full", retrain.parameters  # input drift: the policy's choice
     done = wait_for(lambda: finished(retrain.id), 300, "the triggered training run", every=2)
     assert done is not None
     versions = client_ml.search_model_versions("name='flight-delay'")
