@@ -171,5 +171,6 @@ def _start_recorder(ctx: ServiceContext) -> TrafficRecorder:
         batch_rows=validator.profile_batch_size if validator else ctx.settings.profile_batch_rows,
         window_s=ctx.settings.profile_window_s or (validator.profile_window_seconds if validator else 300),
         queue_rows=ctx.settings.profile_queue_rows,
+        stall_s=ctx.settings.profile_stall_s,
     )
     return TrafficRecorder(config, ctx.metrics)

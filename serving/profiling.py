@@ -10,7 +10,10 @@ The queue is bounded by rows in flight (handed over, not yet taken by the proces
 message carries 1 row or 1,000, and a bound by messages let a stalled process grow the server by
 gigabytes. The process is supervised: a thread of the recorder notices within a fraction of a second that
 it is gone (killed, out of memory, a bug), counts what it held as dropped and starts a fresh one on a fresh
-queue, backing off from 0.5 s to 30 s while it keeps dying. A failed write in the process (a full disk, a
+queue, backing off from 0.5 s to 30 s while it keeps dying. A process that is alive but hung (stopped,
+stuck in a write to a store that never answers) takes no rows: when rows have waited for it and none was taken
+for ``ProfilerConfig.stall_s``, the supervisor kills it and restarts it the same way (counted as a restart,
+its rows as ``worker_died``, ``last_error`` saying it hung). A failed write in the process (a full disk, a
 permission) costs the rows of that write, counted, not the process: a transient error must not become a
 crash loop. Every lost row is counted by reason (``flywheel_profile_dropped_rows_total``).
 """
@@ -85,6 +88,15 @@ class _Process:
     sent: int = 0  # rows put into inbox (request side, under the recorder's lock)
     failed_seen: int = 0  # state[_FAILED] already counted as write_failed
     error_seen: bytes = b""
+    taken_seen: int = 0  # state[_TAKEN] when the supervisor last saw it move
+    progress_at: float = 0.0  # when it last moved, or rows in flight were none (monotonic)
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds this process has taken no row while rows were waiting for it (0 when none wait)."""
+        taken = int(self.state[_TAKEN])
+        if taken != self.taken_seen or self.sent - taken <= 0:
+            self.taken_seen, self.progress_at = taken, now
+        return now - self.progress_at
 
     def in_flight(self) -> int:
         return self.sent - int(self.state[_TAKEN])
@@ -112,6 +124,7 @@ class TrafficRecorder:
         self.batch_rows = batch_rows
         self.queue_rows = config.queue_rows
         self.restarts = 0
+        self.hung = 0  # processes killed for taking no rows for stall_s while rows waited
         self.last_error: str | None = None
         self._ctx = mp.get_context("spawn")
         self._dropped = dict.fromkeys(PROFILE_DROP_REASONS, 0)
@@ -230,6 +243,8 @@ class TrafficRecorder:
                 "ready": worker is not None and bool(worker.state[_READY]),
                 "pid": None if worker is None else worker.process.pid,
                 "restarts": self.restarts,
+                "hung_killed": self.hung,
+                "stall_limit_s": self.config.stall_s,
                 "restart_in_s": restart_in,
                 "queued_rows": 0 if worker is None else worker.in_flight(),
                 "queue_limit_rows": self.queue_rows,
@@ -246,7 +261,8 @@ class TrafficRecorder:
             target=_worker, args=(self.config, inbox, state, error), name="flywheel-profiler", daemon=True
         )
         process.start()
-        return _Process(process, inbox, state, error, time.monotonic())
+        now = time.monotonic()
+        return _Process(process, inbox, state, error, now, progress_at=now)
 
     def _collect(self, worker: _Process) -> None:
         """Count the rows the process lost to failed writes, and take its last error (under the lock)."""
@@ -266,30 +282,54 @@ class TrafficRecorder:
                 alive = worker.process.is_alive()
                 with self._lock:
                     self._collect(worker)
-                if not alive:
+                    stalled = worker.stalled_for(time.monotonic())
+                    waiting = worker.in_flight()
+                if alive and stalled >= self.config.stall_s:
+                    self._kill_hung(worker, stalled, waiting)
+                elif not alive:
                     self._bury(worker)
             elif self._restart_at is not None and time.monotonic() >= self._restart_at:
                 self._restart()
 
-    def _bury(self, worker: _Process) -> None:
-        """A dead process: what it queued or held is lost; a restart is scheduled after the backoff."""
+    def _kill_hung(self, worker: _Process, stalled: float, waiting: int) -> None:
+        """A live process that takes nothing: killed (SIGKILL: it ignores SIGTERM, and a stopped process
+        acts on nothing else), then buried and restarted like one that died."""
+        self.hung += 1
+        log.error(
+            "profiling process %s hung: no row taken for %.1f s with %d rows waiting (limit %g s): killed",
+            worker.process.pid,
+            stalled,
+            waiting,
+            self.config.stall_s,
+        )
+        with contextlib.suppress(ProcessLookupError, OSError):
+            worker.process.kill()
+        worker.process.join(timeout=5.0)
+        self._bury(
+            worker, f"hung (no row taken for {stalled:.1f} s with {waiting} rows waiting) and was killed"
+        )
+
+    def _bury(self, worker: _Process, how: str | None = None) -> None:
+        """A dead process: what it queued or held is lost; a restart is scheduled after the backoff. ``how``
+        it ended, when not by itself (default: from its exit code)."""
         worker.process.join(timeout=1.0)
         uptime = time.monotonic() - worker.started
         if uptime >= STABLE_S:
             self._delay = RESTART_FIRST_S
         code = worker.process.exitcode
-        how = (
-            f"killed by {signal.Signals(-code).name}"
-            if code is not None and code < 0
-            else f"exit code {code}"
-        )
+        if how is None:
+            how = (
+                f"died (killed by {signal.Signals(-code).name})"
+                if code is not None and code < 0
+                else f"died (exit code {code})"
+            )
         with self._lock:
             self._collect(worker)
             lost = worker.lost()
             self._drop(lost, "worker_died")
             self._worker = None
             self._restart_at = time.monotonic() + self._delay
-            what = f"profiling process died ({how}) after {uptime:.1f} s"
+            what = f"profiling process {how} after {uptime:.1f} s"
             if not worker.state[_READY]:
                 what += ", before it was ready"
             if worker.error_seen:

@@ -41,6 +41,9 @@ class ProfilerConfig:
     batch_rows: int
     window_s: int
     queue_rows: int
+    # a process that takes no row for this long while rows wait for it is hung (stopped, stuck in a write):
+    # killed and restarted like a dead one. Longer than any one flush (a micro-batch profiled and written)
+    stall_s: float = 60.0
 
 
 class _Window:

@@ -77,6 +77,7 @@ class ServiceSettings:
     profile_queue_rows: int = 200_000
     profile_batch_rows: int = 10_000
     profile_window_s: int = 300
+    profile_stall_s: float = 60.0
     profiling: bool = True
 
     @classmethod
@@ -93,5 +94,6 @@ class ServiceSettings:
             profile_queue_rows=int(number("FLYWHEEL_PROFILE_QUEUE_ROWS", 200_000)),
             profile_batch_rows=int(number("FLYWHEEL_PROFILE_BATCH_ROWS", 10_000)),
             profile_window_s=int(number("FLYWHEEL_PROFILE_WINDOW_S", 0)) or 0,
+            profile_stall_s=number("FLYWHEEL_PROFILE_STALL_S", 60.0),
             profiling=os.environ.get("FLYWHEEL_PROFILING", "on").lower() not in ("0", "off", "false", "no"),
         )

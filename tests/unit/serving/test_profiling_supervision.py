@@ -47,7 +47,9 @@ def start(home: Path) -> Iterator[Callable[..., tuple[TrafficRecorder, ServiceMe
     """A recorder on the local stack of a fresh home, its profiling process loaded; closed afterwards."""
     started: list[TrafficRecorder] = []
 
-    def make(queue_rows: int = 200_000, batch_rows: int = 100) -> tuple[TrafficRecorder, ServiceMetrics]:
+    def make(
+        queue_rows: int = 200_000, batch_rows: int = 100, stall_s: float = 60.0
+    ) -> tuple[TrafficRecorder, ServiceMetrics]:
         config = ProfilerConfig(
             stack=None,
             home=str(home),
@@ -55,6 +57,7 @@ def start(home: Path) -> Iterator[Callable[..., tuple[TrafficRecorder, ServiceMe
             batch_rows=batch_rows,
             window_s=2,
             queue_rows=queue_rows,
+            stall_s=stall_s,
         )
         metrics = ServiceMetrics()
         recorder = TrafficRecorder(config, metrics)
@@ -199,6 +202,54 @@ def test_c_a_stalled_process_bounds_rows_in_flight_and_the_servers_memory(start:
     assert grown < limit * per_row + 50 * 2**20, (grown, limit * per_row)
     recorder.close()
     assert profiled_rows(home) == peak  # once running again, it profiles what it was handed
+
+
+@pytest.mark.slow
+def test_e_a_hung_process_is_killed_and_restarted_and_its_rows_counted(start: Any, home: Path) -> None:
+    """SIGSTOP: alive, taking nothing. Once rows have waited ``stall_s`` with none taken, the supervisor
+    kills it and starts another, as for one that died; a stop shorter than that is left alone."""
+    stall_s = 2.0
+    recorder, metrics = start(stall_s=stall_s, batch_rows=100)
+    width = 4
+    names = columns(width)
+    sent = 0
+
+    def record(prefix: str, count: int, rows: int = 64) -> None:
+        nonlocal sent
+        for i in range(count):
+            features, predictions = batch(rows, width, seed=sent)
+            recorder.record("1", f"{prefix}-{i}", features, predictions, names, CATEGORIES)
+            sent += len(predictions)
+
+    first = recorder.pid
+    assert first is not None
+    # a short stop with rows waiting (under the bound): the same process carries on
+    os.kill(first, signal.SIGSTOP)
+    record("short", 4)  # 256 rows: one hand-over
+    time.sleep(stall_s / 4)
+    os.kill(first, signal.SIGCONT)
+    assert wait_for(lambda: recorder.depth() == 0, 10), recorder.health()
+    assert recorder.pid == first and recorder.health()["restarts"] == 0
+
+    os.kill(first, signal.SIGSTOP)
+    stopped = time.monotonic()
+    record("stopped", 8)  # 512 rows waiting for it
+    assert wait_for(lambda: recorder.pid not in (None, first) and recorder.health()["ready"], 60)
+    took = time.monotonic() - stopped
+    assert not psutil.pid_exists(first) or psutil.Process(first).status() == psutil.STATUS_ZOMBIE
+    health = recorder.health()
+    assert stall_s <= took, took
+    assert health["alive"] and health["restarts"] == 1 and health["hung_killed"] == 1, health
+    assert "hung" in (health["last_error"] or ""), health
+    assert metrics.registry.get_sample_value("flywheel_profiler_restarts_total") == 1
+    assert dropped(metrics, "worker_died") >= 512, health  # what it had waiting, at least
+
+    record("after", 4)
+    recorder.close()
+    ids = logged_ids(home)
+    assert {f"after-{i}:63" for i in range(4)} <= ids  # the new process writes
+    lost = sum(dropped(metrics, r) for r in ("queue_full", "worker_died", "write_failed", "shutdown"))
+    assert profiled_rows(home) + lost == sent
 
 
 @pytest.mark.slow
