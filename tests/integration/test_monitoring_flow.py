@@ -7,6 +7,7 @@ through a running service is tested end to end elsewhere.
 
 from __future__ import annotations
 
+import html
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -80,12 +81,19 @@ def test_training_months_do_not_fire_later_months_do(
     assert loud["fire"], loud["reason"]
     assert "drift in" in loud["reason"] and "month" in loud["reason"]
     assert loud["event_id"] is not None
-    assert Path(loud["report"]).read_text().startswith("<!doctype html>")
+    assert loud["mode"] == "full" and loud["reason"].startswith("retrain (full: the inputs drifted)")
+    page = Path(loud["report"]).read_text()
+    assert page.startswith("<!doctype html>") and "<h2>Drift heatmap</h2>" in page and "{'" not in page
+    assert html.escape(loud["reason"]) in page
 
     from mlflow import MlflowClient
 
     run = MlflowClient().get_run(loud["monitoring_run_id"])
     assert run.data.tags["flywheel.decision"] == "retrain" and "drift.month" in run.data.metrics
+    # one sentence everywhere: the report, the run's reason tag and description, the event
+    assert run.data.tags["flywheel.reason"] == loud["reason"] == run.data.tags["mlflow.note.content"]
+    assert run.data.params["retrain_mode"] == "full"
+    assert quiet["reason"].startswith("no retrain: 0 of the last 4 windows drifting (needs 3)")
 
 
 def test_garbage_label_files_are_counted_not_fatal(
