@@ -65,6 +65,12 @@ def ensure_experiment(name: str) -> str:
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
                 raise
+    if experiment.lifecycle_stage == "deleted":  # runs would land where the UI does not list them
+        raise ValueError(
+            f"MLflow experiment {name!r} (id {experiment.experiment_id}) is deleted: restore it with "
+            f"`mlflow experiments restore --experiment-id {experiment.experiment_id}`, or name another "
+            "in the stack's experiment_tracker.configuration.experiment_name"
+        )
     if EXPERIMENT_KIND_TAG not in experiment.tags:
         client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
     return str(experiment.experiment_id)

@@ -63,6 +63,13 @@ def test_a_kind_set_on_purpose_is_kept(client: MlflowClient) -> None:
     assert _kind(client, "agents") == "genai_development"
 
 
+def test_a_deleted_experiment_is_refused_with_the_way_back(client: MlflowClient) -> None:
+    experiment_id = client.create_experiment("gone")
+    client.delete_experiment(experiment_id)
+    with pytest.raises(ValueError, match=f"restore --experiment-id {experiment_id}"):
+        ensure_experiment("gone")
+
+
 def test_training_run_names_say_model_time_and_why() -> None:
     when = datetime(2026, 12, 1, 17, 5, tzinfo=timezone(timedelta(hours=1)))
     drift = "drift-detected: 3 of the last 4 windows drifting (carrier, dep_time)"
