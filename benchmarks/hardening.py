@@ -13,11 +13,13 @@ requests and time, with the service's RSS (the uvicorn process and its children)
 4. slow clients: idle connections, partial headers, partial bodies: closed within their timeout + 1 s while a
    normal client keeps its answers;
 5. profiler kill: SIGKILL of the profiling process under batch load: back up, restarts counted, the main
-   process's RSS bounded by the profiling queue's bound meanwhile;
+   process's RSS bounded by the profiling queue's bound meanwhile; profiler hang: the same with SIGSTOP
+   (alive, taking nothing), killed and restarted by the supervisor after the stall bound;
 6. registry faults: the champion alias moved to a version whose files are gone (``/ready`` stays 200 and says
    so, no prediction fails), and services started on a corrupt and on a missing MLflow database (they start,
    ``/health`` 200, ``/ready`` 503 with the reason);
-7. shutdown with a partial-body client connected: SIGTERM to exit within the graceful shutdown timeout.
+7. shutdown with a partial-body client connected: SIGTERM to exit within the graceful shutdown timeout, the
+   request it cut off answered 503 with Connection: close.
 
 Then, unless ``--baseline none``: a ``git worktree`` of the service before the hardening work (``--baseline``,
 default ``2248341``) and the current service, same model, profiling off, the local stack's default limits:
@@ -77,6 +79,9 @@ BENCH_LIMITS: dict[str, Any] = {
 """The benchmark stack's ``server:`` block: short timeouts, so the slow clients are judged in seconds."""
 PROFILE_QUEUE_ROWS = 50_000
 """The main service's bound on rows waiting for the profiling process (FLYWHEEL_PROFILE_QUEUE_ROWS)."""
+PROFILER_STALL_S = 2.0
+"""How long the profiling process may take no rows while rows wait before it is killed and restarted
+(FLYWHEEL_PROFILE_STALL_S; the service's default is 60 s)."""
 CHUNKED_RSS_LIMIT_MB = 50.0
 AMPLIFICATION_TARGET = 0.5
 """Reported, not judged: the normal client's share beside 8 clients, whatever they send, is bounded by their
@@ -434,6 +439,31 @@ def _drain(b: Battery, limit_s: float = 15.0) -> None:
         time.sleep(0.2)
 
 
+def padded(body: bytes, size: int) -> bytes:
+    """``body`` (JSON) grown to ``size`` bytes with whitespace after its commas, as a pretty-printer would:
+    the same rows, valid, as large as the rejected body it is compared with."""
+    commas = body.count(b",")
+    extra = size - len(body)
+    if extra <= 0 or not commas:
+        return body
+    grown = body.replace(b",", b"," + b" " * (extra // commas))
+    return grown + b" " * (size - len(grown))
+
+
+def json_parse_ms(body: bytes, repeats: int = 15) -> float:
+    """CPU of ``orjson.loads`` of ``body`` and freeing the result, best of ``repeats``, in this process: the
+    floor of any check that needs the decoded body."""
+    import orjson
+
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.process_time()
+        decoded = orjson.loads(body)
+        del decoded
+        best = min(best, time.process_time() - started)
+    return best * 1000
+
+
 def amplification(b: Battery, family: Family) -> None:
     """The normal client alone, then beside 8 clients sending 1,000 empty records (interleaved repeats);
     once beside 8 clients sending valid single rows, for context (what sharing the server costs anyway)."""
@@ -447,6 +477,11 @@ def amplification(b: Battery, family: Family) -> None:
     cost_422 = b.wrk.run(url + "/predict/batch", empty, 1, cost_s, group=b.pid)
     cost_keys = b.wrk.run(url + "/predict", b.bodies["many_keys"], 1, cost_s, group=b.pid)
     cost_batch = b.wrk.run(url + "/predict/batch", b.bodies["batch1000"], 1, cost_s, group=b.pid)
+    same_size = b.bodies["batch_same_size"]
+    cost_same = b.wrk.run(url + "/predict/batch", same_size, 1, cost_s, group=b.pid)
+    keys_body = b.bodies["many_keys"].read_bytes()
+    parse_keys = json_parse_ms(keys_body)
+    parse_same = json_parse_ms(same_size.read_bytes())
     alone: list[LoadResult] = []
     attacked: list[LoadResult] = []
     floods: list[LoadResult] = []
@@ -458,7 +493,16 @@ def amplification(b: Battery, family: Family) -> None:
     control_normal, control_flood = _under_flood(b, "/predict", b.bodies["single"])
     keys_normal, keys_flood = _under_flood(b, "/predict", b.bodies["many_keys"])
     _drain(b)  # the requests of the heaviest flood still in flight when its clients stopped
-    extra = [control_normal, control_flood, keys_normal, keys_flood, cost_422, cost_keys, cost_batch]
+    extra = [
+        control_normal,
+        control_flood,
+        keys_normal,
+        keys_flood,
+        cost_422,
+        cost_keys,
+        cost_batch,
+        cost_same,
+    ]
     for r in [*alone, *attacked, *floods, *extra]:
         family.count_statuses(r.statuses)
         family.count("hang", r.timeouts)
@@ -472,6 +516,7 @@ def amplification(b: Battery, family: Family) -> None:
     cpu_keys = cost_keys.server_top_cpu_s / cost_keys.requests * 1000 if cost_keys.requests else 0.0
     keys_ratio = keys_normal.rps / rps_alone if rps_alone else 0.0
     cpu_batch = cost_batch.server_top_cpu_s / cost_batch.requests * 1000 if cost_batch.requests else 0.0
+    cpu_same = cost_same.server_top_cpu_s / cost_same.requests * 1000 if cost_same.requests else 0.0
     flood_rps = statistics.median(r.rps for r in floods)
     family.expect(
         ratio >= SAME_COST * control,
@@ -484,9 +529,16 @@ def amplification(b: Battery, family: Family) -> None:
         f"({cpu_batch:.2f} ms)",
     )
     family.expect(
-        cpu_keys <= cpu_batch,
-        f"a 422 of 100,000 unknown keys (1.7 MB) costs {cpu_keys:.2f} ms of server CPU, more than scoring "
-        f"1,000 rows ({cpu_batch:.2f} ms)",
+        cpu_keys <= cpu_same,
+        f"a 422 of 100,000 unknown keys ({len(keys_body) / MB:.1f} MB) costs {cpu_keys:.2f} ms of server "
+        f"CPU, more than scoring a valid body of the same size ({cpu_same:.2f} ms: 1,000 rows, "
+        "whitespace-padded); "
+        f"decoding its JSON alone costs {parse_keys:.2f} ms ({parse_keys / cpu_keys:.0%} of it), the valid "
+        f"body's {parse_same:.2f} ms",
+    )
+    family.expect(
+        cost_same.statuses == {"200": cost_same.requests},
+        f"the whitespace-padded valid batch was not scored: {cost_same.statuses}",
     )
     family.expect(probe.status == 422, f"1,000 empty records answered {probe.status}, not 422")
     family.expect(len(probe.body) < 10_000, f"the 422 of 1,000 empty records is {len(probe.body):,} bytes")
@@ -510,6 +562,12 @@ def amplification(b: Battery, family: Family) -> None:
         "keys_ratio": keys_ratio,
         "server_cpu_ms_per_keys_422": cpu_keys,
         "server_cpu_ms_per_1000_row_batch": cpu_batch,
+        "server_cpu_ms_per_same_size_valid_batch": cpu_same,
+        "same_size_valid_batch_bytes": len(same_size.read_bytes()),
+        "many_keys_bytes": len(keys_body),
+        "json_parse_ms_many_keys": parse_keys,
+        "json_parse_ms_same_size_valid_batch": parse_same,
+        "json_parse_share_of_keys_422": parse_keys / cpu_keys if cpu_keys else None,
         "solo_target_ratio": AMPLIFICATION_TARGET,
         "empty_records_request_bytes": len(empty.read_bytes()),
         "empty_records_answer_bytes": len(probe.body),
@@ -525,6 +583,10 @@ def amplification(b: Battery, family: Family) -> None:
         f"100,000 unknown keys (1.7 MB) to /predict from 8 clients ({keys_flood.rps:,.1f} 422/s, "
         f"{cpu_keys:.1f} ms of server CPU each): the normal client kept {keys_normal.rps:,.0f} req/s, "
         f"{keys_ratio:.2f}x",
+        f"cost of the 100,000-key 422 ({len(keys_body):,} bytes): {cpu_keys:.2f} ms of server CPU, of which "
+        f"decoding its JSON (orjson.loads and freeing the result) {parse_keys:.2f} ms; scoring a valid body "
+        f"of the same size (1,000 rows, whitespace-padded to {len(same_size.read_bytes()):,} bytes) "
+        f"{cpu_same:.2f} ms (its JSON {parse_same:.2f} ms); 1,000 rows unpadded {cpu_batch:.2f} ms",
     ]
 
 
@@ -637,7 +699,18 @@ def _profiler_children(pid: int) -> list[int]:
 
 def profiler_kill(b: Battery, family: Family) -> None:
     """SIGKILL the profiling process under batch load; watch /metrics until it is back."""
+    _profiler_fault(b, family, signal.SIGKILL)
+
+
+def profiler_hang(b: Battery, family: Family) -> None:
+    """SIGSTOP the profiling process under batch load (alive, taking nothing): the supervisor must kill it
+    after the stall bound (PROFILER_STALL_S) and start another, as for one that died."""
+    _profiler_fault(b, family, signal.SIGSTOP)
+
+
+def _profiler_fault(b: Battery, family: Family, fault: signal.Signals) -> None:
     plan = b.plan
+    hang = fault == signal.SIGSTOP
     before = metrics_text(b.server)
     up0 = metric(before, "flywheel_profiler_up")
     restarts0 = metric(before, "flywheel_profiler_restarts_total")
@@ -662,7 +735,7 @@ def profiler_kill(b: Battery, family: Family) -> None:
         main_before = attacks.tree_rss(b.pid, children=False)
         main_peak = main_before
         killed_at = time.perf_counter()
-        os.kill(victims[0], signal.SIGKILL)
+        os.kill(victims[0], fault)
         deadline = killed_at + plan.profiler_load_s - 2.5
         while time.perf_counter() < deadline:
             text = metrics_text(b.server)
@@ -683,6 +756,9 @@ def profiler_kill(b: Battery, family: Family) -> None:
         after = metrics_text(b.server)
     finally:
         result = b.wrk.finish(load, plan.profiler_load_s, cap)
+        if hang:  # never leave a stopped process behind, whatever the outcome
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victims[0], signal.SIGKILL)
     up1 = metric(after, "flywheel_profiler_up")
     restarts1 = metric(after, "flywheel_profiler_restarts_total")
     dropped1 = metric(after, "flywheel_profile_dropped_rows_total") or 0.0
@@ -694,6 +770,15 @@ def profiler_kill(b: Battery, family: Family) -> None:
     growth = (main_peak - main_before) / MB
     family.expect(result.failed == 0, f"{result.failed} batch requests failed meanwhile: {result.statuses}")
     family.expect(recovered_s is not None, "flywheel_profiler_up was not 1 again with a restart counted")
+    if hang:
+        family.expect(
+            recovered_s is None or recovered_s >= PROFILER_STALL_S,
+            f"restarted after {recovered_s} s, before the stall bound of {PROFILER_STALL_S} s",
+        )
+        family.expect(
+            "hung" in json.dumps(ready_down or {}) or "hung" in str(_ready_profiler(b).get("last_error")),
+            "neither /ready's profiler detail nor its last_error says the process hung",
+        )
     family.expect(
         restarts1 is not None and restarts0 is not None and restarts1 - restarts0 == 1,
         f"restarts {restarts0} -> {restarts1} (one expected: a second means it died again)",
@@ -702,20 +787,27 @@ def profiler_kill(b: Battery, family: Family) -> None:
     family.expect(growth <= bound_mb, f"main process grew {growth:.1f} MB (bound {bound_mb:.0f} MB)")
     replaced = [p for p in _profiler_children(b.pid) if p not in victims]
     family.notes += [
-        f"killed pid {victims[0]} under {result.rps * 1000:,.0f} rows/s of batch load: "
+        f"{'stopped (SIGSTOP)' if hang else 'killed'} pid {victims[0]} under {result.rps * 1000:,.0f} rows/s "
+        "of batch load: "
         + (
             f"flywheel_profiler_up 1 again after {recovered_s:.1f} s"
             if recovered_s is not None
             else f"not back within {plan.profiler_load_s - 2.5:.0f} s"
         )
         + f" (down seen: {down_seen}), restarts {restarts0} -> {restarts1}, new pid {replaced or 'none'}",
-        f"main process RSS +{growth:.1f} MB while it was down (bound {bound_mb:.0f} MB: "
+        f"main process RSS +{growth:.1f} MB while it was {'hung' if hang else 'down'} "
+        f"(bound {bound_mb:.0f} MB: "
         f"{PROFILE_QUEUE_ROWS:,} queued rows of {features} features, +30 MB); "
         f"{dropped1 - dropped0:,.0f} rows dropped; {result.requests} batch requests, {result.statuses}",
     ]
     if ready_down:
         shown = ready_down.get("profiler", ready_down)
         family.notes.append(f"/ready while it was down: HTTP {ready_status}, {json.dumps(shown)[:300]}")
+    if hang:
+        family.notes.append(
+            f"stall bound FLYWHEEL_PROFILE_STALL_S={PROFILER_STALL_S:g} s; profiler detail afterwards: "
+            f"{json.dumps(_ready_profiler(b))[:300]}"
+        )
     family.details |= {
         "recovered_s": recovered_s,
         "samples": samples[:100],
@@ -727,6 +819,12 @@ def profiler_kill(b: Battery, family: Family) -> None:
         "ready_while_down": ready_down,
         "load": asdict(result),
     }
+
+
+def _ready_profiler(b: Battery) -> dict[str, Any]:
+    _, detail = ready(b.server)
+    shown = detail.get("profiler", {})
+    return shown if isinstance(shown, dict) else {}
 
 
 def registry_faults(b: Battery, family: Family) -> None:
@@ -907,6 +1005,7 @@ def shutdown(b: Battery, family: Family) -> None:
     b.server.process.send_signal(signal.SIGTERM)
     answered_s: float | None = None
     status: int | None = None
+    closed_header = False
     client_closed_s: float | None = None
     exited_s: float | None = None
     limit = limits.graceful_shutdown_timeout_s + 25
@@ -925,6 +1024,7 @@ def shutdown(b: Battery, family: Family) -> None:
                         answered_s = now
                         match = attacks._STATUS.match(data)
                         status = int(match.group(1)) if match else None
+                        closed_header = b"\r\nconnection: close\r\n" in data.lower()
                 elif data == b"":
                     client_closed_s = now
             if exited_s is None and b.server.process.poll() is not None:
@@ -956,10 +1056,15 @@ def shutdown(b: Battery, family: Family) -> None:
         + (f"process exited after {exited_s:.2f} s" if exited_s is not None else "process still running")
         + f" (graceful shutdown timeout {limits.graceful_shutdown_timeout_s} s; limit {allowed} s)"
     )
-    if status is not None and status >= 500:
+    family.expect(
+        status == 503, f"the request cut off by the shutdown timeout was answered {status}, not 503"
+    )
+    family.expect(closed_header, "its answer did not say Connection: close")
+    family.expect(client_closed_s is not None, "the connection was not closed after the answer")
+    if status is not None:
         family.notes.append(
-            f"the request cut off by the shutdown was answered {status} (a request the client never finished "
-            "sending, cancelled at the graceful shutdown timeout)"
+            f"the request cut off by the shutdown (its client never finished sending the body) was answered "
+            f"{status}{' with Connection: close' if closed_header else ''}"
         )
     family.details |= {
         "answered_s": answered_s,
@@ -976,6 +1081,7 @@ FAMILIES: list[tuple[str, Callable[[Battery, Family], None]]] = [
     ("amplification", amplification),
     ("slow clients", slow_clients),
     ("profiler kill", profiler_kill),
+    ("profiler hang", profiler_hang),
     ("registry faults", registry_faults),
     ("shutdown, slow client", shutdown),
 ]
@@ -1052,6 +1158,10 @@ def _battery(plan: Plan, home: Path, procs: Processes, wrk: Wrk) -> dict[str, An
         "many_keys": home / "many-keys.json",
     }
     bodies["many_keys"].write_bytes(attacks.many_keys())
+    bodies["batch_same_size"] = home / "batch-same-size.json"
+    bodies["batch_same_size"].write_bytes(
+        padded(bodies["batch1000"].read_bytes(), len(bodies["many_keys"].read_bytes()))
+    )
     stack = write_stack(home / "hardening-bench.yaml", "hardening-bench", free_port(), BENCH_LIMITS)
     print(f"starting the service (profiling on, stack {stack.name}: server {BENCH_LIMITS}) ...", flush=True)
     server, limits = start_service(
@@ -1063,6 +1173,7 @@ def _battery(plan: Plan, home: Path, procs: Processes, wrk: Wrk) -> dict[str, An
         FLYWHEEL_PROFILING="on",
         FLYWHEEL_WATCH_INTERVAL_S="1",
         FLYWHEEL_PROFILE_QUEUE_ROWS=str(PROFILE_QUEUE_ROWS),
+        FLYWHEEL_PROFILE_STALL_S=str(PROFILER_STALL_S),
     )
     startup = wait_ready(server, "/ready", 180)
     time.sleep(2)  # the profiling process imports whylogs after the app is up: let it settle, not count it
@@ -1296,6 +1407,18 @@ def _report(p: dict[str, Any]) -> None:
                 d["server_cpu_ms_per_keys_422"] / max(d["server_cpu_ms_per_1000_row_batch"], 1e-9),
                 "<= 1",
                 d["server_cpu_ms_per_keys_422"] <= d["server_cpu_ms_per_1000_row_batch"],
+            ),
+            (
+                "server CPU of a 422 (100,000 keys) / of scoring the same bytes",
+                d["server_cpu_ms_per_keys_422"] / max(d["server_cpu_ms_per_same_size_valid_batch"], 1e-9),
+                "<= 1",
+                d["server_cpu_ms_per_keys_422"] <= d["server_cpu_ms_per_same_size_valid_batch"],
+            ),
+            (
+                "  JSON decoding of it / its server CPU (the floor)",
+                d["json_parse_share_of_keys_422"] or 0.0,
+                ">= 0.9",
+                (d["json_parse_share_of_keys_422"] or 0.0) >= 0.9,
             ),
         ]
     c = p.get("comparison")

@@ -2,8 +2,10 @@
 
 Pydantic reports every unknown key of an ``extra="forbid"`` model: a 1.7 MB body of 100,000 unknown keys
 cost 112 ms of the event loop per 422, and eight clients sending it left a normal client 4 requests/s. Here
-unknown keys are counted in C (a set difference), the first ``MAX_ERRORS`` are named in the body's order, and
-only the model's own fields go to pydantic.
+unknown keys are counted by looking up the model's own fields in the body (a few dozen lookups, whatever the
+body's size: a set difference over the body's keys cost 1.5 ms for 100,000 keys), the first ``MAX_ERRORS``
+are named in the body's order, and only the model's own fields go to pydantic. What is left of a 422's cost
+is decoding the JSON (about 10.6 of 12.6 ms for that body, measured in-process), which any check pays.
 """
 
 from __future__ import annotations
@@ -46,13 +48,13 @@ def _fields(model: type[BaseModel]) -> dict[str, Any]:
 def validate(model: type[BaseModel], payload: Any, prefix: Sequence[str | int] = ()) -> BaseModel:
     """``model.model_validate(payload)``, or :class:`Invalid` with at most ``MAX_ERRORS`` errors."""
     if type(payload) is dict and len(payload) > FEW_KEYS and len(payload) > len(fields := _fields(model)):
-        unknown = len(payload.keys() - fields.keys())
+        known = {k: payload[k] for k in fields if k in payload}  # the model's fields: bounded by the model
+        unknown = len(payload) - len(known)
         if unknown:
             named = islice((k for k in payload if k not in fields), MAX_ERRORS)
             errors = [
                 field_error([*prefix, k], "Extra inputs are not permitted", "extra_forbidden") for k in named
             ]
-            known = {k: payload[k] for k in fields.keys() & payload.keys()}
             try:
                 model.model_validate(known)
             except ValidationError as exc:
