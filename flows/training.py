@@ -10,19 +10,34 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.cluster import dask_client
 from flows.progress import TuningProgress
-from flows.runtime import StackContext, compute_summary, ingest_joins, resolve_stack
+from flows.runtime import StackContext, compute_summary, resolve_stack
 from flows.tasks import StepTimer
+from flows.training_inputs import MODES, Inputs, gather
 from flywheel.contracts import events
-from flywheel.contracts.model_version import REASON_TAG, STACK_TAG
+from flywheel.contracts.model_version import REASON_TAG, STACK_TAG, ModelVersion, TrainingRecord
 from flywheel.contracts.problem import ProblemSpec, load_spec
-from stacks.components.model_versions import alias_version
-from steps.data import features, ingest, split, validate
-from steps.model import evaluate, explain, promote, reference, register, track, train, train_dask, tune
+from stacks.components.model_versions import alias_version, by_alias
+from steps.data import features, split
+from steps.data.feedback import SERVED_AT
+from steps.data.training_data import FROM_FEEDBACK
+from steps.model import (
+    evaluate,
+    explain,
+    incremental,
+    promote,
+    reference,
+    register,
+    track,
+    train,
+    train_dask,
+    tune,
+)
 from steps.model.threshold import choose_threshold
 
 
@@ -47,40 +62,61 @@ def training(
     ctx = resolve_stack(stack)
     spec = load_spec(problem)
     timer = StepTimer()
-    logger.info("stack %r (%s), problem %r, reason: %s", ctx.stack.name, ctx.stack.source, spec.name, reason)
-
-    raw, snapshot = timer.run(
-        ingest.ingest,
-        "ingest",
-        spec.source,
-        ctx.store,
-        ctx.validator,
-        ctx.storage_options,
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r}: one of {', '.join(MODES)}")
+    champion_mv = by_alias(spec.model_name)
+    if mode == "incremental" and champion_mv is None:
+        logger.warning("incremental training needs a champion to continue from: training in full instead")
+        mode = "full"
+    logger.info(
+        "stack %r (%s), problem %r, mode %s, reason: %s",
+        ctx.stack.name,
+        ctx.stack.source,
+        spec.name,
+        mode,
+        reason,
+    )
+    settings = {
+        "n_trials": n_trials or spec.tuning.n_trials,
+        "sample_rows": sample_rows,
+        "pruning": pruning,
+    }
+    inputs = gather(
+        timer,
+        ctx,
+        spec,
+        champion_mv,
+        mode,
+        reason=reason,
         sample_rows=sample_rows,
         seed=seed,
-        retries=2,
+        settings=settings,
+        key=_key(spec, "data"),
     )
-    joined, join_snapshots = ingest_joins(timer, ctx, spec)
-    missing_reference = timer.run(
-        reference.champion_missing_fractions, "reference", ctx.store, ctx.validator, spec.model_name
-    )
-    report = timer.run(
-        validate.validate,
-        "validate",
-        raw,
-        spec,
-        ctx.validator,
-        f"{spec.name} ({snapshot.digest})",
-        missing_reference,
-    )
-    create_markdown_artifact(
-        report.to_markdown(), key=_key(spec, "validation"), description="Data validation report"
-    )
-    if not report.passed:
-        raise validate.DataValidationError(report)
-
-    dataset = timer.run(features.build_dataset, "features", raw, spec, joined)
-    parts = timer.run(split.split, "split", dataset, spec)
+    for note in inputs.notes:
+        logger.info("%s", note)
+    nothing_new = _nothing_new(spec, champion_mv, inputs)
+    if nothing_new is not None:
+        logger.info("%s", nothing_new)
+        create_markdown_artifact(
+            f"# Training: nothing new to learn\n\n{nothing_new}",
+            key=_key(spec, "promotion"),
+            description="Promotion decision",
+        )
+        return {
+            "model_name": spec.model_name,
+            "version": None,
+            "promoted": False,
+            "reason": nothing_new,
+            "champion_version": champion_mv.version if champion_mv else None,
+            "mode": mode,
+            "timings": dict(timer.seconds),
+            "flow_s": time.perf_counter() - flow_started,
+        }
+    dataset = inputs.data.dataset
+    parts = timer.run(split.split, "split", dataset, spec, inputs.data.holdout)
+    if mode == "incremental":
+        parts = _unseen_only(parts, champion_mv)
 
     experiment = (
         ctx.stack.experiment_tracker.configuration.experiment_name
@@ -101,49 +137,90 @@ def training(
             "sample_rows": sample_rows or "all",
             "seed": seed,
             "pruning": pruning,
+            "mode": mode,
+            **inputs.data.info,
             **parts.info,
         }
-        timer.run(track.log_inputs, "track-inputs", run_id, spec, snapshot, join_snapshots, params, retries=2)
-        with dask_client(ctx.stack) as client:  # None unless the stack names Dask
-            tuning = timer.run(
-                tune.tune,
-                "tune",
+        timer.run(
+            track.log_inputs,
+            "track-inputs",
+            run_id,
+            spec,
+            inputs.snapshot,
+            inputs.join_snapshots,
+            params,
+            feedback=inputs.feedback_snapshot,
+            retries=2,
+        )
+        warnings: list[str] = []
+        if mode == "incremental":
+            assert champion_mv is not None
+            champion_booster, champion_params = timer.run(
+                incremental.load_champion, "load-champion", spec.model_name, champion_mv.version, retries=2
+            )
+            rounds = spec.training_data.incremental_rounds
+            booster = timer.run(
+                incremental.continue_boosting,
+                "boost",
+                champion_booster,
+                parts.train,
+                champion_params,
+                rounds,
+                ctx.n_jobs,
+            )
+            tuning = tune.TuningResult(
+                best_params=champion_params,
+                best_value=float("nan"),
+                best_rounds=champion_booster.num_boosted_rounds() + rounds,
+                n_trials=0,
+                n_pruned=0,
+                duration_s=0.0,
+                study_name="",
+                trials=pd.DataFrame(),
+            )
+            threshold = champion_mv.tags.threshold or spec.fixed_threshold
+        else:
+            with dask_client(ctx.stack) as client:  # None unless the stack names Dask
+                tuning = timer.run(
+                    tune.tune,
+                    "tune",
+                    parts.fit,
+                    parts.valid,
+                    spec,
+                    study_name=f"{spec.name}-{run_id}",
+                    storage=ctx.tuner_storage,
+                    n_trials=n_trials,
+                    timeout_s=timeout_s,
+                    pruning=pruning,
+                    pruner=ctx.pruner,
+                    sampler=ctx.sampler,
+                    seed=seed,
+                    n_jobs=ctx.n_jobs,
+                    device=ctx.device,
+                    client=client,
+                    on_trial=TuningProgress(
+                        _key(spec, "tuning"), n_trials or spec.tuning.n_trials, spec.model_name
+                    ),
+                )
+                booster = _train(timer, ctx, client, parts.train, tuning)
+            choice = timer.run(
+                choose_threshold,
+                "threshold",
+                spec,
                 parts.fit,
                 parts.valid,
-                spec,
-                study_name=f"{spec.name}-{run_id}",
-                storage=ctx.tuner_storage,
-                n_trials=n_trials,
-                timeout_s=timeout_s,
-                pruning=pruning,
-                pruner=ctx.pruner,
-                sampler=ctx.sampler,
-                seed=seed,
-                n_jobs=ctx.n_jobs,
-                device=ctx.device,
-                client=client,
-                on_trial=TuningProgress(
-                    _key(spec, "tuning"), n_trials or spec.tuning.n_trials, spec.model_name
-                ),
+                tuning.best_params,
+                tuning.best_rounds,
             )
-            booster = _train(timer, ctx, client, parts.train, tuning)
-        choice = timer.run(
-            choose_threshold,
-            "threshold",
-            spec,
-            parts.fit,
-            parts.valid,
-            tuning.best_params,
-            tuning.best_rounds,
-        )
-        threshold = choice.value
-        if choice.warning:
-            logger.warning("%s", choice.warning)
-            create_markdown_artifact(
-                f"# Decision threshold\n\n**Warning:** {choice.warning}",
-                key=_key(spec, "threshold"),
-                description="The decision threshold never (or always) says positive",
-            )
+            threshold = choice.value
+            if choice.warning:
+                warnings.append(choice.warning)
+                logger.warning("%s", choice.warning)
+                create_markdown_artifact(
+                    f"# Decision threshold\n\n**Warning:** {choice.warning}",
+                    key=_key(spec, "threshold"),
+                    description="The decision threshold never (or always) says positive",
+                )
         evaluation = timer.run(evaluate.evaluate, "evaluate", booster, parts.test, spec, threshold)
         explanation = timer.run(explain.explain, "explain", booster, parts.test.X, seed=seed)
         profile = timer.run(
@@ -156,12 +233,12 @@ def training(
             booster,
             run_id=run_id,
             model_name=spec.model_name,
-            schema=dataset.schema,
-            example=register.input_example(parts.test.frame, dataset.schema),
+            schema=inputs.schema,
+            example=register.input_example(parts.test.frame, inputs.schema),
             training_profile=profile,
-            lineage=track.lineage_tags(snapshot, join_snapshots, reason),
+            lineage={**inputs.lineage, **_record(inputs, mode).to_tags()},
             threshold=threshold,
-            warnings=[choice.warning] if choice.warning else [],
+            warnings=warnings,
             retries=2,
         )
         timer.run(
@@ -174,7 +251,13 @@ def training(
             retries=2,
         )
         decision = timer.run(
-            promote.promote, "promote", spec, registered.version, evaluation.predictions, parts.test
+            promote.promote,
+            "promote",
+            spec,
+            registered.version,
+            evaluation.predictions,
+            parts.test,
+            _newer_than(inputs, champion_mv),
         )
         status = "FINISHED"
     finally:
@@ -213,7 +296,10 @@ def training(
         "reason": decision.reason,
         "champion_version": champion,
         "metrics": evaluation.metrics,
-        "snapshot": snapshot.digest,
+        "snapshot": inputs.snapshot.digest if inputs.snapshot else None,
+        "feedback_snapshot": inputs.feedback_snapshot.digest if inputs.feedback_snapshot else None,
+        "data": inputs.data.info,
+        "mode": mode,
         "timings": dict(timer.seconds),
         "steps_total_s": timer.total,
         "flow_s": time.perf_counter() - flow_started,
@@ -248,6 +334,68 @@ def _train(
             partition_rows=ctx.partition_rows,
         )
     return timer.run(train.train, "train", data, tuning.best_params, tuning.best_rounds)
+
+
+def _record(inputs: Inputs, mode: str) -> TrainingRecord:
+    """What the version's tags keep of this training: its mode, fingerprint and the feedback it learned."""
+    fed = inputs.feedback_snapshot
+    frame = inputs.data.dataset.frame
+    trained = frame if inputs.data.holdout is None else frame.drop(index=inputs.data.holdout)
+    n_feedback = int(trained[FROM_FEEDBACK].sum()) if FROM_FEEDBACK in trained else 0
+    return TrainingRecord(
+        mode=mode,
+        fingerprint=inputs.fingerprint,
+        feedback_digest=fed.digest if fed and n_feedback else "",
+        feedback_snapshot=fed.uri if fed and n_feedback else "",
+        feedback_rows=n_feedback,
+        feedback_until=inputs.data.feedback_until,
+    )
+
+
+def _nothing_new(spec: ProblemSpec, champion: ModelVersion | None, inputs: Inputs) -> str | None:
+    """Why this run would only repeat the champion, or None when it has something new to learn from."""
+    if champion is None:
+        return None
+    if champion.tags.training.fingerprint == inputs.fingerprint:
+        return (
+            f"nothing new to learn: champion v{champion.version} learned from exactly this data with these "
+            "settings (same source snapshot, feedback and spec); no version trained or promoted"
+        )
+    if inputs.mode == "incremental":
+        seen = champion.tags.training.feedback_until
+        fed = inputs.data.dataset.frame
+        new = fed[SERVED_AT] > seen if seen is not None and SERVED_AT in fed else fed.get(FROM_FEEDBACK)
+        if new is None or not bool(new.any()):
+            return (
+                f"nothing new to learn: no feedback served after what champion v{champion.version} "
+                "learned from; no version trained or promoted"
+            )
+    return None
+
+
+def _unseen_only(parts: split.Splits, champion: ModelVersion | None) -> split.Splits:
+    """For incremental training: the training rows the champion has not learned from (its feedback
+    ended at ``feedback_until``); the gate's rows unchanged."""
+    seen = champion.tags.training.feedback_until if champion is not None else None
+    if seen is None:
+        return parts
+
+    def newer(data: features.Dataset) -> features.Dataset:
+        return data.subset(data.frame.index[(data.frame[SERVED_AT] > seen).to_numpy()])
+
+    return split.Splits(newer(parts.train), newer(parts.fit), newer(parts.valid), parts.test, parts.info)
+
+
+def _newer_than(inputs: Inputs, champion: ModelVersion | None) -> bool:
+    """Did the candidate learn from data the champion did not have: another source snapshot, or feedback
+    served after the champion's?"""
+    if champion is None:
+        return True
+    if inputs.snapshot is not None and champion.tags.dataset.digest != inputs.snapshot.digest:
+        return True
+    until = inputs.data.feedback_until
+    seen = champion.tags.training.feedback_until
+    return until is not None and (seen is None or until > seen)
 
 
 def _key(spec: ProblemSpec, what: str) -> str:

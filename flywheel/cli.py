@@ -256,6 +256,7 @@ def _wait_for_windows(stack: str | None, model_name: str, answered: dict[str, se
     import os
     from datetime import UTC, datetime
 
+    from flywheel.contracts import layout
     from flywheel.replay_wait import describe, expected_windows, wait_for_windows, window_seconds
     from stacks.components.artifact_store import ArtifactStore
     from stacks.config import StackError
@@ -290,7 +291,8 @@ def _wait_for_windows(stack: str | None, model_name: str, answered: dict[str, se
     if not state.done:
         typer.secho(
             f"windows not written after {state.waited:.0f} s: {describe(state.missing)} under "
-            f"{store.uri('serving/' + model_name)}; is the service profiling on the stack {chosen.name!r}?",
+            f"{store.uri(layout.serving_model(model_name))}; "
+            f"is the service profiling on the stack {chosen.name!r}?",
             fg=typer.colors.RED,
             err=True,
         )

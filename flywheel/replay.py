@@ -88,11 +88,20 @@ def _event_times(frame: pd.DataFrame, spec: ProblemSpec) -> pd.Series:
 def later_rows(frame: pd.DataFrame, spec: ProblemSpec) -> pd.DataFrame:
     """The rows after the training period: later than every row training learned from.
 
-    Training holds out the latest ``split.test_fraction`` of its labelled rows by event time, as
-    ``steps/data/split.py`` does; the rows strictly after the last training row's time are returned
-    (unlabelled ones too: they are traffic, only without feedback). Input order is kept.
+    With ``training_data.until`` in the spec, the source rows from that time on (which training never
+    reads); otherwise training holds out the latest ``split.test_fraction`` of its labelled rows by event
+    time, as ``steps/data/split.py`` does, and the rows strictly after the last training row's time are
+    returned. Unlabelled rows too: they are traffic, only without feedback. Input order is kept.
     """
     times = _event_times(frame, spec)
+    cutoff = spec.training_data.cutoff(spec.time.timezone if spec.time else None)
+    if cutoff is not None:
+        later = (times >= cutoff).to_numpy()
+        if not later.any():
+            raise ReplayError(
+                f"problem {spec.name!r}: no row from training_data.until {spec.training_data.until} on"
+            )
+        return frame[later]
     labelled = pd.Series(True, index=frame.index)
     if all(c in frame.columns for c in spec.target_source_columns()):
         from steps.data.features import FeatureError, make_label

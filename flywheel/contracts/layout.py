@@ -34,7 +34,11 @@ SNAPSHOT_DATA: Final = "data.parquet"
 SNAPSHOT_PROFILE: Final = "profile.bin"
 SNAPSHOT_META: Final = "meta.json"
 """Written last: its presence means the snapshot is complete."""
-SNAPSHOT_FILES: Final = (SNAPSHOT_DATA, SNAPSHOT_PROFILE, SNAPSHOT_META)
+SNAPSHOT_LINEAGE: Final = "lineage.json"
+"""Only a feedback snapshot has it: the model versions, traffic windows and label files its rows came from."""
+SNAPSHOT_FILES: Final = (SNAPSHOT_DATA, SNAPSHOT_PROFILE, SNAPSHOT_META, SNAPSHOT_LINEAGE)
+FEEDBACK_SOURCE_SCHEME: Final = "feedback"
+"""The source URI of a feedback snapshot: ``feedback://<model name>``."""
 TRAINING_REFERENCE: Final = "training_profile.bin"
 BATCH_PROFILE: Final = "profile.bin"
 REQUEST_ID_KEY: Final = "serving/request-id.key"
@@ -80,7 +84,8 @@ def snapshot_dir(digest: str) -> str:
 
 
 def snapshot_file(digest: str, name: str) -> str:
-    """One of a snapshot's files: ``data.parquet``, ``profile.bin`` or ``meta.json``."""
+    """One of a snapshot's files: ``data.parquet``, ``profile.bin``, ``meta.json`` (and ``lineage.json``
+    for feedback)."""
     if name not in SNAPSHOT_FILES:
         raise ValueError(f"unknown snapshot file {name!r}: one of {', '.join(SNAPSHOT_FILES)}")
     return f"{snapshot_dir(digest)}/{name}"
@@ -128,6 +133,11 @@ def window_name(start: datetime | float) -> str:
 def window_start(name: str) -> datetime:
     """The start of the window a name (``20260101T100000Z``) stands for."""
     return _stamp(name, WINDOW_STAMP, name)
+
+
+def serving_model(model_name: str) -> str:
+    """Everything the service writes for a model: every version's windows and prediction log, the labels."""
+    return f"{SERVING}/{model_name}"
 
 
 def serving_profiles(model_name: str, version: str) -> str:
@@ -216,6 +226,11 @@ def parse_feedback_part(path: str) -> FeedbackPart:
     if folder != "feedback" or not name.endswith(".parquet") or not writer or not nonce:
         raise LayoutError(f"{path!r} is not a feedback part (<day>/<writer>-<nonce>.parquet)")
     return FeedbackPart(model, _stamp(day, DAY_STAMP, path).date(), writer, nonce)
+
+
+def feedback_source(model_name: str) -> str:
+    """The source URI a feedback snapshot records: the labelled traffic of ``model_name``."""
+    return f"{FEEDBACK_SOURCE_SCHEME}://{model_name}"
 
 
 def request_id_key() -> str:

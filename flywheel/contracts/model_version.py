@@ -37,6 +37,18 @@ DATASET_ROWS_TAG: Final = "flywheel.dataset.rows"
 DATASET_JOIN_PREFIX: Final = "flywheel.dataset.join."
 JOIN_FIELDS: Final = ("digest", "snapshot", "source")
 
+FEEDBACK_DIGEST_TAG: Final = "flywheel.feedback.digest"
+"""The feedback snapshot (labelled traffic) a version learned from besides its source, if any."""
+FEEDBACK_SNAPSHOT_TAG: Final = "flywheel.feedback.snapshot"
+FEEDBACK_ROWS_TAG: Final = "flywheel.feedback.rows"
+"""Feedback rows it trained on (the gate's held-out rows not counted)."""
+FEEDBACK_UNTIL_TAG: Final = "flywheel.feedback.until"
+"""The latest serving time (epoch seconds) of the feedback it trained on: the next gate judges after it."""
+TRAINING_MODE_TAG: Final = "flywheel.training.mode"
+"""``full`` (tuned, from the source and feedback) or ``incremental`` (the champion boosted on feedback)."""
+TRAINING_FINGERPRINT_TAG: Final = "flywheel.training.fingerprint"
+"""A hash of everything a training learned from and how: equal to the champion's means nothing new."""
+
 PROMOTION_DECISION_TAG: Final = "flywheel.promotion.decision"
 PROMOTION_REASON_TAG: Final = "flywheel.promotion.reason"
 PROMOTION_METRIC_TAG: Final = "flywheel.promotion.metric"
@@ -195,6 +207,42 @@ class Registration:
 
 
 @dataclass(frozen=True)
+class TrainingRecord:
+    """How a version was trained and on which feedback, so the next training knows what it already saw."""
+
+    mode: str = "full"
+    fingerprint: str = ""
+    feedback_digest: str = ""
+    feedback_snapshot: str = ""
+    feedback_rows: int = 0
+    feedback_until: float | None = None
+
+    def to_tags(self) -> dict[str, str]:
+        tags = {TRAINING_MODE_TAG: self.mode, TRAINING_FINGERPRINT_TAG: self.fingerprint}
+        if self.feedback_digest:
+            tags |= {
+                FEEDBACK_DIGEST_TAG: self.feedback_digest,
+                FEEDBACK_SNAPSHOT_TAG: self.feedback_snapshot,
+                FEEDBACK_ROWS_TAG: str(self.feedback_rows),
+            }
+        if self.feedback_until is not None:
+            tags[FEEDBACK_UNTIL_TAG] = f"{self.feedback_until:.3f}"
+        return _cut(tags)
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> TrainingRecord:
+        rows = tags.get(FEEDBACK_ROWS_TAG, "")
+        return cls(
+            mode=tags.get(TRAINING_MODE_TAG, "full"),
+            fingerprint=tags.get(TRAINING_FINGERPRINT_TAG, ""),
+            feedback_digest=tags.get(FEEDBACK_DIGEST_TAG, ""),
+            feedback_snapshot=tags.get(FEEDBACK_SNAPSHOT_TAG, ""),
+            feedback_rows=int(rows) if rows.isdigit() else 0,
+            feedback_until=_number(tags.get(FEEDBACK_UNTIL_TAG)),
+        )
+
+
+@dataclass(frozen=True)
 class Promotion:
     """The gate's decision on a candidate, as tagged on it (``champion_*`` only when there was one)."""
 
@@ -324,6 +372,10 @@ class VersionTags:
     @property
     def promotion(self) -> Promotion | None:
         return Promotion.from_tags(self.raw)
+
+    @property
+    def training(self) -> TrainingRecord:
+        return TrainingRecord.from_tags(self.raw)
 
     @property
     def service(self) -> ServiceRecord | None:

@@ -8,6 +8,7 @@ signature and the serving request model all follow from the spec and the data.
 from __future__ import annotations
 
 import re
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -157,6 +158,57 @@ class MonitoringSpec(_Frozen):
     ignore_drift: list[str] = Field(default_factory=list)
 
 
+class TrainingDataSpec(_Frozen):
+    """What a model learns from: the source up to a cutoff, plus the labelled traffic that came back.
+
+    ``until`` keeps the source's later rows out of training for good (the demo's flights source holds the
+    whole year, so without a cutoff the months replayed later would already be in the champion's data); they
+    can reach training only as served traffic with its feedback, as they would in production. ``feedback``
+    says which collected feedback joins the source: ``all`` of it, the most recent ``window_days`` of the
+    combined timeline (``window``; source rows by their event time, feedback by the time it was served), or
+    ``none``. The gate judges on the newest ``holdout_fraction`` of the feedback the champion never learned
+    from, once there are ``min_holdout_rows`` of those rows; with less, the spec's time split decides as
+    before. ``incremental_rounds``: the boosting rounds an incremental candidate adds to the champion.
+    """
+
+    until: str | None = Field(
+        default=None, description="source rows at or after this time (a date, month or year) never train"
+    )
+    feedback: Literal["all", "window", "none"] = "all"
+    window_days: float | None = Field(default=None, gt=0, le=36_500)
+    holdout_fraction: float = Field(default=0.5, gt=0, lt=1)
+    min_holdout_rows: int = Field(default=200, ge=10)
+    incremental_rounds: int = Field(default=50, ge=1, le=10_000)
+
+    @field_validator("until", mode="before")
+    @classmethod
+    def _until_is_a_period(cls, value: Any) -> str | None:
+        if isinstance(value, date | int):  # YAML reads 2013-10-01 as a date and 2013 as a number
+            value = value.isoformat() if isinstance(value, date) else str(value)
+        if value is not None:
+            import pandas as pd
+
+            try:
+                pd.Period(str(value))
+            except (ValueError, TypeError):
+                raise ValueError(f"{value!r} is not a date, month or year (e.g. 2013-10-01)") from None
+        return None if value is None else str(value)
+
+    def cutoff(self, timezone: str | None) -> Any:
+        """The start of ``until`` in the spec's time zone as a UTC ``pandas.Timestamp``, or None."""
+        if self.until is None:
+            return None
+        import pandas as pd
+
+        return pd.Period(self.until).start_time.tz_localize(timezone or "UTC").tz_convert("UTC")
+
+    @model_validator(mode="after")
+    def _window_needs_days(self) -> TrainingDataSpec:
+        if self.feedback == "window" and self.window_days is None:
+            raise ValueError("feedback: window needs window_days (the most recent days to learn from)")
+        return self
+
+
 class TuningSpec(_Frozen):
     n_trials: int = Field(default=20, ge=1)
     timeout_s: float | None = Field(default=420, gt=0)
@@ -167,11 +219,22 @@ class TuningSpec(_Frozen):
 
 
 class PromotionSpec(_Frozen):
-    """The gate: beat the champion on the same test data within ``tolerance``; no slice worse than a bound."""
+    """The gate: beat the champion on the same test data; no slice worse than a bound.
+
+    A candidate worse than the champion by more than ``tolerance`` is rejected; one that is not better
+    (within the tolerance) is rejected too unless ``refresh_within_tolerance`` and it learned from newer
+    data; only a better one is promoted on its metric. Never a silent ``+0.0000``.
+    """
 
     tolerance: float = Field(default=0.002, ge=0)
     max_slice_regression: float = Field(default=0.02, ge=0)
     min_slice_rows: int = Field(default=500, ge=1)
+    refresh_within_tolerance: bool = Field(
+        default=False,
+        description="promote a candidate that is not better but within the tolerance when it learned from "
+        "newer data than the champion (a refresh); the reason says so. Otherwise a promotion needs an "
+        "improvement",
+    )
 
 
 METRICS: dict[str, tuple[str, ...]] = {
@@ -220,6 +283,7 @@ class ProblemSpec(_Frozen):
         default=0.5, description="decision threshold, or 'f1': the F1-best one on the validation period"
     )
     split: SplitSpec = SplitSpec()
+    training_data: TrainingDataSpec = TrainingDataSpec()
     validation: ValidationSpec = ValidationSpec()
     tuning: TuningSpec = TuningSpec()
     monitoring: MonitoringSpec = MonitoringSpec()
@@ -245,6 +309,8 @@ class ProblemSpec(_Frozen):
             raise ValueError("target.positive is for a binary task")
         if self.target.classes is not None and self.task != "multiclass":
             raise ValueError("target.classes is for a multiclass task")
+        if self.training_data.until is not None and self.time is None:
+            raise ValueError("training_data.until needs a time column (time.column) to cut the source at")
         if self.features is not None and self.exclude:
             raise ValueError("give either 'features' (a list) or 'exclude' (all but), not both")
         return self

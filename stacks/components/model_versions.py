@@ -133,6 +133,13 @@ def set_tags(model_name: str, version: str, tags: Mapping[str, str]) -> None:
         client.set_model_version_tag(model_name, str(version), key, value)
 
 
+def set_description(model_name: str, version: str, text: str) -> None:
+    """The version's description, which MLflow's version page shows first (the gate's decision, in words)."""
+    from mlflow import MlflowClient
+
+    MlflowClient().update_model_version(model_name, str(version), description=text[:5000])
+
+
 def make_champion(model_name: str, version: str) -> None:
     """Point the champion alias at ``version``; the challenger alias leaves it if it named it."""
     from mlflow import MlflowClient

@@ -23,19 +23,36 @@ class Splits:
     info: dict[str, Any]
 
 
-def split(dataset: Dataset, spec: ProblemSpec) -> Splits:
+def split(dataset: Dataset, spec: ProblemSpec, holdout: pd.Index | None = None) -> Splits:
+    """Train on earlier rows, test on later ones; ``holdout`` (the newest labelled feedback the champion
+    never learned from) is the test set when given, and the rest, in time order, is the training period."""
     frame = dataset.frame
     cfg = spec.split
     if len(frame) < 10:
         raise ValueError(f"only {len(frame)} labelled rows: too few to split into train, validation and test")
-    if spec.time:
+    if holdout is not None:
+        rest = frame.drop(index=holdout)
+        order = rest[EVENT_TIME].sort_values(kind="stable").index if EVENT_TIME in rest else rest.index
+        train_idx, test_idx = order, holdout
+        n_valid = max(1, round(len(train_idx) * cfg.valid_fraction))
+        fit_idx, valid_idx = train_idx[:-n_valid], train_idx[-n_valid:]
+        info: dict[str, Any] = {"split.method": "newest feedback held out"}
+        if EVENT_TIME in frame:
+            times = frame[EVENT_TIME]
+            info |= {
+                "split.train_from": str(times.loc[train_idx].min()),
+                "split.train_to": str(times.loc[train_idx].max()),
+                "split.test_from": str(times.loc[test_idx].min()),
+                "split.test_to": str(times.loc[test_idx].max()),
+            }
+    elif spec.time:
         order = frame[EVENT_TIME].sort_values(kind="stable").index
         n_test = max(1, round(len(order) * cfg.test_fraction))
         train_idx, test_idx = order[:-n_test], order[-n_test:]
         n_valid = max(1, round(len(train_idx) * cfg.valid_fraction))
         fit_idx, valid_idx = train_idx[:-n_valid], train_idx[-n_valid:]
         times = frame[EVENT_TIME]
-        info: dict[str, Any] = {
+        info = {
             "split.method": "time",
             "split.train_from": str(times.loc[train_idx].min()),
             "split.train_to": str(times.loc[train_idx].max()),

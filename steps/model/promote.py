@@ -1,8 +1,11 @@
 """Promote: champion/challenger with MLflow aliases, gated on the same test data.
 
-The candidate takes the ``champion`` alias only if its metric is no worse than the champion's by more than
-the tolerance, and no slice with enough rows regresses beyond the bound. Either way the decision and its
-reason are tags on the candidate version; a rejected candidate keeps the ``challenger`` alias.
+The candidate takes the ``champion`` alias only if it beats the champion's metric on the same test rows (with
+feedback: the newest labelled period, which the champion never learned from) and no slice with enough rows
+regresses beyond the bound. A candidate that is no better is kept out, unless the spec allows a refresh
+within the tolerance and it learned from newer data, and the reason then says so: a promotion is never a
+silent ``+0.0000``. Either way the decision and its reason are tags on the candidate version and its
+description; a rejected candidate keeps the ``challenger`` alias.
 """
 
 from __future__ import annotations
@@ -35,6 +38,19 @@ class PromotionDecision:
     champion_metric: float | None
     slice_regressions: list[dict[str, Any]] = field(default_factory=list)
 
+    def description(self, metric: str) -> str:
+        """One paragraph for the version page: the verdict and its reason, in plain words."""
+        verdict = "Promoted to champion" if self.promoted else "Not promoted (challenger)"
+        lines = [f"{verdict}: {self.reason}."]
+        if self.champion_metric is not None:
+            lines.append(
+                f"{metric}: this version {self.candidate_metric:.4f}, champion v{self.champion_version} "
+                f"{self.champion_metric:.4f}, on the same test rows."
+            )
+        else:
+            lines.append(f"{metric} on the test rows: {self.candidate_metric:.4f}.")
+        return " ".join(lines)
+
     def to_markdown(self, metric: str) -> str:
         verdict = "PROMOTED to champion" if self.promoted else "NOT promoted (kept as challenger)"
         champion = "none" if self.champion_metric is None else f"{self.champion_metric:.4f}"
@@ -62,6 +78,12 @@ def _delta(candidate: float, champion: float, lower_is_better: bool) -> float:
     return champion - candidate if lower_is_better else candidate - champion
 
 
+def signed(change: float) -> str:
+    """A metric change as people read it: ``+0.0123``; a tiny one keeps its digits (``+3.1e-06``), so a real
+    change never reads as ``+0.0000``."""
+    return f"{change:+.4f}" if change == 0 or abs(change) >= 5e-5 else f"{change:+.2g}"
+
+
 def decide(
     spec: ProblemSpec,
     candidate_p: np.ndarray,
@@ -69,8 +91,13 @@ def decide(
     test: Dataset,
     candidate_version: str,
     champion_version: str | None,
+    newer_data: bool = False,
 ) -> PromotionDecision:
-    """The gate itself, pure: predictions of both models on the same test rows in, decision out."""
+    """The gate itself, pure: predictions of both models on the same test rows in, decision out.
+
+    ``newer_data``: the candidate learned from data the champion did not have (feedback served after the
+    champion's), which is what lets ``promotion.refresh_within_tolerance`` promote a candidate that is not
+    better."""
     y = test.y.to_numpy(dtype="float64")
     cand = score(y, candidate_p, spec.task, spec.fixed_threshold)[spec.metric]
     if champion_p is None:
@@ -81,6 +108,10 @@ def decide(
         )
         return PromotionDecision(True, reason, candidate_version, champion_version, cand, None)
     champ = score(y, champion_p, spec.task, spec.fixed_threshold)[spec.metric]
+    if np.array_equal(np.asarray(candidate_p), np.asarray(champion_p)):
+        same = f"predicts exactly what champion v{champion_version} predicts on the test rows"
+        reason = f"{same}: nothing new learned"
+        return PromotionDecision(False, reason, candidate_version, champion_version, cand, champ)
     gain = _delta(cand, champ, spec.lower_is_better)
     tol = spec.promotion.tolerance
     cand_slices = slice_metrics(test.frame, y, candidate_p, spec)
@@ -108,12 +139,25 @@ def decide(
             f"{worst['slice']}={worst['value']}: {worst['candidate']:.4f} vs {worst['champion']:.4f}"
         )
         return PromotionDecision(False, reason, candidate_version, champion_version, cand, champ, regressions)
-    reason = (
-        f"{spec.metric} {cand:.4f} vs champion v{champion_version}'s {champ:.4f} "
-        f"(change {gain:+.4f}, tolerance {tol}); "
-        f"no slice regresses beyond {spec.promotion.max_slice_regression}"
+    compared = (
+        f"{spec.metric} {cand:.4f} vs champion v{champion_version}'s {champ:.4f} (change {signed(gain)}"
     )
-    return PromotionDecision(True, reason, candidate_version, champion_version, cand, champ, regressions)
+    slices_ok = f"no slice regresses beyond {spec.promotion.max_slice_regression}"
+    if gain > 0:
+        reason = f"improves on the champion: {compared}); {slices_ok}"
+        return PromotionDecision(True, reason, candidate_version, champion_version, cand, champ, regressions)
+    if spec.promotion.refresh_within_tolerance and newer_data:
+        reason = (
+            f"refresh on newer data: not better but within the tolerance ({compared}, tolerance {tol}); "
+            f"promoted because promotion.refresh_within_tolerance is set; {slices_ok}"
+        )
+        return PromotionDecision(True, reason, candidate_version, champion_version, cand, champ, regressions)
+    reason = (
+        f"no improvement: {compared}); the champion stays (a promotion needs an improvement"
+        + ("" if newer_data else ", and this candidate learned from nothing newer than the champion")
+        + ")"
+    )
+    return PromotionDecision(False, reason, candidate_version, champion_version, cand, champ, regressions)
 
 
 def champion_predictions(model_name: str, champion: ModelVersion, test: Dataset) -> np.ndarray | None:
@@ -151,9 +195,14 @@ def aligned(p: np.ndarray, classes: list[str], order: list[str]) -> np.ndarray:
 
 
 def promote(
-    spec: ProblemSpec, candidate_version: str, candidate_p: np.ndarray, test: Dataset
+    spec: ProblemSpec,
+    candidate_version: str,
+    candidate_p: np.ndarray,
+    test: Dataset,
+    newer_data: bool = False,
 ) -> PromotionDecision:
-    """Compare with the champion, move the aliases, and tag the decision on the candidate version."""
+    """Compare with the champion, move the aliases, and record the decision on the candidate version (tags
+    and its description)."""
     name = spec.model_name
     champion = model_versions.by_alias(name)
     champion_p = champion_predictions(name, champion, test) if champion is not None else None
@@ -164,6 +213,7 @@ def promote(
         test,
         candidate_version,
         None if champion is None else str(champion.version),
+        newer_data,
     )
     recorded = Promotion(
         promoted=decision.promoted,
@@ -174,6 +224,7 @@ def promote(
         champion_metric=decision.champion_metric,
     )
     model_versions.set_tags(name, candidate_version, recorded.to_tags())
+    model_versions.set_description(name, candidate_version, decision.description(spec.metric))
     if decision.promoted:
         model_versions.make_champion(name, candidate_version)
     else:

@@ -63,25 +63,28 @@ def lineage_tags(snapshot: Snapshot, joins: dict[str, Snapshot], reason: str) ->
 def log_inputs(
     run_id: str,
     spec: ProblemSpec,
-    snapshot: Snapshot,
+    snapshot: Snapshot | None,
     joins: dict[str, Snapshot],
     params: dict[str, Any],
+    feedback: Snapshot | None = None,
 ) -> None:
-    """Parameters and dataset inputs (digest + source), so the run says what it learned from."""
+    """Parameters and dataset inputs (digest + source), so the run says what it learned from: the source
+    snapshot (none for an incremental training), each join, and the feedback snapshot of served traffic."""
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
     client = MlflowClient()
-    base = {
-        "problem": spec.name,
-        "task": spec.task,
-        "metric": spec.metric,
-        "dataset.digest": snapshot.digest,
-        "dataset.source": snapshot.source_uri,
-    }
+    base: dict[str, Any] = {"problem": spec.name, "task": spec.task, "metric": spec.metric}
+    if snapshot is not None:
+        base |= {"dataset.digest": snapshot.digest, "dataset.source": snapshot.source_uri}
+    if feedback is not None:
+        base |= {"feedback.digest": feedback.digest, "feedback.rows": feedback.rows}
     for key, value in {**base, **params}.items():
         client.log_param(run_id, key, readable(value)[:6000])
-    inputs = [(spec.name, snapshot, "training"), *[(n, s, f"join:{n}") for n, s in joins.items()]]
+    inputs = [(spec.name, snapshot, "training")] if snapshot is not None else []
+    inputs += [(n, s, f"join:{n}") for n, s in joins.items()]
+    if feedback is not None:
+        inputs.append((f"{spec.name}-feedback", feedback, "feedback"))
     with mlflow.start_run(run_id=run_id):
         for name, snap, context in inputs:
             try:

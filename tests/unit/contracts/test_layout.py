@@ -42,7 +42,9 @@ def test_the_layout_stores_already_hold(utc_clock: None) -> None:
         "snapshots/5be1/data.parquet",
         "snapshots/5be1/profile.bin",
         "snapshots/5be1/meta.json",
+        "snapshots/5be1/lineage.json",
     ]
+    assert layout.feedback_source("flight-delay") == "feedback://flight-delay"
     assert layout.training_reference("flight-delay", "3") == "models/flight-delay/3/training_profile.bin"
     assert layout.serving_profiles("flight-delay", "3") == "serving/flight-delay/v3/profiles"
     assert (

@@ -36,6 +36,8 @@ def test_better_candidate_promotes() -> None:
     test, y = make_test()
     d = decide(SPEC, noisy(y, 0.2), noisy(y, 0.4), test, "2", "1")
     assert d.promoted and d.candidate_metric > d.champion_metric  # type: ignore[operator]
+    assert d.reason.startswith("improves on the champion")
+    assert "Promoted to champion: improves" in d.description(SPEC.metric)
 
 
 def test_worse_beyond_tolerance_is_rejected() -> None:
@@ -44,10 +46,47 @@ def test_worse_beyond_tolerance_is_rejected() -> None:
     assert not d.promoted and "worse than champion v1" in d.reason
 
 
-def test_equal_within_tolerance_promotes() -> None:
+def test_identical_predictions_are_never_promoted() -> None:
+    """A retrain that learned nothing new (same predictions) is no promotion, whatever the policy."""
     test, y = make_test()
     p = noisy(y, 0.3)
-    assert decide(SPEC, p, p, test, "2", "1").promoted
+    refresh = SPEC.model_copy(
+        update={"promotion": SPEC.promotion.model_copy(update={"refresh_within_tolerance": True})}
+    )
+    for spec in (SPEC, refresh):
+        d = decide(spec, p, p.copy(), test, "2", "1", newer_data=True)
+        assert not d.promoted and "nothing new learned" in d.reason
+
+
+def test_not_better_within_tolerance_is_kept_out_and_says_why() -> None:
+    test, y = make_test()
+    champion = noisy(y, 0.3)
+    candidate = np.clip(champion + RNG.normal(0, 0.002, len(y)), 0.001, 0.999)
+    d = decide(SPEC, candidate, champion, test, "2", "1", newer_data=True)
+    gain = d.candidate_metric - d.champion_metric  # type: ignore[operator]
+    if gain > 0:  # noise made it better: swap the roles so the candidate is the worse one
+        d = decide(SPEC, champion, candidate, test, "2", "1", newer_data=True)
+    assert not d.promoted and d.reason.startswith("no improvement")
+    assert "+0.0000" not in d.reason
+
+
+def test_refresh_within_tolerance_promotes_with_its_reason_on_newer_data_only() -> None:
+    test, y = make_test()
+    champion = noisy(y, 0.3)
+    candidate = champion.copy()
+    candidate[:3] = 1 - candidate[:3]  # slightly worse, within the tolerance
+    refresh = SPEC.model_copy(
+        update={"promotion": SPEC.promotion.model_copy(update={"refresh_within_tolerance": True})}
+    )
+    d = decide(refresh, candidate, champion, test, "2", "1", newer_data=True)
+    assert d.promoted and d.reason.startswith("refresh on newer data")
+    assert not decide(refresh, candidate, champion, test, "2", "1", newer_data=False).promoted
+
+
+def test_a_tiny_improvement_keeps_its_digits() -> None:
+    from steps.model.promote import signed
+
+    assert signed(0.0) == "+0.0000" and signed(0.0123) == "+0.0123" and signed(3.1e-6) == "+3.1e-06"
 
 
 def test_slice_regression_blocks_promotion() -> None:
