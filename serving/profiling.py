@@ -11,11 +11,12 @@ message carries 1 row or 1,000, and a bound by messages let a stalled process gr
 gigabytes. The process is supervised: a thread of the recorder notices within a fraction of a second that
 it is gone (killed, out of memory, a bug), counts what it held as dropped and starts a fresh one on a fresh
 queue, backing off from 0.5 s to 30 s while it keeps dying. A process that is alive but hung (stopped,
-stuck in a write to a store that never answers) takes no rows: when rows have waited for it and none was taken
-for ``ProfilerConfig.stall_s``, the supervisor kills it and restarts it the same way (counted as a restart,
-its rows as ``worker_died``, ``last_error`` saying it hung). A failed write in the process (a full disk, a
-permission) costs the rows of that write, counted, not the process: a transient error must not become a
-crash loop. Every lost row is counted by reason (``flywheel_profile_dropped_rows_total``).
+stuck in a write to a store that never answers) takes no rows: when rows have waited for it and none was
+taken for ``ProfilerConfig.stall_s`` once it was ready (or it is not ready ``STARTUP_LIMIT_S`` after its
+start), the supervisor kills it and restarts it the same way (counted as a restart, its rows as
+``worker_died``, ``last_error`` saying it hung). A failed write in the process (a full disk, a permission)
+costs the rows of that write, counted, not the process: a transient error must not become a crash loop.
+Every lost row is counted by reason (``flywheel_profile_dropped_rows_total``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ RESTART_FIRST_S = 0.5
 RESTART_MAX_S = 30.0
 STABLE_S = 60.0
 SUPERVISE_EVERY_S = 0.2
+# a profiling process not ready this long after it was started is hung in its start-up: killed, restarted
+STARTUP_LIMIT_S = 180.0
 
 
 class _Inbox(mpq.Queue):  # type: ignore[type-arg]
@@ -92,11 +95,17 @@ class _Process:
     progress_at: float = 0.0  # when it last moved, or rows in flight were none (monotonic)
 
     def stalled_for(self, now: float) -> float:
-        """Seconds this process has taken no row while rows were waiting for it (0 when none wait)."""
+        """Seconds this process has taken no row while rows were waiting for it (0 when none wait). Its
+        start-up (imports, whylogs warmed up: seconds, more on a busy machine) takes no rows by design, so
+        the clock starts when it is ready; a start-up that never ends is caught by STARTUP_LIMIT_S."""
         taken = int(self.state[_TAKEN])
-        if taken != self.taken_seen or self.sent - taken <= 0:
+        if taken != self.taken_seen or self.sent - taken <= 0 or not self.state[_READY]:
             self.taken_seen, self.progress_at = taken, now
         return now - self.progress_at
+
+    def starting_for(self, now: float) -> float:
+        """Seconds since it was started, while it is not ready yet (0 once it is)."""
+        return 0.0 if self.state[_READY] else now - self.started
 
     def in_flight(self) -> int:
         return self.sent - int(self.state[_TAKEN])
@@ -280,34 +289,34 @@ class TrafficRecorder:
             worker = self._worker
             if worker is not None:
                 alive = worker.process.is_alive()
+                now = time.monotonic()
                 with self._lock:
                     self._collect(worker)
-                    stalled = worker.stalled_for(time.monotonic())
+                    stalled = worker.stalled_for(now)
                     waiting = worker.in_flight()
                 if alive and stalled >= self.config.stall_s:
-                    self._kill_hung(worker, stalled, waiting)
+                    self._kill_hung(worker, f"no row taken for {stalled:.1f} s with {waiting} rows waiting")
+                elif alive and worker.starting_for(now) >= STARTUP_LIMIT_S:
+                    self._kill_hung(worker, f"not ready {worker.starting_for(now):.0f} s after it started")
                 elif not alive:
                     self._bury(worker)
             elif self._restart_at is not None and time.monotonic() >= self._restart_at:
                 self._restart()
 
-    def _kill_hung(self, worker: _Process, stalled: float, waiting: int) -> None:
+    def _kill_hung(self, worker: _Process, why: str) -> None:
         """A live process that takes nothing: killed (SIGKILL: it ignores SIGTERM, and a stopped process
         acts on nothing else), then buried and restarted like one that died."""
         self.hung += 1
         log.error(
-            "profiling process %s hung: no row taken for %.1f s with %d rows waiting (limit %g s): killed",
+            "profiling process %s hung (%s; stall limit %g s): killing it",
             worker.process.pid,
-            stalled,
-            waiting,
+            why,
             self.config.stall_s,
         )
         with contextlib.suppress(ProcessLookupError, OSError):
             worker.process.kill()
         worker.process.join(timeout=5.0)
-        self._bury(
-            worker, f"hung (no row taken for {stalled:.1f} s with {waiting} rows waiting) and was killed"
-        )
+        self._bury(worker, f"hung ({why}) and was killed")
 
     def _bury(self, worker: _Process, how: str | None = None) -> None:
         """A dead process: what it queued or held is lost; a restart is scheduled after the backoff. ``how``

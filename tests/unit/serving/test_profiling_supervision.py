@@ -208,7 +208,7 @@ def test_c_a_stalled_process_bounds_rows_in_flight_and_the_servers_memory(start:
 def test_e_a_hung_process_is_killed_and_restarted_and_its_rows_counted(start: Any, home: Path) -> None:
     """SIGSTOP: alive, taking nothing. Once rows have waited ``stall_s`` with none taken, the supervisor
     kills it and starts another, as for one that died; a stop shorter than that is left alone."""
-    stall_s = 2.0
+    stall_s = 1.0  # under a restarted process's start-up (2-5 s): that must not count as a stall
     recorder, metrics = start(stall_s=stall_s, batch_rows=100)
     width = 4
     names = columns(width)
@@ -234,8 +234,13 @@ def test_e_a_hung_process_is_killed_and_restarted_and_its_rows_counted(start: An
     os.kill(first, signal.SIGSTOP)
     stopped = time.monotonic()
     record("stopped", 8)  # 512 rows waiting for it
-    assert wait_for(lambda: recorder.pid not in (None, first) and recorder.health()["ready"], 60)
+    assert wait_for(lambda: recorder.pid not in (None, first), 60)
     took = time.monotonic() - stopped
+    # rows keep coming while its replacement starts up (taking none, by design, for seconds): not a hang
+    deadline = time.monotonic() + 60
+    while not recorder.health()["ready"] and time.monotonic() < deadline:
+        record("starting", 1)
+        time.sleep(0.1)
     assert not psutil.pid_exists(first) or psutil.Process(first).status() == psutil.STATUS_ZOMBIE
     health = recorder.health()
     assert stall_s <= took, took
