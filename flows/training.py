@@ -23,7 +23,7 @@ from flywheel.contracts import events
 from flywheel.contracts.model_version import REASON_TAG, STACK_TAG, ModelVersion, TrainingRecord
 from flywheel.contracts.problem import ProblemSpec, load_spec
 from stacks.components.model_versions import alias_version, by_alias
-from steps.data import features, split
+from steps.data import features, split, training_data
 from steps.data.feedback import SERVED_AT
 from steps.data.training_data import FROM_FEEDBACK
 from steps.model import (
@@ -236,7 +236,7 @@ def training(
             schema=inputs.schema,
             example=register.input_example(parts.test.frame, inputs.schema),
             training_profile=profile,
-            lineage={**inputs.lineage, **_record(inputs, mode).to_tags()},
+            lineage={**inputs.lineage, **_record(inputs, mode, parts.train).to_tags()},
             threshold=threshold,
             warnings=warnings,
             retries=2,
@@ -257,7 +257,7 @@ def training(
             registered.version,
             evaluation.predictions,
             parts.test,
-            _newer_than(inputs, champion_mv),
+            _newer_than(inputs, parts.train, champion_mv),
         )
         status = "FINISHED"
     finally:
@@ -336,19 +336,19 @@ def _train(
     return timer.run(train.train, "train", data, tuning.best_params, tuning.best_rounds)
 
 
-def _record(inputs: Inputs, mode: str) -> TrainingRecord:
-    """What the version's tags keep of this training: its mode, fingerprint and the feedback it learned."""
+def _record(inputs: Inputs, mode: str, trained: features.Dataset) -> TrainingRecord:
+    """What the version's tags keep of this training: its mode, fingerprint and the feedback rows it
+    learned from (``trained``: the rows its booster was fitted on, the gate's rows not among them)."""
     fed = inputs.feedback_snapshot
-    frame = inputs.data.dataset.frame
-    trained = frame if inputs.data.holdout is None else frame.drop(index=inputs.data.holdout)
-    n_feedback = int(trained[FROM_FEEDBACK].sum()) if FROM_FEEDBACK in trained else 0
+    until = training_data.feedback_until(trained)
+    n_feedback = int(trained.frame[FROM_FEEDBACK].sum()) if FROM_FEEDBACK in trained.frame else 0
     return TrainingRecord(
         mode=mode,
         fingerprint=inputs.fingerprint,
         feedback_digest=fed.digest if fed and n_feedback else "",
         feedback_snapshot=fed.uri if fed and n_feedback else "",
         feedback_rows=n_feedback,
-        feedback_until=inputs.data.feedback_until,
+        feedback_until=until,
     )
 
 
@@ -386,14 +386,14 @@ def _unseen_only(parts: split.Splits, champion: ModelVersion | None) -> split.Sp
     return split.Splits(newer(parts.train), newer(parts.fit), newer(parts.valid), parts.test, parts.info)
 
 
-def _newer_than(inputs: Inputs, champion: ModelVersion | None) -> bool:
+def _newer_than(inputs: Inputs, trained: features.Dataset, champion: ModelVersion | None) -> bool:
     """Did the candidate learn from data the champion did not have: another source snapshot, or feedback
     served after the champion's?"""
     if champion is None:
         return True
     if inputs.snapshot is not None and champion.tags.dataset.digest != inputs.snapshot.digest:
         return True
-    until = inputs.data.feedback_until
+    until = training_data.feedback_until(trained)
     seen = champion.tags.training.feedback_until
     return until is not None and (seen is None or until > seen)
 

@@ -14,7 +14,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from flywheel.contracts.problem import ProblemSpec
@@ -35,16 +34,15 @@ class TrainingData:
     info: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def feedback_until(self) -> float | None:
-        """The latest serving time of the feedback this model trains on (epoch seconds), for the next gate."""
-        frame = self.dataset.frame
-        if FROM_FEEDBACK not in frame or SERVED_AT not in frame:
-            return None
-        trained = frame[frame[FROM_FEEDBACK]]
-        if self.holdout is not None:
-            trained = trained.drop(index=self.holdout, errors="ignore")
-        return float(trained[SERVED_AT].max()) if len(trained) else None
+
+def feedback_until(trained: Dataset) -> float | None:
+    """The latest serving time (epoch seconds) of the feedback rows among ``trained``: what the next
+    training's gate judges after."""
+    frame = trained.frame
+    if FROM_FEEDBACK not in frame or SERVED_AT not in frame:
+        return None
+    fed = frame.loc[frame[FROM_FEEDBACK].to_numpy(dtype=bool), SERVED_AT]
+    return float(fed.max()) if len(fed) else None
 
 
 def cut_source(dataset: Dataset, spec: ProblemSpec) -> tuple[Dataset, int]:
@@ -161,10 +159,3 @@ def fingerprint(**inputs: Any) -> str:
     """What a training learns from and how, as one hash: equal inputs, equal models (same seed)."""
     text = json.dumps(inputs, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def feedback_rows_of(data: TrainingData) -> np.ndarray:
-    """Positions of the feedback rows among the training rows (the gate's rows excluded)."""
-    frame = data.dataset.frame
-    trained = frame.drop(index=data.holdout) if data.holdout is not None else frame
-    return np.flatnonzero(trained[FROM_FEEDBACK].to_numpy(dtype=bool))
