@@ -79,6 +79,7 @@ BENCH_LIMITS: dict[str, Any] = {
 """The benchmark stack's ``server:`` block: short timeouts, so the slow clients are judged in seconds."""
 PROFILE_QUEUE_ROWS = 50_000
 """The main service's bound on rows waiting for the profiling process (FLYWHEEL_PROFILE_QUEUE_ROWS)."""
+SUPERVISE_SLACK_S = 0.3  # the supervisor's tick (0.2 s): the stall clock starts at the last row taken
 PROFILER_STALL_S = 2.0
 """How long the profiling process may take no rows while rows wait before it is killed and restarted
 (FLYWHEEL_PROFILE_STALL_S; the service's default is 60 s)."""
@@ -450,6 +451,15 @@ def padded(body: bytes, size: int) -> bytes:
     return grown + b" " * (size - len(grown))
 
 
+def beyond_decoding(d: dict[str, Any]) -> float:
+    """Server CPU of the 100,000-key 422 less its JSON decoding, over the same for scoring the valid body of
+    its size: what the service does with a body once decoded (receiving it, checking, answering), rejected
+    against scored."""
+    rejected = d["server_cpu_ms_per_keys_422"] - d["json_parse_ms_many_keys"]
+    scored = d["server_cpu_ms_per_same_size_valid_batch"] - d["json_parse_ms_same_size_valid_batch"]
+    return rejected / max(scored, 1e-9)
+
+
 def json_parse_ms(body: bytes, repeats: int = 15) -> float:
     """CPU of ``orjson.loads`` of ``body`` and freeing the result, best of ``repeats``, in this process: the
     floor of any check that needs the decoded body."""
@@ -772,7 +782,7 @@ def _profiler_fault(b: Battery, family: Family, fault: signal.Signals) -> None:
     family.expect(recovered_s is not None, "flywheel_profiler_up was not 1 again with a restart counted")
     if hang:
         family.expect(
-            recovered_s is None or recovered_s >= PROFILER_STALL_S,
+            recovered_s is None or recovered_s >= PROFILER_STALL_S - SUPERVISE_SLACK_S,
             f"restarted after {recovered_s} s, before the stall bound of {PROFILER_STALL_S} s",
         )
         family.expect(
@@ -1260,7 +1270,12 @@ def compare(
             "WHYLOGS_NO_ANALYTICS": "True",
         }
         limits = uvicorn_flags(server_limits(load_stack("local")))
-        commands = {"baseline": (tree, limits if same_flags else []), "current": (ROOT, limits)}
+        # a baseline from before the hardening has no protocol class to name: it runs uvicorn's own
+        has_protocol = (tree / "serving" / "server_protocol.py").exists()
+        baseline_flags = limits if same_flags and has_protocol else []
+        if same_flags and not has_protocol:
+            print(f"  {ref} has no serving/server_protocol.py: its service runs without the limit flags")
+        commands = {"baseline": (tree, baseline_flags), "current": (ROOT, limits)}
         phases: list[dict[str, Any]] = []
         identity: dict[str, int | None] = {}
         for rep in range(plan.reps):
@@ -1346,6 +1361,7 @@ def compare(
         "cpu_ratio_c1": summary["current"]["cpu_ms_c1"] / summary["baseline"]["cpu_ms_c1"],
         "cpu_ratio_c16": summary["current"]["cpu_ms_c16"] / summary["baseline"]["cpu_ms_c16"],
         "current_limit_flags": limits,
+        "baseline_flags": baseline_flags,
     }
 
 
@@ -1415,10 +1431,10 @@ def _report(p: dict[str, Any]) -> None:
                 d["server_cpu_ms_per_keys_422"] <= d["server_cpu_ms_per_same_size_valid_batch"],
             ),
             (
-                "  JSON decoding of it / its server CPU (the floor)",
-                d["json_parse_share_of_keys_422"] or 0.0,
-                ">= 0.9",
-                (d["json_parse_share_of_keys_422"] or 0.0) >= 0.9,
+                "  the same, each less its JSON decoding",
+                beyond_decoding(d),
+                "<= 1",
+                beyond_decoding(d) <= 1,
             ),
         ]
     c = p.get("comparison")
