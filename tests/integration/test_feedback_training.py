@@ -53,10 +53,7 @@ def october_records(n: int) -> tuple[list[dict[str, Any]], list[int]]:
     records = []
     for _, row in frame[dataset.schema.names].iterrows():
         records.append(
-            {
-                str(k): (None if pd.isna(v) else v if isinstance(v, str) else float(v))
-                for k, v in row.items()
-            }
+            {str(k): (None if pd.isna(v) else v if isinstance(v, str) else float(v)) for k, v in row.items()}
         )
     return records, frame[SPEC.label].astype(int).tolist()
 
@@ -96,7 +93,9 @@ def test_the_champion_never_learned_from_october(champion: dict[str, Any]) -> No
     assert champion["data"]["data.feedback_rows"] == 0
 
 
-def test_feedback_is_collected_into_a_snapshot_with_lineage(served: dict[str, Any], module_home: Path) -> None:
+def test_feedback_is_collected_into_a_snapshot_with_lineage(
+    served: dict[str, Any], module_home: Path
+) -> None:
     store = _store(module_home)
     names = model_versions.feature_schema(model_versions.get_version(SPEC.model_name, "1").run_id).names
     collected = feedback_step.collect(store, SPEC, names, ["0", "1"])
