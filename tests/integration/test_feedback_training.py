@@ -30,7 +30,7 @@ from steps.data.sources import read_source
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 SPEC = load_spec("flights")
-TRAINING = {"problem": "flights", "n_trials": 2, "sample_rows": 12_000, "seed": 1}
+TRAINING: dict[str, Any] = {"problem": "flights", "n_trials": 2, "sample_rows": 12_000, "seed": 1}
 SERVED_ROWS = 3_000
 
 
@@ -127,6 +127,7 @@ def test_a_retrain_learns_from_the_feedback_and_is_judged_on_the_newest(
     run = client.get_run(result["run_id"])
     assert run.data.params["split.method"] == "newest feedback held out"
     assert run.data.params["split.test_rows"] == f"{SERVED_ROWS // 2:,}"
+    assert run.inputs is not None
     contexts = {i.tags[0].value if i.tags else "" for i in run.inputs.dataset_inputs}
     assert "feedback" in contexts
     version = client.get_model_version(SPEC.model_name, "2")
@@ -136,7 +137,7 @@ def test_a_retrain_learns_from_the_feedback_and_is_judged_on_the_newest(
     assert tags["flywheel.training.mode"] == "full"
     assert "champion v1" in tags["flywheel.promotion.reason"]
     assert "+0.0000" not in tags["flywheel.promotion.reason"]
-    assert version.description.startswith(("Promoted to champion", "Not promoted"))
+    assert (version.description or "").startswith(("Promoted to champion", "Not promoted"))
     meta = json.loads(_store(module_home).read_bytes(f"snapshots/{result['feedback_snapshot']}/meta.json"))
     assert meta["source_uri"] == "feedback://flight-delay" and meta["rows"] == SERVED_ROWS
 
