@@ -1,4 +1,5 @@
-"""`make bench` / `python -m benchmarks [training] [serving] [scale] [hardening] [before-after] [options]`:
+"""`make bench` / `python -m benchmarks [training] [serving] [scale] [hardening] [before-after] [flywheel]
+[options]`:
 every part when none is named."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import typer
 
 app = typer.Typer(add_completion=False, help="Flywheel benchmarks: tables and ratios against the baselines.")
 
-PARTS = ("training", "serving", "scale", "hardening", "before-after")
+PARTS = ("training", "serving", "scale", "hardening", "before-after", "flywheel")
 
 
 @app.command()
@@ -18,6 +19,9 @@ def main(
         list[str] | None, typer.Argument(help=f"which parts: {', '.join(PARTS)} (default: all)")
     ] = None,
     trials: Annotated[int, typer.Option(help="training, scale: Optuna trials per study")] = 20,
+    flywheel_trials: Annotated[
+        int | None, typer.Option(help="flywheel: trials per full training (default 20; --quick 3)")
+    ] = None,
     seeds: Annotated[
         str, typer.Option(help="training: comma-separated seeds for the pruning comparison")
     ] = "0,1,2",
@@ -93,6 +97,10 @@ def main(
         from benchmarks import before_after
 
         before_after.main(baseline=since, quick=quick)
+    if "flywheel" in chosen:
+        from benchmarks import flywheel
+
+        flywheel.main(quick=quick, trials=flywheel_trials, keep_home=keep_home)
 
 
 if __name__ == "__main__":
