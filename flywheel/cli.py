@@ -353,21 +353,27 @@ def _print_where_to_look(stack: Stack, result: dict[str, Any]) -> None:
     tracking = stack.mlflow_tracking_uri()
     metrics: dict[str, float] = result.get("metrics", {})
     typer.echo("")
-    typer.secho(
-        f"Model {result['model_name']} v{result['version']}: "
-        f"{'promoted to champion' if result['promoted'] else 'not promoted'} ({result['reason']})",
-        bold=True,
-    )
-    typer.echo("Test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "test_rows"))
+    if result.get("version") is None:
+        typer.secho(f"Model {result['model_name']}: {result['reason']}", bold=True)
+    else:
+        typer.secho(
+            f"Model {result['model_name']} v{result['version']}: "
+            f"{'promoted to champion' if result['promoted'] else 'not promoted'} ({result['reason']})",
+            bold=True,
+        )
+        typer.echo(
+            "Test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "test_rows")
+        )
     typer.echo(f"Champion: {result['model_name']}@champion = v{result['champion_version']}")
     typer.echo("")
     typer.echo("Where to look:")
+    page = _experiment_page(result.get("run_id"))  # the runs view, not the GenAI overview MLflow 3 opens
     if tracking and tracking.startswith(("http://", "https://")):
-        typer.echo(f"  MLflow UI:   {tracking}")
+        typer.echo(f"  MLflow UI:   {tracking.rstrip('/')}/{page}")
     else:
         typer.echo(
             f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {tracking} --port 5000   "
-            "then http://127.0.0.1:5000"
+            f"then http://127.0.0.1:5000/{page}"
         )
     api_url = stack.orchestrator.configuration.api_url
     if api_url:
@@ -378,6 +384,20 @@ def _print_where_to_look(stack: Stack, result: dict[str, Any]) -> None:
             "then http://127.0.0.1:4200"
         )
     typer.echo(f"  Lineage:     .venv/bin/flywheel lineage {result['model_name']}@champion")
+
+
+def _experiment_page(run_id: str | None) -> str:
+    """The MLflow UI path of a run's experiment on its runs (``#/experiments/ID/runs?...``), or ''."""
+    if not run_id:
+        return ""
+    try:
+        from mlflow import MlflowClient
+
+        from stacks.components.tracking import experiment_ui_path
+
+        return experiment_ui_path(MlflowClient().get_run(run_id).info.experiment_id)
+    except Exception:  # the link is a convenience: a registry hiccup must not fail a finished run
+        return ""
 
 
 @app.command()

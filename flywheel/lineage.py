@@ -1,4 +1,5 @@
-"""Walk a registered model back to its data: version -> run -> dataset digest -> snapshot -> source."""
+"""Walk a registered model back to its data: version -> run -> dataset digest -> snapshot -> source, and the
+feedback snapshot (labelled served traffic) it learned from besides."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ class Lineage:
     rows: str
     joins: dict[str, dict[str, str]]
     promotion: str
+    mode: str = "full"
+    feedback_digest: str = ""
+    feedback_snapshot: str = ""
+    feedback_rows: int = 0
 
     def lines(self) -> list[str]:
         out = [
@@ -33,6 +38,13 @@ class Lineage:
                 f"  joined {name}: digest {join.get('digest')} snapshot {join.get('snapshot')} "
                 f"source {join.get('source')}"
             )
+        if self.feedback_digest:
+            out += [
+                f"  + feedback    digest {self.feedback_digest} ({self.feedback_rows:,} rows served)",
+                f"  -> snapshot    {self.feedback_snapshot}",
+            ]
+        if self.mode != "full":
+            out.append(f"training        {self.mode} (the previous champion boosted on the feedback)")
         out.append(f"promotion       {self.promotion}")
         return out
 
@@ -74,4 +86,8 @@ def lineage(reference: str) -> Lineage:
         rows="?" if dataset.rows is None else str(dataset.rows),
         joins={n: asdict(j) for n, j in dataset.joins.items()},
         promotion="undecided: " if promotion is None else f"{promotion.decision}: {promotion.reason}",
+        mode=mv.tags.training.mode,
+        feedback_digest=mv.tags.training.feedback_digest,
+        feedback_snapshot=mv.tags.training.feedback_snapshot,
+        feedback_rows=mv.tags.training.feedback_rows,
     )

@@ -366,6 +366,8 @@ def test_model_version_page_reads_as_text(
         if len(value) < 60:
             assert value in text, f"tag {key}={value!r} not shown on the version page"
     description = (registered.description or "").strip()
-    if description:  # MLflow renders it as Markdown: compare its first line's words, markup left out
-        first = " ".join(re.sub(r"[*`#>]", " ", description.splitlines()[0]).split())
-        assert first in " ".join(text.split()), f"the description's first line {first!r} is not on the page"
+    # the gate writes its decision as the description: the first thing a reviewer reads on the page
+    assert description.startswith("Promoted to champion"), description
+    # MLflow renders it as Markdown: compare its first line's words, markup left out
+    first = " ".join(re.sub(r"[*`#>]", " ", description.splitlines()[0]).split())
+    assert first in " ".join(text.split()), f"the description's first line {first!r} is not on the page"
