@@ -168,7 +168,8 @@ class TrainingDataSpec(_Frozen):
     combined timeline (``window``; source rows by their event time, feedback by the time it was served), or
     ``none``. The gate judges on the newest ``holdout_fraction`` of the feedback the champion never learned
     from, once there are ``min_holdout_rows`` of those rows; with less, the spec's time split decides as
-    before. ``incremental_rounds``: the boosting rounds an incremental candidate adds to the champion.
+    before. A quarter by default: the newest unseen feedback is often all of the period that drifted, and a
+candidate that may learn none of it cannot beat the champion on it. ``incremental_rounds``: the boosting rounds an incremental candidate adds to the champion.
     """
 
     until: str | None = Field(
@@ -176,7 +177,7 @@ class TrainingDataSpec(_Frozen):
     )
     feedback: Literal["all", "window", "none"] = "all"
     window_days: float | None = Field(default=None, gt=0, le=36_500)
-    holdout_fraction: float = Field(default=0.5, gt=0, lt=1)
+    holdout_fraction: float = Field(default=0.25, gt=0, lt=1)
     min_holdout_rows: int = Field(default=200, ge=10)
     incremental_rounds: int = Field(default=50, ge=1, le=10_000)
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from flywheel.contracts.problem import ProblemSpec
 from steps.data.features import EVENT_TIME, Dataset
+from steps.data.training_data import FROM_FEEDBACK
 
 
 @dataclass
@@ -32,10 +33,8 @@ def split(dataset: Dataset, spec: ProblemSpec, holdout: pd.Index | None = None) 
         raise ValueError(f"only {len(frame)} labelled rows: too few to split into train, validation and test")
     if holdout is not None:
         rest = frame.drop(index=holdout)
-        order = rest[EVENT_TIME].sort_values(kind="stable").index if EVENT_TIME in rest else rest.index
-        train_idx, test_idx = order, holdout
-        n_valid = max(1, round(len(train_idx) * cfg.valid_fraction))
-        fit_idx, valid_idx = train_idx[:-n_valid], train_idx[-n_valid:]
+        train_idx, test_idx = _in_time_order(rest), holdout
+        fit_idx, valid_idx = _fit_and_valid(rest, cfg.valid_fraction)
         info: dict[str, Any] = {"split.method": "newest feedback held out"}
         if EVENT_TIME in frame:
             times = frame[EVENT_TIME]
@@ -89,6 +88,30 @@ def split(dataset: Dataset, spec: ProblemSpec, holdout: pd.Index | None = None) 
                     f"the {name} split has a single class: cannot train or evaluate a classifier"
                 )
     return Splits(parts["train"], parts["fit"], parts["valid"], parts["test"], info)
+
+
+def _in_time_order(frame: pd.DataFrame) -> pd.Index:
+    return frame[EVENT_TIME].sort_values(kind="stable").index if EVENT_TIME in frame else frame.index
+
+
+def _fit_and_valid(train: pd.DataFrame, fraction: float) -> tuple[pd.Index, pd.Index]:
+    """The validation period of a training set that holds source rows and feedback: the latest ``fraction``
+    of each part. Feedback comes after the source on the timeline, so the latest rows overall would all be
+    feedback: early stopping would judge on traffic the fit never saw (one round won, the feedback never
+    learned from)."""
+    parts = [train[train[FROM_FEEDBACK]], train[~train[FROM_FEEDBACK]]] if FROM_FEEDBACK in train else [train]
+    fit: list[pd.Index] = []
+    valid: list[pd.Index] = []
+    for part in parts:
+        if part.empty:
+            continue
+        order = _in_time_order(part)
+        n_valid = max(1, round(len(order) * fraction)) if len(order) > 1 else 0
+        fit.append(order[: len(order) - n_valid])
+        valid.append(order[len(order) - n_valid :])
+    fit_idx = fit[0].append(fit[1:]) if fit else pd.Index([])
+    valid_idx = valid[0].append(valid[1:]) if valid else pd.Index([])
+    return _in_time_order(train.loc[fit_idx]), _in_time_order(train.loc[valid_idx])
 
 
 def _stratifiable(y: pd.Series, fraction: float) -> bool:

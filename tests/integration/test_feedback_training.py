@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 SPEC = load_spec("flights")
 TRAINING: dict[str, Any] = {"problem": "flights", "n_trials": 2, "sample_rows": 12_000, "seed": 1}
 SERVED_ROWS = 3_000
+HELD_OUT = round(SERVED_ROWS * SPEC.training_data.holdout_fraction)
 
 
 def _store(home: Path) -> ArtifactStore:
@@ -122,18 +123,18 @@ def test_a_retrain_learns_from_the_feedback_and_is_judged_on_the_newest(
     assert result["version"] == "2", result["reason"]
     info = result["data"]
     assert info["data.feedback_rows"] == SERVED_ROWS
-    assert info["data.holdout_rows"] == SERVED_ROWS // 2  # the newest half of what v1 never saw
+    assert info["data.holdout_rows"] == HELD_OUT  # the newest quarter of what v1 never saw
     client = MlflowClient()
     run = client.get_run(result["run_id"])
     assert run.data.params["split.method"] == "newest feedback held out"
-    assert run.data.params["split.test_rows"] == f"{SERVED_ROWS // 2:,}"
+    assert run.data.params["split.test_rows"] == f"{HELD_OUT:,}"
     assert run.inputs is not None
     contexts = {i.tags[0].value if i.tags else "" for i in run.inputs.dataset_inputs}
     assert "feedback" in contexts
     version = client.get_model_version(SPEC.model_name, "2")
     tags = version.tags
     assert tags["flywheel.feedback.digest"] == result["feedback_snapshot"]
-    assert tags["flywheel.feedback.rows"] == str(SERVED_ROWS - SERVED_ROWS // 2)
+    assert tags["flywheel.feedback.rows"] == str(SERVED_ROWS - HELD_OUT)
     assert tags["flywheel.training.mode"] == "full"
     assert "champion v1" in tags["flywheel.promotion.reason"]
     assert "+0.0000" not in tags["flywheel.promotion.reason"]

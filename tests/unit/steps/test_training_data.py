@@ -43,7 +43,7 @@ def spec(**training_data: object) -> ProblemSpec:
             "target": {"column": "label"},
             "time": {"column": "when"},
             "validation": {"ranges": {"size": [0, 100]}},
-            "training_data": {"min_holdout_rows": 10, **training_data},
+            "training_data": {"min_holdout_rows": 10, "holdout_fraction": 0.5, **training_data},
         }
     )
 
@@ -202,3 +202,22 @@ def test_an_empty_store_collects_nothing(tmp_path: Path) -> None:
     store = ArtifactStore(str(tmp_path / "artifacts"))
     collected = feedback_step.collect(store, spec(), ["size", "colour"], ["0", "1"])
     assert collected.rows == 0 and collected.lineage.versions == []
+
+
+def test_early_stopping_judges_on_both_parts_so_the_fit_learns_the_feedback() -> None:
+    """The latest rows of the timeline are all feedback: a validation period cut from them alone would leave
+    the fit without any (early stopping then picks one round and the candidate learns nothing)."""
+    from steps.data.split import split
+
+    fed, _ = feedback_dataset(served(400), SCHEMA)
+    toy = spec()
+    data = combine(source_dataset(), fed, toy, None)
+    parts = split(data.dataset, toy, data.holdout)
+    fit, valid = parts.fit.frame, parts.valid.frame
+    trained_feedback = 400 - len(parts.test.frame)
+    assert valid[FROM_FEEDBACK].sum() == round(trained_feedback * toy.split.valid_fraction)
+    assert (~valid[FROM_FEEDBACK]).sum() == round(200 * toy.split.valid_fraction)
+    assert fit[FROM_FEEDBACK].sum() == trained_feedback - valid[FROM_FEEDBACK].sum()
+    # each part's validation rows are its latest
+    assert valid.loc[valid[FROM_FEEDBACK], "served_at"].min() > fit.loc[fit[FROM_FEEDBACK], "served_at"].max()
+    assert parts.info["split.method"] == "newest feedback held out"
