@@ -40,6 +40,9 @@ from steps.model import (
 )
 from steps.model.threshold import choose_threshold
 
+MIN_NEW_ROWS = 10
+"""Fewer new feedback rows than this cannot be split into rows to learn from and rows to judge on."""
+
 
 @flow(name="training", log_prints=True)
 def training(
@@ -96,6 +99,15 @@ def training(
     for note in inputs.notes:
         logger.info("%s", note)
     nothing_new = _nothing_new(spec, champion_mv, inputs)
+    if nothing_new is None:
+        parts = timer.run(split.split, "split", inputs.data.dataset, spec, inputs.data.holdout)
+        if mode == "incremental":
+            parts = _unseen_only(parts, champion_mv)
+            if parts.train.frame.empty:
+                nothing_new = (
+                    "nothing new to learn: every feedback row the champion has not learned from is held out "
+                    "for the gate; no version trained or promoted"
+                )
     if nothing_new is not None:
         logger.info("%s", nothing_new)
         create_markdown_artifact(
@@ -110,13 +122,10 @@ def training(
             "reason": nothing_new,
             "champion_version": champion_mv.version if champion_mv else None,
             "mode": mode,
+            "data": inputs.data.info,
             "timings": dict(timer.seconds),
             "flow_s": time.perf_counter() - flow_started,
         }
-    dataset = inputs.data.dataset
-    parts = timer.run(split.split, "split", dataset, spec, inputs.data.holdout)
-    if mode == "incremental":
-        parts = _unseen_only(parts, champion_mv)
 
     experiment = (
         ctx.stack.experiment_tracker.configuration.experiment_name
@@ -364,11 +373,11 @@ def _nothing_new(spec: ProblemSpec, champion: ModelVersion | None, inputs: Input
     if inputs.mode == "incremental":
         seen = champion.tags.training.feedback_until
         fed = inputs.data.dataset.frame
-        new = fed[SERVED_AT] > seen if seen is not None and SERVED_AT in fed else fed.get(FROM_FEEDBACK)
-        if new is None or not bool(new.any()):
+        new = int((fed[SERVED_AT] > seen).sum()) if seen is not None else int(fed[FROM_FEEDBACK].sum())
+        if new < MIN_NEW_ROWS:
             return (
-                f"nothing new to learn: no feedback served after what champion v{champion.version} "
-                "learned from; no version trained or promoted"
+                f"nothing new to learn: {new:,} feedback rows served after what champion "
+                f"v{champion.version} learned from (needs {MIN_NEW_ROWS}); no version trained or promoted"
             )
     return None
 

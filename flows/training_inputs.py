@@ -125,7 +125,7 @@ def gather(
         if unknown:
             notes.append(f"{unknown:,} feedback values outside the training vocabulary read as missing")
     seen_until = champion.tags.training.feedback_until if champion is not None else None
-    data = training_data.combine(source, feedback_rows, spec, seen_until)
+    data = training_data.combine(source, feedback_rows, spec, seen_until, schema)
     notes += data.notes
     used = collected.snapshot if feedback_rows is not None and collected.snapshot is not None else None
     fingerprint = training_data.fingerprint(

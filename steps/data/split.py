@@ -48,8 +48,7 @@ def split(dataset: Dataset, spec: ProblemSpec, holdout: pd.Index | None = None) 
         order = frame[EVENT_TIME].sort_values(kind="stable").index
         n_test = max(1, round(len(order) * cfg.test_fraction))
         train_idx, test_idx = order[:-n_test], order[-n_test:]
-        n_valid = max(1, round(len(train_idx) * cfg.valid_fraction))
-        fit_idx, valid_idx = train_idx[:-n_valid], train_idx[-n_valid:]
+        fit_idx, valid_idx = _fit_and_valid(frame.loc[train_idx], cfg.valid_fraction)
         times = frame[EVENT_TIME]
         info = {
             "split.method": "time",

@@ -82,8 +82,10 @@ def combine(
     feedback: Dataset | None,
     spec: ProblemSpec,
     champion_feedback_until: float | None,
+    schema: FeatureSchema,
 ) -> TrainingData:
-    """Source and feedback on one timeline, the policy's window applied, the gate's test rows chosen."""
+    """Source and feedback on one timeline (in ``schema``'s encoding), the policy's window applied, the gate's
+    test rows chosen. With neither (an incremental training and no feedback yet) the rows are empty."""
     policy = spec.training_data
     parts = []
     if source is not None:
@@ -92,9 +94,10 @@ def combine(
     if use_feedback:
         assert feedback is not None
         parts.append(feedback.frame.assign(**{FROM_FEEDBACK: True}))
-    if not parts:
-        raise ValueError("no training rows: no source and no feedback")
-    schema = (source or feedback).schema  # type: ignore[union-attr]
+    if not parts:  # incremental training with no feedback collected: nothing to learn from
+        columns = [*schema.names, schema.label, EVENT_TIME, SERVED_AT]
+        empty = pd.DataFrame({name: pd.Series(dtype="float64") for name in columns})
+        return TrainingData(Dataset(empty.assign(**{FROM_FEEDBACK: False}), schema), None, {}, [])
     frame = pd.concat(parts, ignore_index=True)
     frame[FROM_FEEDBACK] = frame[FROM_FEEDBACK].astype(bool)
     for column in schema.columns:  # concat loses a categorical dtype when one side lacks categories

@@ -84,6 +84,9 @@ def test_unchanged_data_and_settings_make_no_new_version(champion: dict[str, Any
     again = training(**TRAINING)
     assert again["version"] is None and not again["promoted"]
     assert again["reason"].startswith("nothing new to learn: champion v1")
+    before_feedback = training(**TRAINING, mode="incremental")  # no traffic has come back yet
+    assert before_feedback["version"] is None
+    assert before_feedback["reason"].startswith("nothing new to learn: 0 feedback rows"), before_feedback
     versions = MlflowClient().search_model_versions(f"name='{SPEC.model_name}'")
     assert [str(v.version) for v in versions] == ["1"]
 

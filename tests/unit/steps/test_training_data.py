@@ -100,7 +100,7 @@ def test_feedback_in_the_models_encoding_counts_unknown_categories() -> None:
 
 def test_the_gate_judges_on_the_newest_feedback_the_champion_never_saw() -> None:
     fed, _ = feedback_dataset(served(100), SCHEMA)
-    data = combine(source_dataset(), fed, spec(), None)
+    data = combine(source_dataset(), fed, spec(), None, SCHEMA)
     frame = data.dataset.frame
     assert data.holdout is not None and len(data.holdout) == 50
     held = frame.loc[data.holdout]
@@ -108,20 +108,20 @@ def test_the_gate_judges_on_the_newest_feedback_the_champion_never_saw() -> None
     assert held["served_at"].min() > frame.drop(index=data.holdout)["served_at"].max()
     # the champion already learned the first 80 served rows: only the 20 after them are "unseen"
     seen = 1_800_000_000.0 + 79 * 60.0
-    later = combine(source_dataset(), fed, spec(), seen)
+    later = combine(source_dataset(), fed, spec(), seen, SCHEMA)
     assert later.holdout is not None and len(later.holdout) == 10
     assert later.info["data.feedback_unseen_rows"] == 20
 
 
 def test_too_little_unseen_feedback_leaves_the_gate_to_the_split() -> None:
     fed, _ = feedback_dataset(served(12), SCHEMA)
-    data = combine(source_dataset(), fed, spec(), None)
+    data = combine(source_dataset(), fed, spec(), None, SCHEMA)
     assert data.holdout is None and any("too few to hold out" in note for note in data.notes)
 
 
 def test_feedback_none_trains_on_the_source_alone() -> None:
     fed, _ = feedback_dataset(served(100), SCHEMA)
-    data = combine(source_dataset(), fed, spec(feedback="none"), None)
+    data = combine(source_dataset(), fed, spec(feedback="none"), None, SCHEMA)
     assert not data.dataset.frame[FROM_FEEDBACK].any() and data.holdout is None
 
 
@@ -129,7 +129,7 @@ def test_a_window_keeps_the_most_recent_days_of_the_timeline() -> None:
     source = source_dataset()
     recent = spec(feedback="window", window_days=30)
     fed, _ = feedback_dataset(served(100, start=pd.Timestamp("2013-07-25", tz="UTC").timestamp()), SCHEMA)
-    data = combine(source, fed, recent, None)
+    data = combine(source, fed, recent, None, SCHEMA)
     kept = data.dataset.frame.drop(index=data.holdout)
     newest = kept[EVENT_TIME].max()
     assert kept[EVENT_TIME].min() >= newest - pd.Timedelta(days=30)
@@ -140,7 +140,7 @@ def test_a_window_keeps_the_most_recent_days_of_the_timeline() -> None:
 
 def test_feedback_until_is_the_latest_trained_serving_time() -> None:
     fed, _ = feedback_dataset(served(100), SCHEMA)
-    data = combine(source_dataset(), fed, spec(), None)
+    data = combine(source_dataset(), fed, spec(), None, SCHEMA)
     trained = data.dataset.subset(data.dataset.frame.index.difference(data.holdout))
     assert feedback_until(trained) == 1_800_000_000.0 + 49 * 60.0
     assert feedback_until(source_dataset()) is None
@@ -211,7 +211,7 @@ def test_early_stopping_judges_on_both_parts_so_the_fit_learns_the_feedback() ->
 
     fed, _ = feedback_dataset(served(400), SCHEMA)
     toy = spec()
-    data = combine(source_dataset(), fed, toy, None)
+    data = combine(source_dataset(), fed, toy, None, SCHEMA)
     parts = split(data.dataset, toy, data.holdout)
     fit, valid = parts.fit.frame, parts.valid.frame
     trained_feedback = 400 - len(parts.test.frame)
@@ -221,3 +221,10 @@ def test_early_stopping_judges_on_both_parts_so_the_fit_learns_the_feedback() ->
     # each part's validation rows are its latest
     assert valid.loc[valid[FROM_FEEDBACK], "served_at"].min() > fit.loc[fit[FROM_FEEDBACK], "served_at"].max()
     assert parts.info["split.method"] == "newest feedback held out"
+
+
+def test_no_source_and_no_feedback_is_an_empty_timeline_not_a_crash() -> None:
+    """An incremental training before any feedback came back: nothing to learn, said by the flow."""
+    data = combine(None, None, spec(), None, SCHEMA)
+    assert data.dataset.frame.empty and data.holdout is None
+    assert set(SCHEMA.names) <= set(data.dataset.frame.columns)
