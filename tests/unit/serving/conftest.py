@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -65,6 +66,20 @@ def train_and_register(sample: pd.DataFrame, weather: pd.DataFrame, rounds: int 
         "booster": booster,
         "schema": dataset.schema,
     }
+
+
+@contextlib.contextmanager
+def local_home(home: Path) -> Iterator[Any]:
+    """``home`` as the Flywheel home on the local stack, MLflow pointed at it; yields the stack."""
+    from stacks.components.tracking import configure_mlflow
+    from stacks.loader import load_stack
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FLYWHEEL_HOME", str(home))
+        mp.delenv("FLYWHEEL_STACK", raising=False)
+        stack = load_stack("local")
+        configure_mlflow(stack)
+        yield stack
 
 
 @pytest.fixture(scope="module")

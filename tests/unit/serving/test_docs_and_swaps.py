@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 
 from serving.app import create_app
 from serving.settings import ServiceSettings
-from tests.unit.serving.conftest import wait_for
+from tests.unit.serving.conftest import local_home, wait_for
 
 MODEL = "two-schemas"
 SMALL = ["size", "colour"]
@@ -76,14 +76,8 @@ def _register(frame: pd.DataFrame, features: list[str]) -> str:
 @pytest.fixture(scope="module")
 def versions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Two versions of one model: v_small sees size and colour, v_large weight as well."""
-    from stacks.components.tracking import configure_mlflow
-    from stacks.loader import load_stack
-
     home = tmp_path_factory.mktemp("two-schemas-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FLYWHEEL_HOME", str(home))
-        mp.delenv("FLYWHEEL_STACK", raising=False)
-        configure_mlflow(load_stack("local"))
+    with local_home(home):
         frame = _frame()
         small, large = _register(frame, SMALL), _register(frame, LARGE)
         MlflowClient().set_registered_model_alias(MODEL, "champion", small)

@@ -17,6 +17,7 @@ from serving.app import create_app
 from serving.settings import ServiceSettings
 from stacks.components.artifact_store import ArtifactStore
 from stacks.components.data_validator import WhylogsValidator
+from tests.unit.serving.conftest import local_home
 
 pytestmark = pytest.mark.slow
 MODEL = "iris-like"
@@ -34,19 +35,13 @@ def _frame(n: int = 1_500) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def champion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     from flywheel.contracts.problem import ProblemSpec
-    from stacks.components.tracking import configure_mlflow
-    from stacks.loader import load_stack
     from steps.data.features import build_dataset
     from steps.data.split import split
     from steps.model import promote, reference, register, track, train
     from steps.model.xgb import base_params, predict
 
     home = tmp_path_factory.mktemp("multiclass-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FLYWHEEL_HOME", str(home))
-        mp.delenv("FLYWHEEL_STACK", raising=False)
-        stack = load_stack("local")
-        configure_mlflow(stack)
+    with local_home(home):
         spec = ProblemSpec.model_validate(
             {
                 "name": "iris-like",
