@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from flywheel.contracts.model_version import CHAMPION
+from flywheel.data_cli import data_app
 from flywheel.deployments_cli import deployments_app
 from flywheel.init_cli import init_command
 from flywheel.problem_cli import problem_app
@@ -30,6 +32,7 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(service_app, name="service")
 app.add_typer(problem_app, name="problem")
 app.add_typer(deployments_app, name="deployments")
+app.add_typer(data_app, name="data")
 app.command("init")(init_command)
 
 StackOption = Annotated[
@@ -489,6 +492,52 @@ def lineage(
         typer.echo(json.dumps(found.__dict__, indent=2))
     else:
         typer.echo("\n".join(found.lines()))
+
+
+OutputOption = Annotated[Path, typer.Option("--output", "-o", help="folder the wheel is written into")]
+
+
+@app.command("package")
+def package_command(
+    reference: Annotated[
+        str, typer.Argument(help="MODEL@ALIAS or MODEL/VERSION, e.g. flight-delay@champion")
+    ],
+    output: OutputOption = Path("dist"),
+    stack: StackOption = None,
+) -> None:
+    """Build a Python wheel of a model version: its booster, feature schema and predict()/predict_proba()
+    with the service's record checks; it needs xgboost and numpy only."""
+    from mlflow.exceptions import MlflowException
+
+    from flywheel.packaging.build import package
+    from flywheel.packaging.wheel import WheelNameError
+    from stacks.components.registry_health import RegistryUnavailable
+    from stacks.components.tracking import configure_mlflow
+    from stacks.config import StackError
+    from stacks.loader import load_stack, selected_stack_name
+
+    try:
+        configure_mlflow(load_stack(selected_stack_name(stack)), create_experiment=False)
+    except StackError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    try:
+        built = package(reference, output)
+    except WheelNameError as exc:
+        typer.secho(f"cannot package {reference!r}: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    except (MlflowException, LookupError, RegistryUnavailable) as exc:
+        why = exc.message if isinstance(exc, MlflowException) else str(exc)
+        typer.secho(f"no such model version {reference!r}: {why}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    except OSError as exc:
+        typer.secho(f"cannot write the wheel into {output}: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"{built.path}")
+    typer.echo(
+        f"{built.model_name} v{built.version} ({built.task}) as {built.name.distribution}=={built.version}: "
+        f"pip install {built.path}, then `import {built.name.package}`"
+    )
 
 
 def main() -> None:  # pragma: no cover - console entry
