@@ -132,7 +132,7 @@ def find_snapshot(store: ArtifactStore, digest: str) -> str:
     raise DataReferenceError(f"no snapshot {digest!r} in the artifact store {store.uri(layout.SNAPSHOTS)}")
 
 
-def load_snapshot(ctx: Context, digest: str, name: str, notes: tuple[str, ...] = ()) -> Loaded:
+def load_snapshot(ctx: Context, digest: str, name: str = "", notes: tuple[str, ...] = ()) -> Loaded:
     import json
 
     from flywheel.contracts import layout
@@ -140,6 +140,7 @@ def load_snapshot(ctx: Context, digest: str, name: str, notes: tuple[str, ...] =
     from steps.data.diff import Side
 
     digest = find_snapshot(ctx.store, digest)
+    name = name or f"snapshot {digest[:12]}"
     meta = json.loads(ctx.store.read_bytes(layout.snapshot_file(digest, layout.SNAPSHOT_META)))
     try:
         frame, total = read_snapshot_sample(ctx.store, digest, ctx.sample, ctx.seed)
@@ -244,7 +245,7 @@ def load(ctx: Context, reference: str) -> Loaded:
     if kind == "version":
         return load_version(ctx, reference.strip())
     if kind == "snapshot":
-        return load_snapshot(ctx, reference.strip(), f"snapshot {reference.strip()[:12]}")
+        return load_snapshot(ctx, reference.strip())
     return load_source(ctx, reference.strip())
 
 
@@ -299,6 +300,10 @@ def diff_command(
 ) -> None:
     """Compare two data sets: schema, rows, per-column statistics, drift (the distance monitoring uses),
     new and vanished categories and label balance. A is the reference, as training is to monitoring."""
+    import logging
+
+    # whylogs logs a warning per constant column (its histogram shrinks to one bin): noise on a terminal
+    logging.getLogger("whylogs").setLevel(logging.ERROR)
     from stacks.components.artifact_store import ArtifactStore
     from stacks.components.data_validator import WhylogsValidator
     from stacks.config import StackError

@@ -376,12 +376,13 @@ def _html_table(table: Table) -> str:
     return f"<h2>{html.escape(table.title)}</h2>{table_html}{note}"
 
 
-def _html_figure(figure: Figure | None, title: str, caption: str) -> str:
+def _html_figure(figure: Figure | None, title: str, caption: str, heading: bool = True) -> str:
     if figure is None:
         return ""
     encoded, width, height = png(figure)
+    head = f"<h2>{html.escape(title)}</h2>" if heading else ""
     return (
-        f'<h2>{html.escape(title)}</h2><figure><img alt="{html.escape(title)}" width="{width}" '
+        f'{head}<figure><img alt="{html.escape(title)}" width="{width}" '
         f'height="{height}" src="data:image/png;base64,{encoded}"><figcaption class="note">'
         f"{html.escape(caption)}</figcaption></figure>"
     )
