@@ -29,6 +29,7 @@ from steps.data.training_data import FROM_FEEDBACK
 from steps.model import (
     evaluate,
     explain,
+    fairness,
     incremental,
     promote,
     reference,
@@ -94,7 +95,7 @@ def training(
         sample_rows=sample_rows,
         seed=seed,
         settings=settings,
-        key=_key(spec, "data"),
+        validation_key=_key(spec, "validation"),
     )
     for note in inputs.notes:
         logger.info("%s", note)
@@ -267,6 +268,7 @@ def training(
             evaluation.predictions,
             parts.test,
             _newer_than(inputs, parts.train, champion_mv),
+            fairness.violations(evaluation.fairness, spec.fairness),
         )
         status = "FINISHED"
     finally:
@@ -281,6 +283,13 @@ def training(
     create_markdown_artifact(
         decision.to_markdown(spec.metric), key=_key(spec, "promotion"), description="Promotion decision"
     )
+    if evaluation.fairness:
+        create_markdown_artifact(
+            f"# Fairness of {spec.model_name} v{registered.version}\n\n"
+            + fairness.to_markdown(evaluation.fairness),
+            key=_key(spec, "fairness"),
+            description="Metrics and disparities by group of each sensitive feature",
+        )
     if decision.promoted:
         from prefect.events import emit_event
 

@@ -58,7 +58,7 @@ def gather(
     sample_rows: int | None,
     seed: int,
     settings: dict[str, Any],
-    key: str,
+    validation_key: str,
 ) -> Inputs:
     """Source and feedback for ``mode``; raises DataValidationError (a failed validation report) first."""
     snapshot: Snapshot | None = None
@@ -91,7 +91,7 @@ def gather(
             missing_reference,
         )
         create_markdown_artifact(
-            report.to_markdown(), key=f"{key}-validation", description="Data validation report"
+            report.to_markdown(), key=validation_key, description="Data validation report"
         )
         if not report.passed:
             raise validate.DataValidationError(report)

@@ -8,6 +8,7 @@ commands (their rule language brings pandas), so `flywheel --help` stays fast.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -27,10 +28,24 @@ def _fail(exc: Exception) -> NoReturn:
 
 
 @problem_app.command("list")
-def list_command() -> None:
+def list_command(
+    with_champion: Annotated[
+        bool,
+        typer.Option(
+            "--with-champion",
+            help="only the names of the problems whose model has a champion on the stack, one per line "
+            "(for scripts: `make up` deploys their services)",
+        ),
+    ] = False,
+    stack: Annotated[str | None, typer.Option(help="the stack whose registry --with-champion reads")] = None,
+) -> None:
     """List the problem specs; `*` marks the one commands use."""
     from flywheel.contracts.problem import SpecError, load_spec
     from flywheel.problem_selection import NoProblemChosen, known_problems, problem_selection
+
+    if with_champion:
+        _champions(stack)
+        return
 
     try:
         active: str | None
@@ -53,6 +68,28 @@ def list_command() -> None:
         )
     else:
         typer.echo(f"\nactive: {active} ({origin})")
+
+
+def _champions(stack: str | None) -> None:
+    """Print the problems whose model has a champion; a registry that cannot be read is an error (exit 1),
+    never an empty answer."""
+    from flywheel.deployments import load_problem_specs
+    from stacks.components.model_versions import alias_version
+    from stacks.components.tracking import configure_mlflow
+    from stacks.loader import load_stack, selected_stack_name
+
+    try:
+        chosen = load_stack(selected_stack_name(stack))
+        uri = chosen.mlflow_tracking_uri() or ""
+        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+            return  # a local registry never written to: nothing was ever registered
+        configure_mlflow(chosen, create_experiment=False)
+        names = [spec.name for spec in load_problem_specs() if alias_version(spec.model_name)]
+    except Exception as exc:  # no stack, an unreadable registry: say which, let the script decide
+        typer.echo(f"error: cannot read the champions: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    for name in names:
+        typer.echo(name)
 
 
 @problem_app.command("show")

@@ -33,13 +33,7 @@ PROBLEMS=$(cd flows/problems && ls -- *.yaml | sed 's/\.yaml$//' | tr '\n' ' ')
 echo "deployed training/P, monitoring/P, batch-inference/P, deployment/P for P in: $PROBLEMS(see $LOGS/deploy.log)"
 start worker "$BIN/prefect" worker start --pool flywheel-local --type process
 # the problems whose model has a champion: their service deployment runs now, the others' on promotion
-CHAMPIONS=$("$BIN/python" -c "
-from flywheel.deployments import load_problem_specs
-from stacks.components.tracking import configure_mlflow
-from stacks.loader import load_stack
-from stacks.components.model_registry import alias_version
-configure_mlflow(load_stack('local'))
-print(' '.join(s.name for s in load_problem_specs() if alias_version(s.model_name)))" 2>/dev/null || true)
+CHAMPIONS=$("$BIN/flywheel" problem list --with-champion --stack local | tr '\n' ' ')
 for problem in $CHAMPIONS; do
   "$BIN/prefect" deployment run "deployment/$problem" > /dev/null && echo "service deployment run requested: deployment/$problem"
 done

@@ -162,14 +162,15 @@ class TrainingDataSpec(_Frozen):
     """What a model learns from: the source up to a cutoff, plus the labelled traffic that came back.
 
     ``until`` keeps the source's later rows out of training for good (the demo's flights source holds the
-    whole year, so without a cutoff the months replayed later would already be in the champion's data); they
-    can reach training only as served traffic with its feedback, as they would in production. ``feedback``
-    says which collected feedback joins the source: ``all`` of it, the most recent ``window_days`` of the
-    combined timeline (``window``; source rows by their event time, feedback by the time it was served), or
-    ``none``. The gate judges on the newest ``holdout_fraction`` of the feedback the champion never learned
-    from, once there are ``min_holdout_rows`` of those rows; with less, the spec's time split decides as
-    before. A quarter by default: the newest unseen feedback is often all of the period that drifted, and a
-candidate that may learn none of it cannot beat the champion on it. ``incremental_rounds``: the boosting rounds an incremental candidate adds to the champion.
+    whole year, so without a cutoff the months replayed later would already be in the champion's data);
+    they reach training only as served traffic with its feedback, as they would in production.
+    ``feedback`` says which collected feedback joins the source: ``all`` of it, the most recent
+    ``window_days`` of the combined timeline (``window``; source rows by their event time, feedback by the
+    time it was served), or ``none``. The gate judges on the newest ``holdout_fraction`` of the feedback
+    the champion never learned from, once there are ``min_holdout_rows`` of those rows; with fewer, the
+    spec's time split decides as before. A quarter by default: the newest unseen feedback is often all of
+    the period that drifted, and a candidate that may learn none of it cannot beat the champion on it.
+    ``incremental_rounds``: the boosting rounds an incremental candidate adds to the champion.
     """
 
     until: str | None = Field(
@@ -238,6 +239,19 @@ class PromotionSpec(_Frozen):
     )
 
 
+class FairnessSpec(_Frozen):
+    """Sensitive features whose groups a model is judged across (steps.model.fairness), and the bounds the
+    promotion gate holds a candidate to (null: reported, not bounded)."""
+
+    sensitive: list[str] = Field(default_factory=list, max_length=20)
+    min_group_rows: int = Field(default=100, ge=1)
+    max_demographic_parity_difference: float | None = Field(default=None, ge=0, le=1)
+    max_equalized_odds_difference: float | None = Field(default=None, ge=0, le=1)
+    max_error_gap: float | None = Field(
+        default=None, ge=0, description="regression: MAE gap between groups; multiclass: accuracy gap"
+    )
+
+
 METRICS: dict[str, tuple[str, ...]] = {
     "binary": ("roc_auc", "pr_auc", "log_loss", "brier"),
     "multiclass": ("log_loss", "accuracy", "f1_macro", "roc_auc_ovr"),
@@ -279,6 +293,14 @@ class ProblemSpec(_Frozen):
     time: TimeSpec | None = None
     joins: list[JoinSpec] = Field(default_factory=list)
     slices: list[str] = Field(default_factory=list)
+    # not ``keys``: a field of that name shadows the mapping protocol, and dict(spec), which Prefect calls on
+    # every task input, then tries to call the list ("'list' object is not callable")
+    key_columns: list[str] = Field(
+        default_factory=list,
+        max_length=20,
+        description="columns that identify a row (a flight): precomputed predictions are stored and looked "
+        "up by them; none: batch inference stores no predictions",
+    )
     metric: str = Field(default="", description="gate metric (default: the task's first in METRICS)")
     threshold: float | Literal["f1"] = Field(
         default=0.5, description="decision threshold, or 'f1': the F1-best one on the validation period"
@@ -289,6 +311,7 @@ class ProblemSpec(_Frozen):
     tuning: TuningSpec = TuningSpec()
     monitoring: MonitoringSpec = MonitoringSpec()
     promotion: PromotionSpec = PromotionSpec()
+    fairness: FairnessSpec = FairnessSpec()
     schedules: SchedulesSpec = SchedulesSpec()
 
     @model_validator(mode="before")
@@ -310,8 +333,17 @@ class ProblemSpec(_Frozen):
             raise ValueError("target.positive is for a binary task")
         if self.target.classes is not None and self.task != "multiclass":
             raise ValueError("target.classes is for a multiclass task")
+        binary_only = ("max_demographic_parity_difference", "max_equalized_odds_difference")
+        if self.task != "binary" and any(getattr(self.fairness, k) is not None for k in binary_only):
+            raise ValueError(f"fairness.{'/'.join(binary_only)} are for a binary task: use max_error_gap")
+        if self.task == "binary" and self.fairness.max_error_gap is not None:
+            raise ValueError("fairness.max_error_gap is for regression and multiclass tasks")
         if self.training_data.until is not None and self.time is None:
             raise ValueError("training_data.until needs a time column (time.column) to cut the source at")
+        if len(set(self.key_columns)) != len(self.key_columns) or not all(
+            k.strip() for k in self.key_columns
+        ):
+            raise ValueError(f"key_columns must be distinct column names, got {self.key_columns}")
         if self.features is not None and self.exclude:
             raise ValueError("give either 'features' (a list) or 'exclude' (all but), not both")
         return self

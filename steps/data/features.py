@@ -378,7 +378,8 @@ def build_dataset(raw: pd.DataFrame, spec: ProblemSpec, joined: dict[str, pd.Dat
     features = encode(frame, schema)
     label = frame[spec.label].astype("int64") if classes is not None else frame[spec.label]
     extra = [EVENT_TIME] if spec.time else []
-    extra += [s for s in spec.slices if s not in names and s in frame.columns and s not in extra]
+    kept = [*spec.slices, *spec.fairness.sensitive]  # judged by group, even when not a feature
+    extra += [s for s in dict.fromkeys(kept) if s not in names and s in frame.columns and s not in extra]
     out = pd.concat([features, label.rename(spec.label), frame[extra]], axis=1)
     notes = [f"{unlabelled:,} rows without a label (a column the target reads is missing) were left out"]
     return Dataset(out, schema, unlabelled, notes)

@@ -26,6 +26,8 @@ class Evaluation:
     slices: pd.DataFrame
     figures: dict[str, Figure] = field(default_factory=dict, repr=False)
     predictions: np.ndarray | None = field(default=None, repr=False)
+    fairness: list[Any] = field(default_factory=list, repr=False)
+    """steps.model.fairness.GroupReport per sensitive feature of the spec."""
 
 
 def score(y: np.ndarray, p: np.ndarray, task: str, threshold: float = 0.5) -> dict[str, float]:
@@ -135,6 +137,13 @@ def evaluate(
         predictions=p,
     )
     result.metrics["test_rows"] = float(len(y))
+    if spec.fairness.sensitive:
+        from steps.model.fairness import assess_all
+
+        result.fairness = assess_all(test.frame, y, p, spec, threshold or spec.fixed_threshold)
+        for report in result.fairness:
+            for name, value in report.disparities.items():
+                result.metrics[f"fairness.{report.feature}.{name}"] = value
     if spec.task == "binary":
         result.figures = _binary_figures(y, p)
     elif spec.task == "multiclass":

@@ -1,6 +1,7 @@
 """Promote: champion/challenger with MLflow aliases, gated on the same test data.
 
-The candidate takes the ``champion`` alias only if it beats the champion's metric on the same test rows (with
+The candidate takes the ``champion`` alias only if it keeps within the spec's fairness bounds, beats the
+champion's metric on the same test rows (with
 feedback: the newest labelled period, which the champion never learned from) and no slice with enough rows
 regresses beyond the bound. A candidate that is no better is kept out, unless the spec allows a refresh
 within the tolerance and it learned from newer data, and the reason then says so: a promotion is never a
@@ -92,14 +93,21 @@ def decide(
     candidate_version: str,
     champion_version: str | None,
     newer_data: bool = False,
+    unfair: list[str] | None = None,
 ) -> PromotionDecision:
     """The gate itself, pure: predictions of both models on the same test rows in, decision out.
+
+    ``unfair``: the candidate's disparities over the spec's fairness bounds (steps.model.fairness
+    .violations); any of them keeps it out, first model or not.
 
     ``newer_data``: the candidate learned from data the champion did not have (feedback served after the
     champion's), which is what lets ``promotion.refresh_within_tolerance`` promote a candidate that is not
     better."""
     y = test.y.to_numpy(dtype="float64")
     cand = score(y, candidate_p, spec.task, spec.fixed_threshold)[spec.metric]
+    if unfair:
+        reason = f"fairness bound broken: {'; '.join(unfair)}"
+        return PromotionDecision(False, reason, candidate_version, champion_version, cand, None)
     if champion_p is None:
         reason = (
             "no champion yet"
@@ -200,6 +208,7 @@ def promote(
     candidate_p: np.ndarray,
     test: Dataset,
     newer_data: bool = False,
+    unfair: list[str] | None = None,
 ) -> PromotionDecision:
     """Compare with the champion, move the aliases, and record the decision on the candidate version (tags
     and its description)."""
@@ -214,6 +223,7 @@ def promote(
         candidate_version,
         None if champion is None else str(champion.version),
         newer_data,
+        unfair,
     )
     recorded = Promotion(
         promoted=decision.promoted,

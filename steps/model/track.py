@@ -127,6 +127,8 @@ def log_results(run_id: str, tuning: TuningResult, evaluation: Evaluation, expla
         run_id, explanation.importance.rename("mean_abs_shap").to_frame(), "explain/shap_importance.csv"
     )
     log_table(run_id, tuning.trials, "tuning/trials.csv")
+    for report in evaluation.fairness:  # steps.model.fairness.GroupReport
+        log_table(run_id, report.by_group.set_index("group"), f"fairness/{report.feature}.csv")
     plt.close("all")
 
 

@@ -88,3 +88,26 @@ def test_commands_without_a_problem_say_how_to_choose_one(command: list[str]) ->
         in (result.output)
     )
     assert isinstance(result.exception, SystemExit)  # a message and exit 1, not an exception
+
+
+def test_list_with_champion_names_the_problems_that_have_one(isolated: Path) -> None:
+    """What `make up` reads to deploy the services: nothing before a champion, the problem after one."""
+    import numpy as np
+    import xgboost as xgb
+    from mlflow import MlflowClient
+
+    from stacks.components.tracking import configure_mlflow
+    from stacks.loader import load_stack
+
+    empty = runner.invoke(app, ["problem", "list", "--with-champion"])
+    assert empty.exit_code == 0 and empty.output == "", empty.output
+    configure_mlflow(load_stack("local"))
+    import mlflow
+
+    booster = xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(np.eye(4), [0, 1, 0, 1]), 2)
+    with mlflow.start_run():
+        info = mlflow.xgboost.log_model(booster, name="model")
+    version = mlflow.register_model(info.model_uri, "flight-delay").version
+    MlflowClient().set_registered_model_alias("flight-delay", "champion", str(version))
+    found = runner.invoke(app, ["problem", "list", "--with-champion"])
+    assert found.exit_code == 0 and found.output.split() == ["flights"], found.output
