@@ -42,6 +42,11 @@ EOF
 fi
 load_creds() { set -a; . "$CREDS"; set +a; }
 load_creds
+# the prediction store's database (stacks/staging.yaml's {{predictions.db_url}}), added to older files too
+if [ -z "${PREDICTIONS_DB_URL:-}" ]; then
+  (umask 077; echo "PREDICTIONS_DB_URL=postgresql://flywheel:$POSTGRES_PASSWORD@127.0.0.1:$PG_PORT/predictions" >> "$CREDS")
+  load_creds
+fi
 
 alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 start() {  # name, command...: detached in its own process group, logging to $LOGS
@@ -91,7 +96,7 @@ else
     -o "-p $PG_PORT -k $PGSOCK -c listen_addresses=127.0.0.1" start > /dev/null
   step "started PostgreSQL on 127.0.0.1:$PG_PORT"
 fi
-for db in mlflow optuna prefect; do
+for db in mlflow optuna prefect predictions; do
   exists=$(as_pg psql -h "$PGSOCK" -p "$PG_PORT" -U flywheel -d postgres -tAc \
     "SELECT 1 FROM pg_database WHERE datname = '$db'")
   [ "$exists" = 1 ] || as_pg psql -h "$PGSOCK" -p "$PG_PORT" -U flywheel -d postgres -qc "CREATE DATABASE $db"
@@ -138,10 +143,10 @@ step "Prefect server ready on $PREFECT_API_URL (backend PostgreSQL)"
 import os
 from prefect.blocks.system import Secret
 for block, var in {"s3-access-key": "S3_ACCESS_KEY", "s3-secret-key": "S3_SECRET_KEY",
-                   "optuna-db-url": "OPTUNA_DB_URL"}.items():
+                   "optuna-db-url": "OPTUNA_DB_URL", "predictions-db-url": "PREDICTIONS_DB_URL"}.items():
     Secret(value=os.environ[var]).save(block, overwrite=True)
 EOF
-step "Prefect Secret blocks s3-access-key, s3-secret-key, optuna-db-url saved"
+step "Prefect Secret blocks s3-access-key, s3-secret-key, optuna-db-url, predictions-db-url saved"
 if [ "${FLYWHEEL_STAGING_DEPLOY:-1}" = 1 ]; then
   "$BIN/prefect" --no-prompt deploy --all > "$LOGS/deploy.log" 2>&1 || { cat "$LOGS/deploy.log"; exit 1; }
   step "deployed training/P, monitoring/P, batch-inference/P, deployment/P per problem P (see $LOGS/deploy.log)"
@@ -155,7 +160,7 @@ Staging is up (state in $STAGING):
   Prefect UI:  http://127.0.0.1:$PREFECT_PORT
   MLflow UI:   http://127.0.0.1:$MLFLOW_PORT
   S3 endpoint: http://127.0.0.1:$S3_PORT  (bucket $BUCKET)
-  PostgreSQL:  127.0.0.1:$PG_PORT, user flywheel, databases mlflow, optuna, prefect
+  PostgreSQL:  127.0.0.1:$PG_PORT, user flywheel, databases mlflow, optuna, prefect, predictions
 Use it:        set -a; . $CREDS; set +a
                FLYWHEEL_STACK=staging make run
 Stop and wipe: make staging-down

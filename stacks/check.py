@@ -265,6 +265,12 @@ def _check_compute(stack: Stack, timeout: float) -> str:
     return summary
 
 
+def _check_prediction_store(stack: Stack, timeout: float) -> str:
+    url = stack.prediction_store_url()
+    assert url is not None
+    return _database(url, timeout, "prediction table database")
+
+
 _CHECKS: dict[ComponentType, Callable[[Stack, float], str]] = {
     ComponentType.ORCHESTRATOR: _check_orchestrator,
     ComponentType.ARTIFACT_STORE: _check_artifact_store,
@@ -274,6 +280,7 @@ _CHECKS: dict[ComponentType, Callable[[Stack, float], str]] = {
     ComponentType.MODEL_DEPLOYER: _check_deployer,
     ComponentType.TUNER: _check_tuner,
     ComponentType.COMPUTE: _check_compute,
+    ComponentType.PREDICTION_STORE: _check_prediction_store,
 }
 
 

@@ -61,9 +61,11 @@ __all__ = [
     "ModelRegistryComponent",
     "OptunaConfig",
     "OrchestratorComponent",
+    "PredictionStoreComponent",
     "PrefectOrchestratorConfig",
     "RetrainingPolicyConfig",
     "ServerLimits",
+    "SqlPredictionStoreConfig",
     "Stack",
     "StackError",
     "TrainingMode",
@@ -91,6 +93,7 @@ class ComponentType(StrEnum):
     MODEL_DEPLOYER = "model_deployer"
     TUNER = "tuner"
     COMPUTE = "compute"
+    PREDICTION_STORE = "prediction_store"
 
 
 REQUIRED_TYPES: tuple[ComponentType, ...] = (ComponentType.ORCHESTRATOR, ComponentType.ARTIFACT_STORE)
@@ -392,6 +395,38 @@ class ComputeConfig(_Config):
         return self
 
 
+TABLE_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+"""A SQL table name that needs no quoting in SQLite or PostgreSQL (63 bytes: PostgreSQL's limit)."""
+
+
+class SqlPredictionStoreConfig(_Config):
+    """Where batch inference keeps its predictions for the service to look up: a table through SQLAlchemy.
+
+    ``url`` is a SQLAlchemy URL (``sqlite:///predictions.db`` lives under flywheel home); a URL that
+    carries a password is given whole as a secret reference (``"{{predictions.db_url}}"``), as the
+    tuner's storage is. ``fallback: live`` lets the service score a missing key live when the request
+    carries the record's features; ``none`` answers 404. ``max_lookup_keys`` bounds one batch lookup.
+    """
+
+    url: str = Field(min_length=1)
+    table: str = Field(default="predictions", pattern=TABLE_NAME_PATTERN)
+    fallback: Literal["none", "live"] = "none"
+    max_lookup_keys: int = Field(default=1000, ge=1, le=10_000)
+    pool_size: int = Field(default=5, ge=1, le=100)  # connections the service keeps open per process
+    timeout_s: float = Field(default=5.0, gt=0, le=300)  # connect (and SQLite lock) timeout
+
+    @field_validator("url")
+    @classmethod
+    def _url_or_ref(cls, v: str) -> str:
+        if not secrets.is_secret_ref(v) and not has_url_scheme(v):
+            raise ValueError(
+                "url must be a SQLAlchemy URL (sqlite:///predictions.db, postgresql://...) or a whole "
+                '"{{predictions.db_url}}" secret reference '
+                f"(got {secret_keys.mask_url(v)!r})"
+            )
+        return v
+
+
 SECRET_NAMESPACES: dict[ComponentType, str] = {
     ComponentType.ORCHESTRATOR: "prefect",
     ComponentType.ARTIFACT_STORE: "storage",
@@ -401,6 +436,7 @@ SECRET_NAMESPACES: dict[ComponentType, str] = {
     ComponentType.MODEL_DEPLOYER: "serving",
     ComponentType.TUNER: "optuna",
     ComponentType.COMPUTE: "dask",
+    ComponentType.PREDICTION_STORE: "predictions",
 }
 """The `name` of the `{{name.key}}` reference a refusal suggests, per component type."""
 
@@ -585,6 +621,13 @@ class ComputeComponent(Component[ComputeConfig]):
         return self
 
 
+class PredictionStoreComponent(Component[SqlPredictionStoreConfig]):
+    """The table of precomputed predictions batch inference writes and the service answers from."""
+
+    type: ClassVar[ComponentType] = ComponentType.PREDICTION_STORE
+    flavor: Literal["sql"]
+
+
 # --------------------------------------------------------------------------- stack
 
 
@@ -618,6 +661,7 @@ class Stack(BaseModel):
     model_deployer: ModelDeployer | None = None
     tuner: TunerComponent | None = None
     compute: ComputeComponent | None = None
+    prediction_store: PredictionStoreComponent | None = None
 
     @field_validator(*(t.value for t in ComponentType), mode="before")
     @classmethod
@@ -790,6 +834,12 @@ class Stack(BaseModel):
         if self.tuner is None or self.tuner.configuration.storage is None:
             return None
         return resolve_db_uri(self.resolve(self.tuner.configuration.storage))
+
+    def prediction_store_url(self) -> str | None:
+        """The prediction store's URL, secret-resolved, SQLite anchored (never log it); None without one."""
+        if self.prediction_store is None:
+            return None
+        return resolve_db_uri(self.resolve(self.prediction_store.configuration.url))
 
     def to_dict(self) -> dict[str, Any]:
         """The native file form (ZenML's export shape); references stay references.

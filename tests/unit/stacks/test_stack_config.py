@@ -428,12 +428,17 @@ def test_require_secrets_names_file_component_and_key(
         "secret reference {{optuna.db_url}} is not set: "
         "set the environment variable OPTUNA_DB_URL"
     )
-    assert len(lines) == 2
+    assert lines[2].startswith(
+        f"{shown}: component 'prediction_store' (name 'predictions-postgres', flavor 'sql'): key 'url': "
+        "secret reference {{predictions.db_url}} is not set: "
+        "set the environment variable PREDICTIONS_DB_URL"
+    )
+    assert len(lines) == 3
     assert "VALUE-THAT-MUST-NOT-LEAK" not in str(info.value)
 
 
 def test_require_secrets_passes_when_all_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("S3_ACCESS_KEY", "S3_SECRET_KEY", "OPTUNA_DB_URL"):
+    for var in ("S3_ACCESS_KEY", "S3_SECRET_KEY", "OPTUNA_DB_URL", "PREDICTIONS_DB_URL"):
         monkeypatch.setenv(var, "x")
     load_stack("staging").require_secrets()
     load_stack("local").require_secrets()
