@@ -207,7 +207,13 @@ def decide(
             for column, statistic in w["drifted"].items():
                 top[column] = max(top.get(column, 0.0), statistic)
         shown = ", ".join(f"{c} {s:.2f}" for c, s in sorted(top.items(), key=lambda kv: -kv[1])[:6])
-        reasons.append(f"drift in {len(drifting)} of the last {len(recent)} windows ({shown})")
+        rule = f"policy: {policy.n_windows} of the last {policy.of_last}"
+        judged = (
+            f"of the last {len(recent)} windows"
+            if len(recent) >= policy.of_last
+            else f"of the {len(recent)} windows so far ({rule})"
+        )
+        reasons.append(f"drift in {len(drifting)} {judged} ({shown})")
     else:
         evidence["drift"] = _window_status(policy, recent, sparse)
         waiting.append(evidence["drift"])

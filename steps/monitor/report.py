@@ -323,7 +323,7 @@ def build(
         if decision.suppressed_by:
             what.append(f"held back: {decision.suppressed_by}")
         report.bullets.append(("What fired", what))
-    if decision.waiting:
+    if decision.waiting and not decision.fire:  # once it fired, the other rules' distance is moot
         report.bullets.append(("What the policy waits for", list(decision.waiting)))
     tables = [
         realized_table(realized),

@@ -193,7 +193,8 @@ def test_cooldown_from_the_last_retrain_and_from_registration() -> None:
     held = decide(policy, t, {"labels": 0}, NOW - timedelta(hours=2), NOW, WATCHED)
     assert not held.fire
     assert held.summary() == (
-        "no retrain: would retrain (full) on drift in 3 of the last 3 windows (temp 0.40, month 0.40), "
+        "no retrain: would retrain (full) on drift in 3 of the 3 windows so far (policy: 3 of the last 4) "
+        "(temp 0.40, month 0.40), "
         "but cooldown until 2026-11-23 10:00 UTC (from the last retrain asked for)"
     )
     # by default the champion's registration holds for cooldown_hours too
