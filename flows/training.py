@@ -18,7 +18,7 @@ from flows.cluster import dask_client
 from flows.progress import TuningProgress
 from flows.runtime import StackContext, compute_summary, resolve_stack
 from flows.tasks import StepTimer
-from flows.training_inputs import MODES, Inputs, gather
+from flows.training_inputs import MODES, Inputs, Mode, gather
 from flywheel.contracts import events
 from flywheel.contracts.model_version import REASON_TAG, STACK_TAG, ModelVersion, TrainingRecord
 from flywheel.contracts.problem import ProblemSpec, load_spec
@@ -55,7 +55,7 @@ def training(
     pruning: bool = True,
     seed: int = 42,
     reason: str = "manual",
-    mode: str = "full",
+    mode: Mode = "full",
 ) -> dict[str, Any]:
     """Train, evaluate and register a model for a problem spec on a stack; promote it if it passes the gate.
 

@@ -10,7 +10,7 @@ to learn from one that has.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from prefect.artifacts import create_markdown_artifact
 
@@ -25,7 +25,9 @@ from steps.data import feedback as feedback_step
 from steps.data.ingest import Snapshot
 from steps.model import reference, track
 
-MODES = ("full", "incremental")
+Mode = Literal["full", "incremental"]
+"""How a training learns: ``full`` (tuned, source and feedback) or ``incremental`` (the champion boosted)."""
+MODES: tuple[str, ...] = get_args(Mode)
 
 
 @dataclass
