@@ -1,25 +1,60 @@
 """The batch inference flow: score any source ingest accepts with a registered model (the champion by
-default), in chunks, into Parquet on the artifact store, with a whylogs profile of what was scored."""
+default), in chunks, into Parquet on the artifact store, with a whylogs profile of what was scored; and,
+when the stack names a prediction store and the spec names its key columns, into that table, where the
+service looks predictions up by key (``GET /predictions/{key}``)."""
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
+import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from flows.cluster import dask_client
-from flows.runtime import compute_summary, ingest_joins, resolve_stack
+from flows.runtime import StackContext, compute_summary, ingest_joins, resolve_stack
 from flows.tasks import StepTimer
 from flywheel.contracts import layout
 from flywheel.contracts.model_version import CHAMPION
-from flywheel.contracts.problem import load_spec
+from flywheel.contracts.problem import ProblemSpec, load_spec
 from stacks.components.model_registry import load_model
 from stacks.components.model_versions import alias_version
+from stacks.components.prediction_store import PredictionWriter, key_kinds
 from steps.data import features, ingest
 from steps.inference import score_dask
 from steps.inference.score import score_chunks
+
+
+def prediction_writer(
+    ctx: StackContext, spec: ProblemSpec, raw: pd.DataFrame, model_version: str, batch: str
+) -> PredictionWriter | None:
+    """The writer of the stack's prediction store for this run, its tables ready; None when the stack
+    names no store or the spec no ``key_columns`` (nothing could be looked up)."""
+    component = ctx.stack.prediction_store
+    if component is None or not spec.key_columns:
+        return None
+    missing = [k for k in spec.key_columns if k not in raw.columns]
+    if missing:
+        raise ValueError(
+            f"the spec's key_columns {missing} are not columns of the scored source (it has "
+            f"{', '.join(map(str, raw.columns[:30]))}): fix key_columns or score a source with them"
+        )
+    url = ctx.stack.prediction_store_url()
+    assert url is not None
+    writer = PredictionWriter(
+        url=url,
+        table=component.configuration.table,
+        model_name=spec.model_name,
+        model_version=model_version,
+        key_columns=key_kinds(raw[list(spec.key_columns)].dtypes.to_dict()),
+        batch=batch,
+        scored_at=datetime.now(UTC),
+        timeout_s=component.configuration.timeout_s,
+    )
+    writer.prepare()
+    return writer
 
 
 @flow(name="batch-inference", log_prints=True)
@@ -36,8 +71,9 @@ def inference(
     """Score ``source`` (default: the spec's) with ``MODEL@alias`` (or an explicit version).
 
     Output rows carry ``row``, their position in the input snapshot (recorded in the summary and in
-    lineage), plus ``keep_columns`` from the input when given (identifiers to join on). With the stack's
-    compute engine ``dask`` the workers read the snapshot's row groups and score one partition each
+    lineage), plus ``keep_columns`` from the input when given (identifiers to join on) and the spec's
+    ``key_columns``. Those rows are upserted into the stack's prediction store when it names one. With the
+    stack's compute engine ``dask`` the workers read the snapshot's row groups and score one partition each
     (features are then derived inside the score step); otherwise chunks of ``chunk_rows`` are scored here.
     """
     logger = get_run_logger()
@@ -63,6 +99,8 @@ def inference(
     )
     joined, _ = ingest_joins(timer, ctx, spec)
     output = layout.batch_output(spec.model_name, model.version, time.time(), snapshot.digest)
+    sink = prediction_writer(ctx, spec, raw, model.version, ctx.store.uri(output))
+    kept = list(dict.fromkeys([*(keep_columns or []), *(spec.key_columns if sink is not None else [])]))
     if ctx.engine == "dask":
         del raw  # the workers read the snapshot themselves
         with dask_client(ctx.stack) as client:
@@ -77,7 +115,8 @@ def inference(
                 ctx.store,
                 ctx.validator,
                 output,
-                keep_columns=list(keep_columns) if keep_columns else None,
+                keep_columns=kept or None,
+                sink=sink,
                 retries=1,
             )
     else:
@@ -93,8 +132,9 @@ def inference(
             ctx.store,
             ctx.validator,
             output,
-            keys=raw[list(keep_columns)] if keep_columns else None,
+            keys=raw[kept] if kept else None,
             chunk_rows=chunk_rows,
+            sink=sink,
             retries=1,
         )
     summary = {
@@ -110,6 +150,9 @@ def inference(
         "predict_seconds": result.predict_seconds,
         "score_seconds": result.total_seconds,
         "positive_rate": result.positive_rate,
+        "prediction_store": None
+        if sink is None
+        else {"table": sink.table, "keys": list(spec.key_columns), "stored": sink.stored(), "at": repr(sink)},
         "compute": compute_summary(ctx),
         "timings": dict(timer.seconds),
         "flow_s": time.perf_counter() - started,

@@ -26,6 +26,7 @@ from flywheel.contracts.schema import FeatureSchema
 from stacks.components.artifact_store import ArtifactStore
 from stacks.components.data_validator import ProfileAccumulator, WhylogsValidator
 from stacks.components.model_registry import LoadedModel
+from stacks.components.prediction_store import PredictionWriter
 
 MAX_PENDING = 2
 
@@ -67,8 +68,9 @@ def write_part(
     start: int,
     predictions: np.ndarray,
     keys: pd.DataFrame | None,
+    sink: PredictionWriter | None = None,
 ) -> PartWritten:
-    """Write ``output/part-NNNNN.parquet`` for one scored chunk.
+    """Write ``output/part-NNNNN.parquet`` for one scored chunk (and upsert it into ``sink``'s table).
 
     Shared by the pandas and the Dask paths, so both leave the same files: ``row`` (the position in the
     scored snapshot), ``keys`` columns, the prediction and, for a binary model, the decision; for a
@@ -92,6 +94,8 @@ def write_part(
     buffer = io.BytesIO()
     out.to_parquet(buffer, index=False)
     uri = store.write_bytes(layout.batch_part(output, number), buffer.getvalue())
+    if sink is not None:  # after the part: the table never holds a row the batch output lacks
+        sink.write(out)
     return PartWritten(uri, len(predictions), positives)
 
 
@@ -115,6 +119,7 @@ def score_chunks(
     keys: pd.DataFrame | None = None,
     chunk_rows: int = 100_000,
     profile_rows: int = 5_000,
+    sink: PredictionWriter | None = None,
 ) -> ScoringResult:
     """Predict every row; write ``output/part-NNNNN.parquet`` and a profile of what was scored.
 
@@ -122,7 +127,8 @@ def score_chunks(
     the decision, plus any ``keys`` columns asked for; the model version is in the output path. The
     profile is built from a seeded sample of at most ``profile_rows`` rows per chunk: whylogs profiles
     ~90k rows/s against ~500k rows/s for prediction, so profiling every row would make scoring several
-    times slower for the same drift picture.
+    times slower for the same drift picture. With a ``sink`` (the stack's prediction store) each part is
+    also upserted into its table, keyed by ``sink.key_columns``, which ``keys`` must hold.
     """
     started = time.perf_counter()
     predict_seconds = 0.0
@@ -130,7 +136,7 @@ def score_chunks(
 
     def finish_chunk(number: int, start: int, chunk: pd.DataFrame, predictions: np.ndarray) -> PartWritten:
         chunk_keys = None if keys is None else keys.iloc[start : start + len(chunk)]
-        part = write_part(model, store, output, number, start, predictions, chunk_keys)
+        part = write_part(model, store, output, number, start, predictions, chunk_keys, sink)
         profile.track(
             profile_sample(chunk, predictions, number, profile_rows, model.schema)
         )  # one writer: in order

@@ -21,6 +21,7 @@ from flywheel.contracts.problem import ProblemSpec
 from stacks.components.artifact_store import ArtifactStore
 from stacks.components.data_validator import ProfileAccumulator, WhylogsValidator
 from stacks.components.model_registry import LoadedModel
+from stacks.components.prediction_store import PredictionWriter
 from steps.data import features
 from steps.inference.score import (
     PartWritten,
@@ -67,6 +68,7 @@ def _score_partition(
     keep_columns: list[str] | None,
     profile_rows: int,
     offsets: list[int],
+    sink: PredictionWriter | None = None,
     partition_info: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     assert partition_info is not None, "map_partitions passes partition_info"
@@ -78,7 +80,7 @@ def _score_partition(
     predictions = predict(model, encoded)
     predict_s = time.perf_counter() - started
     keys = raw[keep_columns] if keep_columns else None
-    written = write_part(model, store, output, number, offsets[number], predictions, keys)
+    written = write_part(model, store, output, number, offsets[number], predictions, keys, sink)
     profile = ProfileAccumulator()
     profile.track(profile_sample(encoded, predictions, number, profile_rows, model.schema))
     summary = {
@@ -104,11 +106,13 @@ def score_partitions(
     *,
     keep_columns: list[str] | None = None,
     profile_rows: int = 5_000,
+    sink: PredictionWriter | None = None,
 ) -> ScoringResult:
     """Score every row of the raw Dask DataFrame ``raw``; write ``output/part-NNNNN.parquet`` and a profile.
 
     The model and the joined tables (small: weather) are sent to every worker once; row numbers need the
-    partitions' lengths first, which a Parquet reader gets from the files' metadata pass.
+    partitions' lengths first, which a Parquet reader gets from the files' metadata pass. A ``sink`` (the
+    stack's prediction store) travels to the workers, each of which upserts its own partition's rows.
     """
     started = time.perf_counter()
     lengths = [int(n) for n in client.compute(raw.map_partitions(len)).result()]
@@ -125,6 +129,7 @@ def score_partitions(
         keep_columns,
         profile_rows,
         offsets,
+        sink,
         meta=_SUMMARY,
         enforce_metadata=False,
     )
