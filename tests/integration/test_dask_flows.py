@@ -110,4 +110,6 @@ def test_partitioned_batch_scoring_equals_the_pandas_flow(
     assert ours["row"].tolist() == list(range(7_000))
     pd.testing.assert_frame_equal(ours, theirs)
     assert on_dask["positive_rate"] == local["positive_rate"]
+    # each worker upserted its partition into the stack's prediction store: every December flight once
+    assert on_dask["prediction_store"]["stored"] == local["prediction_store"]["stored"] == 7_000
     assert Path(on_dask["profile"]).is_file()
