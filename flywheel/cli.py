@@ -15,6 +15,7 @@ from flywheel.data_cli import data_app
 from flywheel.deployments_cli import deployments_app
 from flywheel.init_cli import init_command
 from flywheel.problem_cli import problem_app
+from flywheel.reproduce_cli import reproduce_command
 from flywheel.service_cli import service_app
 from stacks.cli import stack_app
 
@@ -34,6 +35,7 @@ app.add_typer(problem_app, name="problem")
 app.add_typer(deployments_app, name="deployments")
 app.add_typer(data_app, name="data")
 app.command("init")(init_command)
+app.command("reproduce")(reproduce_command)
 
 StackOption = Annotated[
     str | None,
@@ -492,6 +494,78 @@ def lineage(
         typer.echo(json.dumps(found.__dict__, indent=2))
     else:
         typer.echo("\n".join(found.lines()))
+
+
+@app.command("explain-request")
+def explain_request(
+    request_id: Annotated[
+        str, typer.Argument(help="the request id the service answered with (ID:ROW for a row)")
+    ],
+    problem: ProblemOption = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="registered model name")] = None,
+    stack: StackOption = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="search the prediction log from this day on (YYYY-MM-DD)")
+    ] = None,
+    top: Annotated[int, typer.Option("--top", min=1, max=100, help="contributions shown")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Why the model said what it said: a served prediction by its request id, from the prediction log,
+    explained by the version that served it (as /explain does), with the label if feedback came back."""
+    from datetime import UTC, datetime
+
+    from mlflow.exceptions import MlflowException
+
+    from flywheel import audit
+    from serving.holder import prepare
+    from stacks.components.artifact_store import ArtifactStore
+    from stacks.components.model_registry import load_model
+    from stacks.components.registry_health import RegistryUnavailable
+    from stacks.components.tracking import configure_mlflow
+    from stacks.config import StackError
+    from stacks.loader import load_stack, selected_stack_name
+
+    def fail(message: str) -> typer.Exit:
+        typer.secho(message, fg=typer.colors.RED, err=True)
+        return typer.Exit(1)
+
+    model_name = model or _model_of(problem)
+    try:
+        since_day = None if since is None else datetime.strptime(since.replace("-", ""), "%Y%m%d").date()
+    except ValueError as exc:
+        raise fail(f"error: --since {since!r} is not a day (YYYY-MM-DD)") from exc
+    try:
+        chosen = load_stack(selected_stack_name(stack))
+        configure_mlflow(chosen, create_experiment=False)
+        store = ArtifactStore.from_stack(chosen)
+        search = audit.find_prediction(store, model_name, request_id, since=since_day)
+    except (StackError, OSError) as exc:
+        raise fail(f"error: {exc}") from exc
+    logged = search.found
+    if logged is None:
+        rows = audit.batch_rows(request_id)
+        hint = f"; it was a batch of {rows} rows: name one as {request_id}:<row>" if rows > 1 else ""
+        bound = f" since {since_day}" if since_day else ""
+        raise fail(
+            f"request id {request_id[:80]!r}: not in the prediction log of {model_name}{bound} "
+            f"({search.days} day folder(s), {search.parts} part(s) searched){hint}"
+        )
+    try:
+        served = prepare(load_model(model_name, logged.version), 1)
+        label = audit.find_label(
+            store, model_name, logged.request_id, datetime.fromtimestamp(logged.ts, UTC).date()
+        )
+        record = audit.audit_record(logged, served, label, top)
+    except (MlflowException, LookupError, RegistryUnavailable) as exc:
+        why = exc.message if isinstance(exc, MlflowException) else str(exc)
+        raise fail(
+            f"{model_name} v{logged.version} served {request_id!r} but cannot be loaded: {why}"
+        ) from exc
+    except audit.AuditError as exc:
+        raise fail(f"request {request_id!r}: {exc}") from exc
+    typer.echo(json.dumps(record, indent=2, default=str) if as_json else "\n".join(audit.lines(record)))
+    for skipped in search.unreadable:
+        typer.secho(f"warning: unreadable log part skipped: {skipped}", fg=typer.colors.YELLOW, err=True)
 
 
 OutputOption = Annotated[Path, typer.Option("--output", "-o", help="folder the wheel is written into")]

@@ -34,7 +34,7 @@ from serving.feedback import FeedbackChecker
 from serving.hotpath import HotPathMiddleware, hot_endpoints
 from serving.profiling import ProfilerConfig, TrafficRecorder
 from serving.request_ids import LabelledIds, RequestIds, load_key
-from serving.routes import ROUTERS, predictions
+from serving.routes import ROUTERS, predictions, requests
 from serving.routes.docs import OpenAPIDocument
 from serving.routes.predict import HOT_PATH
 from serving.settings import ServiceSettings
@@ -81,6 +81,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         app.include_router(router)
     app.include_router(predictions.router)  # precomputed predictions, from the stack's prediction store
     predictions.attach(app, settings)
+    app.include_router(requests.router)  # a served prediction by its request id (the audit trail)
     app.add_middleware(HotPathMiddleware, endpoints=hot_endpoints(app.routes, HOT_PATH))
     app.openapi = OpenAPIDocument(app, ctx)  # type: ignore[method-assign]
     return app

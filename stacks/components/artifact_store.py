@@ -59,6 +59,16 @@ class ArtifactStore:
         with self.fs.open(path, mode) as handle:
             yield handle
 
+    def children(self, prefix: str) -> list[str]:
+        """The names directly below a prefix, sorted (empty when it does not exist): one listing, where
+        :meth:`list` walks everything below, so a search by folder (the prediction log's days) stays
+        bounded."""
+        base = self._path(prefix)
+        if not self.fs.exists(base):
+            return []
+        found = self.fs.ls(base, detail=False)
+        return sorted(posixpath.basename(str(p).rstrip("/")) for p in found)
+
     def list(self, prefix: str) -> list[str]:
         """Relative paths of the files below a prefix (empty when the prefix does not exist)."""
         base = self._path(prefix)
