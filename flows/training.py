@@ -32,6 +32,7 @@ from steps.model import (
     fairness,
     incremental,
     promote,
+    provenance,
     reference,
     register,
     track,
@@ -148,6 +149,7 @@ def training(
             "seed": seed,
             "pruning": pruning,
             "mode": mode,
+            "engine": ctx.engine,
             **inputs.data.info,
             **parts.info,
         }
@@ -246,7 +248,11 @@ def training(
             schema=inputs.schema,
             example=register.input_example(parts.test.frame, inputs.schema),
             training_profile=profile,
-            lineage={**inputs.lineage, **_record(inputs, mode, parts.train).to_tags()},
+            lineage={
+                **inputs.lineage,
+                **_record(inputs, mode, parts.train, champion_mv).to_tags(),
+                **provenance.capture().to_tags(),  # what a reproduction compares against
+            },
             threshold=threshold,
             warnings=warnings,
             retries=2,
@@ -354,7 +360,9 @@ def _train(
     return timer.run(train.train, "train", data, tuning.best_params, tuning.best_rounds)
 
 
-def _record(inputs: Inputs, mode: str, trained: features.Dataset) -> TrainingRecord:
+def _record(
+    inputs: Inputs, mode: str, trained: features.Dataset, champion: ModelVersion | None
+) -> TrainingRecord:
     """What the version's tags keep of this training: its mode, fingerprint and the feedback rows it
     learned from (``trained``: the rows its booster was fitted on, the gate's rows not among them)."""
     fed = inputs.feedback_snapshot
@@ -367,6 +375,8 @@ def _record(inputs: Inputs, mode: str, trained: features.Dataset) -> TrainingRec
         feedback_snapshot=fed.uri if fed and n_feedback else "",
         feedback_rows=n_feedback,
         feedback_until=until,
+        champion_version=champion.version if champion is not None else "",
+        champion_feedback_until=champion.tags.training.feedback_until if champion is not None else None,
     )
 
 

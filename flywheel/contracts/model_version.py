@@ -48,6 +48,19 @@ TRAINING_MODE_TAG: Final = "flywheel.training.mode"
 """``full`` (tuned, from the source and feedback) or ``incremental`` (the champion boosted on feedback)."""
 TRAINING_FINGERPRINT_TAG: Final = "flywheel.training.fingerprint"
 """A hash of everything a training learned from and how: equal to the champion's means nothing new."""
+TRAINING_CHAMPION_TAG: Final = "flywheel.training.champion_version"
+"""The champion when the version trained: what an incremental one continued, whose feedback it held out."""
+TRAINING_CHAMPION_UNTIL_TAG: Final = "flywheel.training.champion_feedback_until"
+"""That champion's ``feedback_until``: the gate held out only feedback served after it."""
+
+CODE_COMMIT_TAG: Final = "flywheel.code.commit"
+"""The git commit of the code that trained the version (``unknown`` outside a git checkout)."""
+CODE_DIRTY_TAG: Final = "flywheel.code.dirty"
+"""``true`` when tracked files differed from that commit, ``false``, or ``unknown``."""
+CODE_LOCK_TAG: Final = "flywheel.code.lock_sha256"
+"""SHA-256 of ``uv.lock``: the exact dependency set (``unknown`` without the file)."""
+LIBRARY_TAG_PREFIX: Final = "flywheel.lib."
+"""``flywheel.lib.<package>``: the version of each library that decides the model (xgboost, numpy ...)."""
 
 PROMOTION_DECISION_TAG: Final = "flywheel.promotion.decision"
 PROMOTION_REASON_TAG: Final = "flywheel.promotion.reason"
@@ -81,6 +94,8 @@ TAG_VALUE_LIMIT: Final = 5000
 MODEL_ARTIFACT: Final = "model"
 FEATURE_SCHEMA_ARTIFACT: Final = "model_meta/feature_schema.json"
 TRAINING_PROFILE_ARTIFACT: Final = "profiles/training.bin"
+SPEC_ARTIFACT: Final = "training/spec.json"
+"""The problem spec as the training ran it (``spec.model_dump(mode="json")``): a reproduction builds on it."""
 TEST_METRIC_PREFIX: Final = "test."
 """Test-set metrics are logged as ``test.<metric>`` (``test.roc_auc``); the service shows them unprefixed."""
 THRESHOLD_METADATA: Final = "flywheel_threshold"
@@ -216,9 +231,16 @@ class TrainingRecord:
     feedback_snapshot: str = ""
     feedback_rows: int = 0
     feedback_until: float | None = None
+    champion_version: str = ""
+    """The champion when it trained (none: empty)."""
+    champion_feedback_until: float | None = None
 
     def to_tags(self) -> dict[str, str]:
         tags = {TRAINING_MODE_TAG: self.mode, TRAINING_FINGERPRINT_TAG: self.fingerprint}
+        if self.champion_version:
+            tags[TRAINING_CHAMPION_TAG] = self.champion_version
+        if self.champion_feedback_until is not None:
+            tags[TRAINING_CHAMPION_UNTIL_TAG] = repr(self.champion_feedback_until)
         if self.feedback_digest:
             tags |= {
                 FEEDBACK_DIGEST_TAG: self.feedback_digest,
@@ -239,6 +261,39 @@ class TrainingRecord:
             feedback_snapshot=tags.get(FEEDBACK_SNAPSHOT_TAG, ""),
             feedback_rows=int(rows) if rows.isdigit() else 0,
             feedback_until=_number(tags.get(FEEDBACK_UNTIL_TAG)),
+            champion_version=tags.get(TRAINING_CHAMPION_TAG, ""),
+            champion_feedback_until=_number(tags.get(TRAINING_CHAMPION_UNTIL_TAG)),
+        )
+
+
+@dataclass(frozen=True)
+class CodeProvenance:
+    """The code and libraries a version was trained with, so a reproduction can say what differs."""
+
+    commit: str = "unknown"
+    dirty: str = "unknown"
+    lock_sha256: str = "unknown"
+    libraries: dict[str, str] = field(default_factory=dict)
+
+    def to_tags(self) -> dict[str, str]:
+        tags = {CODE_COMMIT_TAG: self.commit, CODE_DIRTY_TAG: self.dirty, CODE_LOCK_TAG: self.lock_sha256}
+        tags |= {f"{LIBRARY_TAG_PREFIX}{name}": version for name, version in self.libraries.items()}
+        return _cut(tags)
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> CodeProvenance | None:
+        """None for a version trained before provenance was recorded."""
+        if CODE_COMMIT_TAG not in tags:
+            return None
+        return cls(
+            commit=tags[CODE_COMMIT_TAG],
+            dirty=tags.get(CODE_DIRTY_TAG, "unknown"),
+            lock_sha256=tags.get(CODE_LOCK_TAG, "unknown"),
+            libraries={
+                k.removeprefix(LIBRARY_TAG_PREFIX): v
+                for k, v in tags.items()
+                if k.startswith(LIBRARY_TAG_PREFIX)
+            },
         )
 
 
@@ -380,6 +435,10 @@ class VersionTags:
     @property
     def service(self) -> ServiceRecord | None:
         return ServiceRecord.from_tags(self.raw)
+
+    @property
+    def code(self) -> CodeProvenance | None:
+        return CodeProvenance.from_tags(self.raw)
 
 
 @dataclass(frozen=True)

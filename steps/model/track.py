@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 from flywheel.contracts.model_version import (
     PROBLEM_TAG,
     REASON_TAG,
+    SPEC_ARTIFACT,
     TEST_METRIC_PREFIX,
     DatasetLineage,
     JoinedDataset,
@@ -81,6 +82,7 @@ def log_inputs(
         base |= {"feedback.digest": feedback.digest, "feedback.rows": feedback.rows}
     for key, value in {**base, **params}.items():
         client.log_param(run_id, key, readable(value)[:6000])
+    client.log_dict(run_id, spec.model_dump(mode="json"), SPEC_ARTIFACT)  # the spec as it was, to reproduce
     inputs = [(spec.name, snapshot, "training")] if snapshot is not None else []
     inputs += [(n, s, f"join:{n}") for n, s in joins.items()]
     if feedback is not None:

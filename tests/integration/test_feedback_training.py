@@ -146,6 +146,16 @@ def test_a_retrain_learns_from_the_feedback_and_is_judged_on_the_newest(
     assert meta["source_uri"] == "feedback://flight-delay" and meta["rows"] == SERVED_ROWS
 
 
+def test_a_version_trained_on_feedback_reproduces(served: dict[str, Any], module_home: Path) -> None:
+    from flywheel.reproduce import reproduce
+
+    # v2 learned from the source and the feedback, and the gate held out the newest feedback v1 never saw
+    report = reproduce(model_versions.get_version(SPEC.model_name, "2"), _store(module_home))
+    assert report.reproduced, report.text()
+    assert report.max_prediction_diff == 0.0 and "data            feedback" in report.text()
+    assert not [d for d in report.differences if d.startswith("data")], report.differences
+
+
 def test_incremental_training_continues_the_champion(served: dict[str, Any]) -> None:
     champion = model_versions.by_alias(SPEC.model_name)
     assert champion is not None
