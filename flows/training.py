@@ -27,6 +27,8 @@ from steps.data import features, split, training_data
 from steps.data.feedback import SERVED_AT
 from steps.data.training_data import FROM_FEEDBACK
 from steps.model import (
+    card,
+    card_log,
     evaluate,
     explain,
     fairness,
@@ -276,6 +278,36 @@ def training(
             _newer_than(inputs, parts.train, champion_mv),
             fairness.violations(evaluation.fairness, spec.fairness),
         )
+        version_mv, previous = timer.run(
+            card_log.recorded, "card-inputs", spec.model_name, registered.version, champion_mv, retries=2
+        )
+        card_facts = timer.run(
+            card.facts,
+            "model-card",
+            spec,
+            registered.version,
+            run_id,
+            evaluation,
+            explanation,
+            parts,
+            decision,
+            threshold=threshold,
+            dataset=version_mv.tags.dataset,
+            training=version_mv.tags.training,
+            reason=reason,
+            previous=previous,
+            seed=seed,
+        )
+        model_card = card.build(card_facts)
+        timer.run(
+            card_log.log_model_card,
+            "track-card",
+            run_id,
+            spec.model_name,
+            registered.version,
+            model_card,
+            retries=2,
+        )
         status = "FINISHED"
     finally:
         track.finish_run(run_id, dict(timer.seconds), time.perf_counter() - flow_started, status)
@@ -288,6 +320,11 @@ def training(
     )
     create_markdown_artifact(
         decision.to_markdown(spec.metric), key=_key(spec, "promotion"), description="Promotion decision"
+    )
+    create_markdown_artifact(
+        card.to_markdown(model_card),
+        key=_key(spec, "model-card"),
+        description=f"Model card of {spec.model_name} v{registered.version} (HTML in the MLflow run)",
     )
     if evaluation.fairness:
         create_markdown_artifact(

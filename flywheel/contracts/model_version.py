@@ -71,6 +71,9 @@ PROMOTION_CHAMPION_METRIC_TAG: Final = "flywheel.promotion.champion_metric"
 PROMOTED: Final = "promoted"
 REJECTED: Final = "rejected"
 
+MODEL_CARD_TAG: Final = "flywheel.model_card"
+"""The ``runs:/`` URI of the version's model card (HTML; the Markdown beside it), set once it is logged."""
+
 SERVICE_URL_TAG: Final = "flywheel.service.url"
 SERVICE_PID_TAG: Final = "flywheel.service.pid"
 SERVICE_STACK_TAG: Final = "flywheel.service.stack"
@@ -96,6 +99,8 @@ FEATURE_SCHEMA_ARTIFACT: Final = "model_meta/feature_schema.json"
 TRAINING_PROFILE_ARTIFACT: Final = "profiles/training.bin"
 SPEC_ARTIFACT: Final = "training/spec.json"
 """The problem spec as the training ran it (``spec.model_dump(mode="json")``): a reproduction builds on it."""
+MODEL_CARD_MARKDOWN: Final = "model_card/model_card.md"
+MODEL_CARD_HTML: Final = "model_card/model_card.html"
 TEST_METRIC_PREFIX: Final = "test."
 """Test-set metrics are logged as ``test.<metric>`` (``test.roc_auc``); the service shows them unprefixed."""
 THRESHOLD_METADATA: Final = "flywheel_threshold"
@@ -423,6 +428,11 @@ class VersionTags:
     @property
     def dataset(self) -> DatasetLineage:
         return DatasetLineage.from_tags(self.raw)
+
+    @property
+    def model_card(self) -> str:
+        """The card's ``runs:/`` URI; empty for a version logged before cards existed."""
+        return self.get(MODEL_CARD_TAG)
 
     @property
     def promotion(self) -> Promotion | None:

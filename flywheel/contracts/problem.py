@@ -284,6 +284,11 @@ class ProblemSpec(_Frozen):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     model_name: str
     description: str = ""
+    intended_use: str = Field(
+        default="",
+        max_length=4000,
+        description="who may use the predictions and for what (and what not): the model card shows it",
+    )
     source: str
     task: Task
     target: TargetSpec

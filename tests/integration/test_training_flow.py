@@ -94,6 +94,31 @@ def test_mlflow_run_has_metrics_plots_inputs_and_profile(
     assert {c["name"] for c in model.signature.inputs.to_dict()} >= {"carrier", "temp", "dayofweek"}
 
 
+def test_the_model_card_is_in_the_run_and_linked_from_model(first_run: dict[str, Any]) -> None:
+    from fastapi.testclient import TestClient
+    from prefect.artifacts import Artifact
+
+    from serving.app import create_app
+    from serving.settings import ServiceSettings
+
+    client = MlflowClient()
+    print({k: round(v, 2) for k, v in first_run["timings"].items() if "card" in k})
+    assert first_run["timings"]["model-card"] < 15  # the bootstrap's budget is 10 s
+    names = {a.path for a in client.list_artifacts(first_run["run_id"], "model_card")}
+    assert names == {"model_card/model_card.md", "model_card/model_card.html"}
+    uri = client.get_model_version("flight-delay", "1").tags["flywheel.model_card"]
+    assert uri == f"runs:/{first_run['run_id']}/model_card/model_card.html"
+    import mlflow
+
+    page = mlflow.artifacts.load_text(uri)
+    assert "<h2>Known limitations</h2>" in page and "**" not in page
+    card = Artifact.get(key="flights-model-card")
+    assert card is not None and "## Test metrics" in str(card.data) and "95% interval" in str(card.data)
+    settings = ServiceSettings(stack=None, model_name="flight-delay", profiling=False, watch_interval_s=3600)
+    with TestClient(create_app(settings)) as service:
+        assert service.get("/model").json()["model_card"] == uri
+
+
 def test_second_run_is_gated_against_the_champion(first_run: dict[str, Any]) -> None:
     second = training(problem="flights", n_trials=1, sample_rows=15_000, seed=1)
     assert second["version"] == "2"

@@ -192,6 +192,7 @@ def test_health_ready_model_and_metrics(client: TestClient, champion: dict[str, 
     info = client.get("/model").json()
     assert info["version"] == champion["version"] and info["dataset_digest"] == "d" * 32
     assert "roc_auc" in info["metrics"] and info["run_id"]
+    assert info["model_card"] is None  # a version registered without a card (the flow's is in its test)
     client.post("/predict", json=record_from(champion["test"], 0))
     families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
     assert {
