@@ -471,10 +471,8 @@ def lineage(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Walk a model version back to the data it learned from."""
-    from mlflow.exceptions import MlflowException
-
     from flywheel.lineage import lineage as walk
-    from stacks.components.registry_health import RegistryUnavailable
+    from stacks.components.model_versions import VersionNotFound
     from stacks.components.tracking import configure_mlflow
     from stacks.config import StackError
     from stacks.loader import load_stack, selected_stack_name
@@ -486,9 +484,8 @@ def lineage(
         raise typer.Exit(1) from exc
     try:
         found = walk(reference)
-    except (MlflowException, LookupError, RegistryUnavailable) as exc:
-        why = exc.message if isinstance(exc, MlflowException) else str(exc)
-        typer.secho(f"no such model version {reference!r}: {why}", fg=typer.colors.RED, err=True)
+    except VersionNotFound as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc
     if as_json:
         typer.echo(json.dumps(found.__dict__, indent=2))
@@ -585,6 +582,7 @@ def package_command(
 
     from flywheel.packaging.build import package
     from flywheel.packaging.wheel import WheelNameError
+    from stacks.components.model_versions import VersionNotFound
     from stacks.components.registry_health import RegistryUnavailable
     from stacks.components.tracking import configure_mlflow
     from stacks.config import StackError
@@ -600,9 +598,12 @@ def package_command(
     except WheelNameError as exc:
         typer.secho(f"cannot package {reference!r}: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc
-    except (MlflowException, LookupError, RegistryUnavailable) as exc:
+    except VersionNotFound as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    except (MlflowException, RegistryUnavailable) as exc:  # the version is there, its files are not
         why = exc.message if isinstance(exc, MlflowException) else str(exc)
-        typer.secho(f"no such model version {reference!r}: {why}", fg=typer.colors.RED, err=True)
+        typer.secho(f"cannot read {reference!r}: {why}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc
     except OSError as exc:
         typer.secho(f"cannot write the wheel into {output}: {exc}", fg=typer.colors.RED, err=True)

@@ -185,22 +185,22 @@ def load_version(ctx: Context, reference: str) -> Loaded:
     tables it learned from besides are named in the notes, with their digests to diff them too."""
     from mlflow.exceptions import MlflowException
 
-    from flywheel.lineage import parse_reference
+    from flywheel.contracts.model_version import parse_reference
     from stacks.components import model_versions
     from stacks.components.registry_health import RegistryUnavailable, check_registry
     from stacks.components.tracking import configure_mlflow
 
-    name, alias, version = parse_reference(reference)
+    name, alias, _ = parse_reference(reference)
     try:
         if not ctx.registry_ready:
             configure_mlflow(ctx.stack, create_experiment=False)
             ctx.registry_ready = True
         check_registry()
-        if alias:
-            version = model_versions.alias_target(name, alias)
-        mv = model_versions.get_version(name, str(version))
+        mv = model_versions.resolve(reference)
         digest = mv.tags.dataset.digest or (model_versions.run_dataset_digest(mv.run_id) if mv.run_id else "")
-    except (MlflowException, LookupError, RegistryUnavailable) as exc:
+    except model_versions.VersionNotFound as exc:
+        raise DataReferenceError(str(exc)) from exc
+    except (MlflowException, RegistryUnavailable) as exc:
         why = exc.message if isinstance(exc, MlflowException) else str(exc)
         raise DataReferenceError(f"no such model version {reference!r}: {why}") from exc
     label = f"{name} v{mv.version}" + (f" ({alias})" if alias else "")

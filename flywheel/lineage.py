@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from flywheel.contracts.model_version import CHAMPION
-
 
 @dataclass(frozen=True)
 class Lineage:
@@ -49,27 +47,13 @@ class Lineage:
         return out
 
 
-def parse_reference(reference: str) -> tuple[str, str | None, str | None]:
-    """``NAME@ALIAS`` or ``NAME/VERSION`` (or ``models:/`` forms) into (name, alias, version)."""
-    ref = reference.removeprefix("models:/")
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        return name, alias, None
-    if "/" in ref:
-        name, version = ref.split("/", 1)
-        return name, None, version
-    return ref, CHAMPION, None
-
-
 def lineage(reference: str) -> Lineage:
-    """The lineage of a version: ``AliasNotSet`` (a LookupError) when the alias names none,
-    ``RegistryUnavailable`` when the registry cannot be read, MlflowException for no such version."""
+    """The lineage of a version; ``VersionNotFound`` (a LookupError, its message the line to print) when the
+    reference names none or the registry cannot be read."""
     from stacks.components import model_versions
 
-    name, alias, version = parse_reference(reference)
-    if alias:
-        version = model_versions.alias_target(name, alias)
-    mv = model_versions.get_version(name, str(version))
+    mv = model_versions.resolve(reference)
+    name = mv.name
     dataset = mv.tags.dataset
     digest = dataset.digest
     if mv.run_id and not digest:  # fall back on the run's dataset inputs

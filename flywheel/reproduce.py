@@ -72,17 +72,6 @@ class Recorded:
     metrics: dict[str, float]
 
 
-def resolve(reference: str) -> ModelVersion:
-    """``MODEL@ALIAS`` or ``MODEL/VERSION``; LookupError or MlflowException when there is no such version."""
-    from flywheel.lineage import parse_reference
-    from stacks.components import model_versions
-
-    name, alias, version = parse_reference(reference)
-    if alias:
-        version = model_versions.alias_target(name, alias)
-    return model_versions.get_version(name, str(version))
-
-
 def reproduce(mv: ModelVersion, store: ArtifactStore, *, tolerance: float = TOLERANCE) -> Report:
     """Retrain ``mv`` from its record and compare; never raises for what the version lacks (the report
     says it), only for an unreachable registry."""

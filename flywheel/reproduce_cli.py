@@ -35,7 +35,8 @@ def reproduce_command(
     from mlflow.exceptions import MlflowException
 
     from flows.runtime import resolve_stack
-    from flywheel.reproduce import reproduce, resolve
+    from flywheel.reproduce import reproduce
+    from stacks.components.model_versions import VersionNotFound, resolve
     from stacks.components.registry_health import RegistryUnavailable
     from stacks.config import StackError
 
@@ -46,9 +47,8 @@ def reproduce_command(
         raise typer.Exit(1) from exc
     try:
         mv = resolve(reference)
-    except (MlflowException, LookupError, RegistryUnavailable) as exc:
-        why = exc.message if isinstance(exc, MlflowException) else str(exc)
-        typer.secho(f"no such model version {reference!r}: {why}", fg=typer.colors.RED, err=True)
+    except VersionNotFound as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc
     try:
         report = reproduce(mv, ctx.store, tolerance=tolerance)

@@ -108,6 +108,19 @@ TASK_METADATA: Final = "flywheel_task"
 """Keys of the MLflow model's ``metadata`` (MLmodel), for tools that read the model without our tags."""
 
 
+def parse_reference(reference: str) -> tuple[str, str | None, str | None]:
+    """``NAME@ALIAS`` or ``NAME/VERSION`` (or ``models:/`` forms; plain ``NAME``: its champion) into
+    (name, alias, version): how every command names a version."""
+    ref = reference.removeprefix("models:/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return name, alias, None
+    if "/" in ref:
+        name, version = ref.split("/", 1)
+        return name, None, version
+    return ref, CHAMPION, None
+
+
 def artifact_folder(artifact: str) -> str:
     """The run folder an artifact is logged into (``model_meta`` of ``model_meta/feature_schema.json``)."""
     return artifact.rsplit("/", 1)[0] if "/" in artifact else ""

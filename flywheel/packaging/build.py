@@ -88,20 +88,17 @@ def _description(name: WheelName, model_name: str, version: str, schema: Feature
 
 def package(reference: str, out_dir: Path) -> Packaged:
     """The wheel of ``MODEL@ALIAS`` or ``MODEL/VERSION`` (just ``MODEL``: its champion) from the configured
-    registry. ``AliasNotSet`` (a LookupError), ``RegistryUnavailable`` or MlflowException when there is no
-    such version; WheelNameError when its name makes no package name."""
+    registry. ``VersionNotFound`` when there is no such version (MlflowException or ``RegistryUnavailable``
+    when its files cannot be read); WheelNameError when its name makes no package name."""
     import mlflow.xgboost
 
-    from flywheel.contracts.model_version import models_uri
-    from flywheel.lineage import parse_reference
+    from flywheel.contracts.model_version import models_uri, parse_reference
     from stacks.components import model_versions
     from stacks.components.model_registry import DEFAULT_THRESHOLD
 
-    model_name, alias, version = parse_reference(reference)
+    model_name, _, version = parse_reference(reference)
     wheel_name(model_name, version or "0")  # a name no package can have fails before the registry is read
-    if alias:
-        version = model_versions.alias_target(model_name, alias)
-    mv = model_versions.get_version(model_name, str(version))
+    mv = model_versions.resolve(reference)
     booster = mlflow.xgboost.load_model(models_uri(model_name, mv.version))
     schema = model_versions.feature_schema(mv.run_id)
     threshold = mv.tags.threshold

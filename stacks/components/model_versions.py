@@ -24,6 +24,7 @@ from flywheel.contracts.model_version import (
     TAG_VALUE_LIMIT,
     ModelVersion,
     VersionTags,
+    parse_reference,
 )
 from flywheel.contracts.schema import FeatureSchema
 from stacks.components.registry_health import (
@@ -35,6 +36,7 @@ from stacks.components.registry_health import (
 
 __all__ = [
     "AliasNotSet",
+    "VersionNotFound",
     "alias_target",
     "alias_version",
     "by_alias",
@@ -43,6 +45,7 @@ __all__ = [
     "make_champion",
     "mark_challenger",
     "register_version",
+    "resolve",
     "run_dataset_digest",
     "set_tags",
 ]
@@ -95,6 +98,26 @@ def get_version(model_name: str, version: str) -> ModelVersion:
     from mlflow import MlflowClient
 
     return _typed(MlflowClient().get_model_version(model_name, str(version)))
+
+
+class VersionNotFound(LookupError):
+    """A ``MODEL@ALIAS`` or ``MODEL/VERSION`` that names no version, or a registry that cannot say: the
+    message is the one line a command prints (``no such model version 'x/9': ...``)."""
+
+
+def resolve(reference: str) -> ModelVersion:
+    """The version ``MODEL@ALIAS``, ``MODEL/VERSION`` or ``MODEL`` (its champion) names;
+    :class:`VersionNotFound` otherwise, whatever the cause (no model, alias or version; no registry)."""
+    from mlflow.exceptions import MlflowException
+
+    name, alias, version = parse_reference(reference)
+    try:
+        if alias:
+            version = alias_target(name, alias)
+        return get_version(name, str(version))
+    except (MlflowException, LookupError, RegistryUnavailable) as exc:
+        why = exc.message if isinstance(exc, MlflowException) else str(exc)
+        raise VersionNotFound(f"no such model version {reference!r}: {why}") from exc
 
 
 def by_alias(model_name: str, alias: str = CHAMPION) -> ModelVersion | None:
