@@ -278,36 +278,42 @@ def training(
             _newer_than(inputs, parts.train, champion_mv),
             fairness.violations(evaluation.fairness, spec.fairness),
         )
-        version_mv, previous = timer.run(
-            card_log.recorded, "card-inputs", spec.model_name, registered.version, champion_mv, retries=2
-        )
-        card_facts = timer.run(
-            card.facts,
-            "model-card",
-            spec,
-            registered.version,
-            run_id,
-            evaluation,
-            explanation,
-            parts,
-            decision,
-            threshold=threshold,
-            dataset=version_mv.tags.dataset,
-            training=version_mv.tags.training,
-            reason=reason,
-            previous=previous,
-            seed=seed,
-        )
-        model_card = card.build(card_facts)
-        timer.run(
-            card_log.log_model_card,
-            "track-card",
-            run_id,
-            spec.model_name,
-            registered.version,
-            model_card,
-            retries=2,
-        )
+        model_card = None
+        try:  # the version is registered and decided: a card that cannot be written must not undo that
+            version_mv, previous = timer.run(
+                card_log.recorded, "card-inputs", spec.model_name, registered.version, champion_mv, retries=2
+            )
+            card_facts = timer.run(
+                card.facts,
+                "model-card",
+                spec,
+                registered.version,
+                run_id,
+                evaluation,
+                explanation,
+                parts,
+                decision,
+                threshold=threshold,
+                dataset=version_mv.tags.dataset,
+                training=version_mv.tags.training,
+                reason=reason,
+                previous=previous,
+                seed=seed,
+            )
+            model_card = card.build(card_facts)
+            timer.run(
+                card_log.log_model_card,
+                "track-card",
+                run_id,
+                spec.model_name,
+                registered.version,
+                model_card,
+                retries=2,
+            )
+        except Exception as exc:  # any step of it; the run says so and goes on
+            logger.warning(
+                "model card of v%s not written: %s: %s", registered.version, type(exc).__name__, exc
+            )
         status = "FINISHED"
     finally:
         track.finish_run(run_id, dict(timer.seconds), time.perf_counter() - flow_started, status)
@@ -321,11 +327,12 @@ def training(
     create_markdown_artifact(
         decision.to_markdown(spec.metric), key=_key(spec, "promotion"), description="Promotion decision"
     )
-    create_markdown_artifact(
-        card.to_markdown(model_card),
-        key=_key(spec, "model-card"),
-        description=f"Model card of {spec.model_name} v{registered.version} (HTML in the MLflow run)",
-    )
+    if model_card is not None:
+        create_markdown_artifact(
+            card.to_markdown(model_card),
+            key=_key(spec, "model-card"),
+            description=f"Model card of {spec.model_name} v{registered.version} (HTML in the MLflow run)",
+        )
     if evaluation.fairness:
         create_markdown_artifact(
             f"# Fairness of {spec.model_name} v{registered.version}\n\n"
