@@ -1,7 +1,8 @@
 """What a user reads, checked in a real headless Chromium with no network beyond 127.0.0.1: the service's
 /docs (Swagger UI rendered from the service's own assets), the monitoring report (rendered HTML, a heatmap
 that is whole and wide enough for its labels, for 1 and for 60 windows), and a model version's page in the
-MLflow UI (readable text, no Python reprs).
+MLflow UI (readable text, no Python reprs), and the version's model card as logged in its run (every
+section a heading, tables rendered, each metric's interval as text, no raw Markdown).
 
 One small champion is trained into a temporary home (the steps directly, as the serving tests do); it is
 served by the local deployer and its registry opened by a real ``mlflow server``. The report is built from
@@ -371,3 +372,93 @@ def test_model_version_page_reads_as_text(
     # MLflow renders it as Markdown: compare its first line's words, markup left out
     first = " ".join(re.sub(r"[*`#>]", " ", description.splitlines()[0]).split())
     assert first in " ".join(text.split()), f"the description's first line {first!r} is not on the page"
+
+
+# ------------------------------------------------------------------------------------------- model card
+
+
+@pytest.fixture(scope="module")
+def model_card(
+    browser_home: Path, champion: dict[str, Any], flights_sample: pd.DataFrame, weather: pd.DataFrame
+) -> dict[str, Any]:
+    """The champion's card as the training flow makes and logs it (the module's champion is trained by
+    the steps, without the flow): its evaluation, explanation and gate decision (the pure gate, first model
+    so no champion to compare) into ``card.facts``, logged by the flow's ``log_model_card`` into the
+    version's run and tagged on the version; then fetched back through that tag, as a reader would."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from flywheel.contracts.model_version import MODEL_CARD_TAG
+    from flywheel.contracts.problem import load_spec
+    from steps.data.features import build_dataset
+    from steps.data.split import split
+    from steps.model import card, card_log, evaluate, explain, promote
+
+    spec = load_spec("flights")
+    version = champion["version"]
+    parts = split(build_dataset(flights_sample, spec, {"weather": weather}), spec)  # the champion's split
+    evaluation = evaluate.evaluate(champion["booster"], parts.test, spec, 0.3)  # its registered threshold
+    explanation = explain.explain(champion["booster"], parts.test.X, seed=0)
+    assert evaluation.predictions is not None
+    decision = promote.decide(spec, evaluation.predictions, None, parts.test, version, None)
+    registered, previous = card_log.recorded(MODEL, version, None)
+    facts = card.facts(
+        spec,
+        version,
+        registered.run_id,
+        evaluation,
+        explanation,
+        parts,
+        decision,
+        threshold=0.3,
+        dataset=registered.tags.dataset,
+        training=registered.tags.training,
+        reason="browser test",
+        previous=previous,
+        budget_s=2.0,
+    )
+    built = card.build(facts)
+    card_log.log_model_card(registered.run_id, MODEL, version, built)
+    uri = MlflowClient().get_model_version(MODEL, version).tags[MODEL_CARD_TAG]
+    path = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(browser_home / "card"))
+    return {"path": Path(path), "card": built, "facts": facts}
+
+
+def test_model_card_reads_as_a_document(page: Page, model_card: dict[str, Any], tmp_path: Path) -> None:
+    from steps.model.card import SECTIONS
+    from steps.monitor.report import metric_name
+
+    built = model_card["card"]
+    page.open(model_card["path"].as_uri(), ready="document.body !== null")
+    assert_offline(page, "the model card")
+    shot = page.screenshot(tmp_path / "model-card.png")
+    text = page.text()
+    assert_readable(text, f"the model card (screenshot {shot})")
+
+    headings = page.evaluate(
+        "['h1', 'h2'].map(t => Array.from(document.getElementsByTagName(t), h => h.innerText.trim()))"
+    )
+    assert headings[0] == [built.title], f"h1 {headings[0]} (screenshot {shot})"
+    assert headings[1] == list(SECTIONS), f"sections rendered as h2: {headings[1]} (screenshot {shot})"
+
+    tables = page.evaluate(
+        "Array.from(document.querySelectorAll('table'), t => ({th: t.querySelectorAll('th').length, "
+        "rows: Array.from(t.querySelectorAll('tbody tr'), r => Array.from(r.cells, c => c.innerText.trim())),"
+        " section: t.closest('section')?.querySelector('h2')?.innerText.trim()}))"
+    )
+    expected = sum(len(s.tables) for s in built.sections)
+    assert len(tables) == expected and expected > 0, f"{len(tables)} tables rendered, {expected} in the card"
+    assert all(t["th"] > 0 for t in tables), f"a table without header cells: {tables}"
+
+    # the test metrics: every metric's point value and interval, as text in the rendered table's rows
+    metrics = [t for t in tables if t["section"] == "Test metrics"]
+    assert len(metrics) == 1, tables
+    shown = {row[0]: row[1:] for row in metrics[0]["rows"]}
+    finite = [m for m in model_card["facts"].intervals.metrics if m.low == m.low and m.high == m.high]
+    assert finite, model_card["facts"].intervals
+    for m in finite:
+        assert shown.get(metric_name(m.metric)) == [f"{m.value:.4f}", f"{m.low:.4f} to {m.high:.4f}"], (
+            f"{m.metric}: the card shows {shown.get(metric_name(m.metric))} (screenshot {shot})"
+        )
+    resamples = model_card["facts"].intervals.resamples
+    assert f"{resamples} resamples" in text, "the interval's note (how many resamples) is not on the page"
