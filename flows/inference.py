@@ -13,6 +13,7 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
+from flows import lineage_events
 from flows.cluster import dask_client
 from flows.runtime import StackContext, compute_summary, ingest_joins, resolve_stack
 from flows.tasks import StepTimer
@@ -58,6 +59,7 @@ def prediction_writer(
 
 
 @flow(name="batch-inference", log_prints=True)
+@lineage_events.emits("inference")
 def inference(
     problem: str,
     stack: str | None = None,
@@ -80,6 +82,7 @@ def inference(
     started = time.perf_counter()
     ctx = resolve_stack(stack)
     spec = load_spec(problem)
+    lineage_events.bind(ctx.stack, spec.name)
     timer = StepTimer()
     chosen = version or alias_version(spec.model_name, alias)
     if chosen is None:
@@ -97,7 +100,11 @@ def inference(
         row_group_rows=ctx.partition_rows,
         retries=2,
     )
-    joined, _ = ingest_joins(timer, ctx, spec)
+    joined, join_snapshots = ingest_joins(timer, ctx, spec)
+    lineage_events.model(spec.model_name, model.version)
+    lineage_events.snapshot("source", snapshot)
+    for join_name, join_snapshot in join_snapshots.items():
+        lineage_events.snapshot(f"join:{join_name}", join_snapshot)
     output = layout.batch_output(spec.model_name, model.version, time.time(), snapshot.digest)
     sink = prediction_writer(ctx, spec, raw, model.version, ctx.store.uri(output))
     kept = list(dict.fromkeys([*(keep_columns or []), *(spec.key_columns if sink is not None else [])]))
@@ -137,6 +144,7 @@ def inference(
             sink=sink,
             retries=1,
         )
+    lineage_events.dataset(ctx.store.uri(output), output=True)
     summary = {
         "model_name": spec.model_name,
         "version": model.version,

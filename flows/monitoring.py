@@ -11,6 +11,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from flows import lineage_events
 from flows.runtime import resolve_stack
 from flows.tasks import StepTimer
 from flywheel.contracts import events, layout
@@ -25,11 +26,13 @@ PAST_VERSIONS = 4  # earlier versions whose realized metrics the report shows be
 
 
 @flow(name="monitoring", log_prints=True)
+@lineage_events.emits("monitoring")
 def monitoring(problem: str, stack: str | None = None, emit: bool = True) -> dict[str, Any]:
     """Check the champion's traffic; emit ``flywheel.model.drift-detected`` when the policy fires."""
     logger = get_run_logger()
     ctx = resolve_stack(stack)
     spec = load_spec(problem)
+    lineage_events.bind(ctx.stack, spec.name)
     timer = StepTimer()
     version = alias_version(spec.model_name)
     if version is None:
@@ -48,6 +51,9 @@ def monitoring(problem: str, stack: str | None = None, emit: bool = True) -> dic
     checked = {w.name: w for w in recent} | {w.name: w for w in fresh}
     reference = timer.run(windows.load_reference, "load-reference", ctx.store, spec.model_name, version)
     views = {name: windows.load_window(ctx.store, w) for name, w in sorted(checked.items())}
+    lineage_events.model(spec.model_name, version)
+    profiles = ctx.store.uri(layout.serving_profiles(spec.model_name, version))
+    lineage_events.serving_windows(profiles, list(views))
     drift = timer.run(drift_step.window_drift, "drift", reference, views, ctx.validator, watched)
     # the champion and up to PAST_VERSIONS before it: realized metrics over time, per version
     versions = [version] + (
@@ -97,6 +103,7 @@ def monitoring(problem: str, stack: str | None = None, emit: bool = True) -> dic
         content, report.heatmap(drift, policy.drift_threshold), report.realized_figure(over_time)
     )
     report_uri = ctx.store.write_bytes(layout.monitoring_report(spec.model_name, now), html_report.encode())
+    lineage_events.dataset(report_uri, output=True)
     run_id = timer.run(
         track.log_monitoring_run,
         "track",

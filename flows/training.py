@@ -14,6 +14,7 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows import lineage_events
 from flows.cluster import dask_client
 from flows.progress import TuningProgress
 from flows.runtime import StackContext, compute_summary, resolve_stack
@@ -49,6 +50,7 @@ MIN_NEW_ROWS = 10
 
 
 @flow(name="training", log_prints=True)
+@lineage_events.emits("training")
 def training(
     problem: str,
     stack: str | None = None,
@@ -68,6 +70,7 @@ def training(
     flow_started = time.perf_counter()
     ctx = resolve_stack(stack)
     spec = load_spec(problem)
+    lineage_events.bind(ctx.stack, spec.name)
     timer = StepTimer()
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: one of {', '.join(MODES)}")
@@ -102,6 +105,10 @@ def training(
     )
     for note in inputs.notes:
         logger.info("%s", note)
+    lineage_events.snapshot("source", inputs.snapshot)
+    for join_name, join_snapshot in inputs.join_snapshots.items():
+        lineage_events.snapshot(f"join:{join_name}", join_snapshot)
+    lineage_events.snapshot("feedback", inputs.feedback_snapshot)
     nothing_new = _nothing_new(spec, champion_mv, inputs)
     if nothing_new is None:
         parts = timer.run(split.split, "split", inputs.data.dataset, spec, inputs.data.holdout)
@@ -259,6 +266,7 @@ def training(
             warnings=warnings,
             retries=2,
         )
+        lineage_events.model(spec.model_name, registered.version, output=True)
         timer.run(
             reference.store_reference,
             "store-reference",

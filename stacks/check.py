@@ -34,10 +34,12 @@ from stacks.config import (
     Component,
     ComponentType,
     ComputeConfig,
+    FileLineageConfig,
     LocalDeployerConfig,
     OrchestratorComponent,
     Stack,
 )
+from stacks.paths import resolve_path
 
 __all__ = ["ComponentCheck", "check_stack"]
 
@@ -271,6 +273,21 @@ def _check_prediction_store(stack: Stack, timeout: float) -> str:
     return _database(url, timeout, "prediction table database")
 
 
+def _check_lineage(stack: Stack, timeout: float) -> str:
+    lineage = stack.lineage
+    assert lineage is not None
+    cfg = lineage.configuration
+    if isinstance(cfg, FileLineageConfig):
+        path = Path(resolve_path(cfg.path))
+        _writable_folder(path.parent)
+        return f"OpenLineage events appended to {path}"
+    where = urlparse(cfg.url)
+    port = where.port or (443 if where.scheme == "https" else 80)
+    if not _tcp_open(where.hostname or "", port, timeout):
+        raise _NotOk(f"cannot reach {secret_keys.mask_url(cfg.url)} (the OpenLineage consumer)")
+    return f"OpenLineage consumer at {secret_keys.mask_url(cfg.url)} accepts connections"
+
+
 _CHECKS: dict[ComponentType, Callable[[Stack, float], str]] = {
     ComponentType.ORCHESTRATOR: _check_orchestrator,
     ComponentType.ARTIFACT_STORE: _check_artifact_store,
@@ -281,6 +298,7 @@ _CHECKS: dict[ComponentType, Callable[[Stack, float], str]] = {
     ComponentType.TUNER: _check_tuner,
     ComponentType.COMPUTE: _check_compute,
     ComponentType.PREDICTION_STORE: _check_prediction_store,
+    ComponentType.LINEAGE: _check_lineage,
 }
 
 

@@ -50,8 +50,14 @@ __all__ = [
     "DockerModelDeployer",
     "DriftThreshold",
     "ExperimentTrackerComponent",
+    "FileLineage",
+    "FileLineageConfig",
+    "HttpLineage",
+    "HttpLineageConfig",
     "KubernetesDeployerConfig",
     "KubernetesModelDeployer",
+    "Lineage",
+    "LineageComponent",
     "LocalDeployerConfig",
     "LocalModelDeployer",
     "MlflowRegistryConfig",
@@ -94,6 +100,7 @@ class ComponentType(StrEnum):
     TUNER = "tuner"
     COMPUTE = "compute"
     PREDICTION_STORE = "prediction_store"
+    LINEAGE = "lineage"
 
 
 REQUIRED_TYPES: tuple[ComponentType, ...] = (ComponentType.ORCHESTRATOR, ComponentType.ARTIFACT_STORE)
@@ -427,6 +434,34 @@ class SqlPredictionStoreConfig(_Config):
         return v
 
 
+DEFAULT_LINEAGE_FILE = "lineage/openlineage.jsonl"
+"""Where OpenLineage run events go when the stack names no lineage component (under flywheel home)."""
+
+
+class FileLineageConfig(_Config):
+    """OpenLineage run events appended, one JSON object a line, to a local file (relative: under flywheel
+    home), which any OpenLineage reader can load; a local path only, since object stores cannot append."""
+
+    path: str = Field(default=DEFAULT_LINEAGE_FILE, min_length=1)
+
+    @field_validator("path")
+    @classmethod
+    def _local_path(cls, v: str) -> str:
+        if has_url_scheme(v):
+            raise ValueError(f"path must be a local file path, not a URL (got {v!r}); use flavor 'http'")
+        return v
+
+
+class HttpLineageConfig(_Config):
+    """OpenLineage run events POSTed to a consumer's lineage API (Marquez and the like:
+    ``{url}/{endpoint}``); ``api_key`` is a secret reference sent as a bearer token."""
+
+    url: str = Field(pattern=r"^https?://")
+    endpoint: str = "api/v1/lineage"
+    timeout_s: float = Field(default=5.0, gt=0, le=60)  # one event's POST; a dead consumer costs this much
+    api_key: str | None = None
+
+
 SECRET_NAMESPACES: dict[ComponentType, str] = {
     ComponentType.ORCHESTRATOR: "prefect",
     ComponentType.ARTIFACT_STORE: "storage",
@@ -437,6 +472,7 @@ SECRET_NAMESPACES: dict[ComponentType, str] = {
     ComponentType.TUNER: "optuna",
     ComponentType.COMPUTE: "dask",
     ComponentType.PREDICTION_STORE: "predictions",
+    ComponentType.LINEAGE: "lineage",
 }
 """The `name` of the `{{name.key}}` reference a refusal suggests, per component type."""
 
@@ -628,6 +664,31 @@ class PredictionStoreComponent(Component[SqlPredictionStoreConfig]):
     flavor: Literal["sql"]
 
 
+class LineageComponent(Component[FileLineageConfig | HttpLineageConfig]):
+    """Where training, inference and monitoring runs send their OpenLineage run events."""
+
+    type: ClassVar[ComponentType] = ComponentType.LINEAGE
+    flavor: Literal["file", "http"]
+
+
+class FileLineage(LineageComponent):
+    """Run events appended to a JSON-lines file."""
+
+    flavor: Literal["file"]
+    configuration: FileLineageConfig
+
+
+class HttpLineage(LineageComponent):
+    """Run events sent to an OpenLineage HTTP consumer."""
+
+    flavor: Literal["http"]
+    configuration: HttpLineageConfig
+
+
+Lineage = Annotated[FileLineage | HttpLineage, Field(discriminator="flavor")]
+"""A lineage entry: the flavor's class, chosen by its `flavor` key."""
+
+
 # --------------------------------------------------------------------------- stack
 
 
@@ -662,6 +723,7 @@ class Stack(BaseModel):
     tuner: TunerComponent | None = None
     compute: ComputeComponent | None = None
     prediction_store: PredictionStoreComponent | None = None
+    lineage: Lineage | None = None
 
     @field_validator(*(t.value for t in ComponentType), mode="before")
     @classmethod

@@ -12,6 +12,7 @@ from flows.inference import inference
 from flows.training import training
 from flywheel.contracts.problem import load_spec
 from stacks.components.data_validator import WhylogsValidator
+from stacks.components.lineage import recorded_events
 from stacks.components.model_registry import load_model
 from steps.data import features
 from steps.data.sources import read_source
@@ -50,6 +51,12 @@ def test_batch_scores_match_the_model(module_home: Path, tmp_path: Path) -> None
     assert (
         int(profile.to_pandas().loc["prediction", "counts/n"]) == 7000
     )  # 3 chunks, each under the sample cap
+    *_, start, done = recorded_events(module_home / "lineage" / "openlineage.jsonl", "flights.inference")
+    assert (start["eventType"], done["eventType"]) == ("START", "COMPLETE")
+    inputs = {i["name"]: i["facets"]["version"]["datasetVersion"] for i in done["inputs"]}
+    assert inputs[f"models/flight-delay/{trained['version']}"] == trained["version"]
+    assert result["snapshot"] in inputs.values()
+    assert [o["name"] for o in done["outputs"]] == [result["output"]]
 
 
 def test_no_champion_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

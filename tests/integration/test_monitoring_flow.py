@@ -20,6 +20,7 @@ from flows.training import training
 from flywheel.contracts.problem import load_spec
 from stacks.components.artifact_store import ArtifactStore
 from stacks.components.data_validator import WhylogsValidator
+from stacks.components.lineage import recorded_events
 from stacks.components.model_registry import load_model
 from stacks.loader import STACKS_DIR
 from steps.data import features
@@ -94,6 +95,10 @@ def test_training_months_do_not_fire_later_months_do(
     assert run.data.tags["flywheel.reason"] == loud["reason"] == run.data.tags["mlflow.note.content"]
     assert run.data.params["retrain_mode"] == "full"
     assert quiet["reason"].startswith("no retrain: 0 of the last 4 windows drifting (needs 3)")
+    *_, done = recorded_events(module_home / "lineage" / "openlineage.jsonl", "flights.monitoring")
+    assert done["eventType"] == "COMPLETE" and [o["name"] for o in done["outputs"]] == [loud["report"]]
+    (served,) = [i for i in done["inputs"] if "flywheelWindows" in i["facets"]]
+    assert served["facets"]["flywheelWindows"]["windows"] == loud["windows"]
 
 
 def test_garbage_label_files_are_counted_not_fatal(

