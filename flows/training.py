@@ -25,6 +25,7 @@ from flywheel.contracts.model_version import REASON_TAG, STACK_TAG, ModelVersion
 from flywheel.contracts.problem import ProblemSpec, load_spec
 from stacks.components.model_versions import alias_version, by_alias
 from steps.data import features, split, training_data
+from steps.data.champion_diff import ChampionDiff
 from steps.data.feedback import SERVED_AT
 from steps.data.training_data import FROM_FEEDBACK
 from steps.model import (
@@ -173,6 +174,13 @@ def training(
             feedback=inputs.feedback_snapshot,
             retries=2,
         )
+        if inputs.champion_diff is not None:
+            timer.run(track.log_data_diff, "track-data-diff", run_id, inputs.champion_diff, retries=2)
+            create_markdown_artifact(
+                _data_diff_markdown(inputs.champion_diff),
+                key=_key(spec, "data-diff"),
+                description="The source data against the champion's: what changed since the last model",
+            )
         warnings: list[str] = []
         if mode == "incremental":
             assert champion_mv is not None
@@ -476,6 +484,18 @@ def _newer_than(inputs: Inputs, trained: features.Dataset, champion: ModelVersio
     until = training_data.feedback_until(trained)
     seen = champion.tags.training.feedback_until
     return until is not None and (seen is None or until > seen)
+
+
+def _data_diff_markdown(changed: ChampionDiff) -> str:
+    """The Prefect artifact: the summary, then the diff's tables as text (the page is in the MLflow run)."""
+    from steps.data import diff_report
+
+    if changed.diff is None:
+        return f"# What changed in the data\n\n{changed.note}."
+    return (
+        f"# What changed in the data\n\n{changed.note}: {diff_report.summary(changed.diff)}\n\n"
+        f"```\n{diff_report.to_text(changed.diff)}\n```\n\nThe page: `data_diff/diff.html` in the MLflow run."
+    )
 
 
 def _key(spec: ProblemSpec, what: str) -> str:

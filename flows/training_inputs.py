@@ -22,6 +22,7 @@ from flywheel.contracts.schema import FeatureSchema
 from stacks.components.model_versions import feature_schema
 from steps.data import features, ingest, training_data, validate
 from steps.data import feedback as feedback_step
+from steps.data.champion_diff import ChampionDiff, against_champion
 from steps.data.ingest import Snapshot
 from steps.model import reference, track
 
@@ -43,6 +44,8 @@ class Inputs:
     lineage: dict[str, str]
     fingerprint: str
     notes: list[str] = field(default_factory=list)
+    champion_diff: ChampionDiff | None = None
+    """The source snapshot against the champion's (full mode; None for incremental training)."""
 
     @property
     def feedback_snapshot(self) -> Snapshot | None:
@@ -66,6 +69,7 @@ def gather(
     snapshot: Snapshot | None = None
     join_snapshots: dict[str, Snapshot] = {}
     source: features.Dataset | None = None
+    changed: ChampionDiff | None = None
     notes: list[str] = []
     if mode == "full":
         raw, snapshot = timer.run(
@@ -97,6 +101,9 @@ def gather(
         )
         if not report.passed:
             raise validate.DataValidationError(report)
+        changed = timer.run(
+            against_champion, "data-diff", ctx.store, ctx.validator, spec, champion, snapshot, raw, seed
+        )
         built = timer.run(features.build_dataset, "features", raw, spec, joined)
         source, cut = training_data.cut_source(built, spec)
         if cut:
@@ -140,4 +147,6 @@ def gather(
         seed=seed,
         **settings,
     )
-    return Inputs(data, schema, mode, snapshot, join_snapshots, collected, lineage, fingerprint, notes)
+    return Inputs(
+        data, schema, mode, snapshot, join_snapshots, collected, lineage, fingerprint, notes, changed
+    )

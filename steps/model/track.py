@@ -15,6 +15,9 @@ import mlflow
 from mlflow import MlflowClient
 
 from flywheel.contracts.model_version import (
+    DATA_DIFF_HTML,
+    DATA_DIFF_RUN_TAG,
+    DATA_DIFF_TEXT,
     PROBLEM_TAG,
     REASON_TAG,
     SPEC_ARTIFACT,
@@ -24,6 +27,7 @@ from flywheel.contracts.model_version import (
 )
 from flywheel.contracts.problem import ProblemSpec
 from stacks.components.tracking import ensure_experiment, readable, run_name
+from steps.data.champion_diff import ChampionDiff
 from steps.data.ingest import Snapshot
 from steps.model.evaluate import Evaluation
 from steps.model.explain import Explanation
@@ -104,6 +108,18 @@ def log_inputs(
             mlflow.log_input(
                 dataset, context=context, tags={"source_uri": snap.source_uri, "rows": readable(snap.rows)}
             )
+
+
+def log_data_diff(run_id: str, changed: ChampionDiff) -> None:
+    """What changed since the champion's data: a tag with the summary, the text tables and the HTML page."""
+    from steps.data import diff_report
+
+    client = MlflowClient()
+    line = changed.note if changed.diff is None else f"{changed.note}: {diff_report.summary(changed.diff)}"
+    client.set_tag(run_id, DATA_DIFF_RUN_TAG, line[:5000])
+    if changed.diff is not None:
+        client.log_text(run_id, diff_report.to_text(changed.diff), DATA_DIFF_TEXT)
+        client.log_text(run_id, diff_report.to_html(changed.diff), DATA_DIFF_HTML)
 
 
 def log_results(run_id: str, tuning: TuningResult, evaluation: Evaluation, explanation: Explanation) -> None:

@@ -168,8 +168,31 @@ def test_second_run_is_gated_against_the_champion(first_run: dict[str, Any]) -> 
     assert "champion v1" in tags["flywheel.promotion.reason"]
     aliases = client.get_registered_model("flight-delay").aliases
     assert str(aliases["champion"]) == ("2" if second["promoted"] else "1")
+    # the same sample is the same snapshot: the data diff says so instead of comparing
+    run = client.get_run(second["run_id"])
+    assert run.data.tags["flywheel.data_diff"].startswith("the same source snapshot as champion v1")
     if not second["promoted"]:
         assert str(aliases["challenger"]) == "2"
+
+
+def test_other_data_than_the_champions_is_diffed_in_the_run(first_run: dict[str, Any]) -> None:
+    """What changed since the last model, one click away: the run's tag, text and page, and an artifact."""
+    from prefect.artifacts import Artifact
+
+    champion = model_versions.by_alias("flight-delay")
+    assert champion is not None
+    other = training(problem="flights", n_trials=1, sample_rows=9_000, seed=1)
+    client = MlflowClient()
+    run = client.get_run(other["run_id"])
+    assert run.data.tags["flywheel.data_diff"].startswith(
+        f"source snapshot {other['snapshot'][:12]} against champion v{champion.version}'s"
+    )
+    names = {a.path for a in client.list_artifacts(other["run_id"], "data_diff")}
+    assert names == {"data_diff/diff.html", "data_diff/diff.txt"}
+    page = Path(client.download_artifacts(other["run_id"], "data_diff/diff.html")).read_text()
+    assert "<table" in page and "{'" not in page
+    artifact = Artifact.get(key="flights-data-diff")
+    assert artifact is not None and "What changed in the data" in str(artifact.data)
 
 
 def test_regression_problem_from_a_users_csv(module_home: Path, tmp_path: Path) -> None:

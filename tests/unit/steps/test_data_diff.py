@@ -108,3 +108,36 @@ def test_the_text_and_the_page_read_as_numbers_for_people() -> None:
         assert f"<h2>{heading}</h2>" in page
     assert num(1234) == "1,234" and num(1234.56) == "1,234.6" and num(0.12345) == "0.1235"
     assert num(float("nan")) == "-"
+
+
+@pytest.mark.slow
+def test_flights_first_half_against_second_names_what_monitoring_flags_and_no_clock_column() -> None:
+    """The issue's check on the real flights: January-June against July-December."""
+    from steps.data.sources import read_source
+
+    spec = load_spec("flights")
+    flights = read_source(spec.source)
+    first, second = flights[flights["month"] <= 6], flights[flights["month"] > 6]
+    validator = WhylogsValidator()
+    view_a, view_b = validator.profile(first), validator.profile(second)
+    diff = compare(
+        first,
+        second,
+        Side("Jan-Jun", spec.source, len(first), len(first)),
+        Side("Jul-Dec", spec.source, len(second), len(second)),
+        validator,
+        profile_a=view_a,
+        profile_b=view_b,
+        spec=spec,
+        ignore_drift=spec.monitoring.ignore_drift,
+    )
+    flagged = {c.column for c in diff.drifted}
+    # monitoring's rule on the same profiles: the drift score at or past the threshold, clock columns ignored
+    scores = validator.drift_scores(view_a, view_b)
+    monitored = {
+        column
+        for column, score in scores.items()
+        if score["drifted"] and column not in spec.monitoring.ignore_drift
+    }
+    assert "month" in flagged and flagged == monitored & set(first.columns)
+    assert not flagged & set(spec.monitoring.ignore_drift)
