@@ -348,7 +348,9 @@ def _model(f: CardFacts) -> Section:
     ]
     if f.threshold is not None:
         rows.insert(5, ["decision threshold", f"{f.threshold:.4f}"])
-    return Section("Model", [f.description or "The spec has no description."], [Table("", ["", "value"], rows)])
+    return Section(
+        "Model", [f.description or "The spec has no description."], [Table("", ["", "value"], rows)]
+    )
 
 
 def _intended_use(f: CardFacts) -> Section:
