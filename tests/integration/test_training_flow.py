@@ -291,3 +291,24 @@ def test_prefect_artifacts_show_validation_metrics_and_decision(first_run: dict[
     assert validation is not None and "PASSED" in str(validation.data)
     assert metrics is not None and "roc_auc" in str(metrics.data)
     assert promotion is not None and "Promotion: version" in str(promotion.data)
+
+
+def test_a_candidate_over_the_fairness_bound_is_not_promoted(module_home: Path, tmp_path: Path) -> None:
+    """A sensitive feature with a bound the model breaks: no promotion, the reason names both."""
+    csv = _credit_file(tmp_path)
+    frame = pd.read_csv(csv)
+    # a group whose amounts are larger: the model says "bad" for it far more often
+    frame["region"] = np.where(frame["amount"] > frame["amount"].median(), "north", "south")
+    frame.to_csv(csv, index=False)
+    spec_path = tmp_path / "fair.yaml"
+    spec_path.write_text(
+        f"name: fair-credit\nmodel_name: fair-credit\nsource: {csv}\ntask: binary\n"
+        "target: {column: Class, positive: bad}\nexclude: [audited]\n"
+        "fairness: {sensitive: [region], min_group_rows: 50, max_demographic_parity_difference: 0.05}\n"
+        "tuning: {n_trials: 2, num_boost_round: 40}\n"
+    )
+    result = training(problem=str(spec_path), n_trials=2, seed=0)
+    assert not result["promoted"], result["reason"]
+    assert result["reason"].startswith("fairness bound broken: demographic parity difference by region")
+    assert result["metrics"]["fairness.region.demographic_parity_difference"] > 0.05
+    assert model_versions.by_alias("fair-credit") is None  # no champion: the only candidate broke the bound
