@@ -35,6 +35,7 @@ from openlineage.client.uuid import generate_new_uuid
 from prefect import get_run_logger
 from prefect.exceptions import MissingContextError
 
+from flywheel.contracts.model_version import models_uri
 from stacks.components.lineage import LineageSink, sink_for
 from stacks.config import Stack
 from steps.data.ingest import Snapshot
@@ -193,13 +194,14 @@ def snapshot(role: str, snap: Snapshot | None) -> None:
 
 
 def model(name: str, version: str, *, output: bool = False) -> None:
-    """Record a registered model version, the dataset ``models/<name>/<version>``."""
+    """Record a registered model version, the dataset named by its registry URI ``models:/<name>/<version>``
+    (namespace ``flywheel``: the registry's own address may carry credentials)."""
     facets = {
         "version": dataset_version_dataset.DatasetVersionDatasetFacet(
             datasetVersion=version, producer=PRODUCER
         )
     }
-    _add(NAMESPACE, f"models/{name}/{version}", output, facets)
+    _add(NAMESPACE, models_uri(name, version), output, facets)
 
 
 def serving_windows(uri: str, names: list[str]) -> None:

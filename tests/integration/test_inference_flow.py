@@ -54,7 +54,7 @@ def test_batch_scores_match_the_model(module_home: Path, tmp_path: Path) -> None
     *_, start, done = recorded_events(module_home / "lineage" / "openlineage.jsonl", "flights.inference")
     assert (start["eventType"], done["eventType"]) == ("START", "COMPLETE")
     inputs = {i["name"]: i["facets"]["version"]["datasetVersion"] for i in done["inputs"]}
-    assert inputs[f"models/flight-delay/{trained['version']}"] == trained["version"]
+    assert inputs[f"models:/flight-delay/{trained['version']}"] == trained["version"]
     assert result["snapshot"] in inputs.values()
     assert [o["name"] for o in done["outputs"]] == [result["output"]]
 

