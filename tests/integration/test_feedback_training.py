@@ -176,9 +176,11 @@ def test_incremental_training_continues_the_champion(served: dict[str, Any]) -> 
     if not result["promoted"]:  # the same champion and the same feedback: the same candidate again
         assert again["version"] is None and again["reason"].startswith("nothing new to learn")
         return
-    # the new champion learned up to its feedback.until: the next one learns only what came after
-    assert again["version"] is not None
+    # the new champion learned up to its feedback.until: the next one learns only what came after, or
+    # says there is nothing new (when every later row is held out for its gate); never the same rows again
+    if again["version"] is None:
+        assert again["reason"].startswith("nothing new to learn"), again["reason"]
+        return
     learned = float(tags["flywheel.feedback.until"])
     later = MlflowClient().get_model_version(SPEC.model_name, again["version"]).tags
     assert float(later["flywheel.feedback.until"]) > learned
-    assert int(later["flywheel.feedback.rows"]) < int(tags["flywheel.feedback.rows"])
