@@ -46,12 +46,14 @@ def test_new_and_vanished_categories() -> None:
 
 
 def test_drift_orders_columns_by_the_size_of_the_shift() -> None:
+    # whylogs' KLL sketches are randomised: the Hellinger distances move by about 0.01-0.02 from run to
+    # run, so each shift is chosen well clear of its neighbours and of the 0.15 threshold (small ~0.11)
     rng = np.random.default_rng(0)
     a = pd.DataFrame({c: rng.normal(0, 1, N) for c in ("big", "small", "none", "clock")})
     b = pd.DataFrame(
         {
             "big": rng.normal(2.0, 1, N),
-            "small": rng.normal(0.4, 1, N),
+            "small": rng.normal(0.3, 1, N),
             "none": rng.normal(0, 1, N),
             "clock": rng.normal(3.0, 1, N),
         }
