@@ -114,7 +114,8 @@ def training(
     if nothing_new is None:
         parts = timer.run(split.split, "split", inputs.data.dataset, spec, inputs.data.holdout)
         if mode == "incremental":
-            parts = _unseen_only(parts, champion_mv)
+            assert champion_mv is not None
+            parts = incremental.unseen_only(parts, champion_mv.tags.training.feedback_until)
             if parts.train.frame.empty:
                 nothing_new = (
                     "nothing new to learn: every feedback row the champion has not learned from is held out "
@@ -188,17 +189,12 @@ def training(
                 incremental.load_champion, "load-champion", spec.model_name, champion_mv.version, retries=2
             )
             rounds = spec.training_data.incremental_rounds
+            grown = incremental.grown_params(champion_params, ctx.n_jobs)
             booster = timer.run(
-                incremental.continue_boosting,
-                "boost",
-                champion_booster,
-                parts.train,
-                champion_params,
-                rounds,
-                ctx.n_jobs,
+                incremental.continue_boosting, "boost", champion_booster, parts.train, grown, rounds
             )
             tuning = tune.TuningResult(
-                best_params=champion_params,
+                best_params=grown,
                 best_value=float("nan"),
                 best_rounds=champion_booster.num_boosted_rounds() + rounds,
                 n_trials=0,
@@ -459,19 +455,6 @@ def _nothing_new(spec: ProblemSpec, champion: ModelVersion | None, inputs: Input
                 f"v{champion.version} learned from (needs {MIN_NEW_ROWS}); no version trained or promoted"
             )
     return None
-
-
-def _unseen_only(parts: split.Splits, champion: ModelVersion | None) -> split.Splits:
-    """For incremental training: the training rows the champion has not learned from (its feedback
-    ended at ``feedback_until``); the gate's rows unchanged."""
-    seen = champion.tags.training.feedback_until if champion is not None else None
-    if seen is None:
-        return parts
-
-    def newer(data: features.Dataset) -> features.Dataset:
-        return data.subset(data.frame.index[(data.frame[SERVED_AT] > seen).to_numpy()])
-
-    return split.Splits(newer(parts.train), newer(parts.fit), newer(parts.valid), parts.test, parts.info)
 
 
 def _newer_than(inputs: Inputs, trained: features.Dataset, champion: ModelVersion | None) -> bool:

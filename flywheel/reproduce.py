@@ -8,6 +8,11 @@ lock hash and library versions. This module reads them back and repeats the trai
 store, then compares the rebuilt booster with the registered one on the test rows: the metrics within a
 tolerance, the predictions bit for bit (XGBoost is deterministic on the same machine and thread count).
 Plain functions calling steps, no Prefect: a reproduction is a check, not a run to schedule.
+
+An incremental version (``mode: incremental``) grew its champion's booster on feedback: it is rebuilt the
+same way, from the base version as registered (its trees are the starting point, as they were then), the
+feedback snapshot on the timeline the base recorded (what it had learned up to, which the new trees skip),
+the recorded parameters and the spec's ``incremental_rounds``. The base itself reproduces on its own.
 """
 
 from __future__ import annotations
@@ -70,6 +75,12 @@ class Recorded:
     threshold: float | None
     run_params: dict[str, str]
     metrics: dict[str, float]
+    base: str = ""
+    """An incremental version's starting point: the champion version it continued ("" for full training)."""
+
+    @property
+    def incremental(self) -> bool:
+        return bool(self.base)
 
 
 def reproduce(mv: ModelVersion, store: ArtifactStore, *, tolerance: float = TOLERANCE) -> Report:
@@ -101,9 +112,11 @@ def _recorded(mv: ModelVersion) -> Recorded:
     from steps.model.incremental import champion_params
 
     training = mv.tags.training
+    base = ""
     if training.mode == "incremental":
-        continued = f"v{training.champion_version}" if training.champion_version else "the previous champion"
-        raise CannotReproduce(f"incremental versions continue {continued}: reproduce that one first")
+        base = training.champion_version
+        if not base:
+            raise CannotReproduce("the incremental version records no champion version it continued")
     if not mv.run_id:
         raise CannotReproduce("the version names no training run")
     run = MlflowClient().get_run(mv.run_id)
@@ -130,11 +143,18 @@ def _recorded(mv: ModelVersion) -> Recorded:
         threshold=mv.tags.threshold,
         run_params=dict(run.data.params),
         metrics=metrics,
+        base=base,
     )
 
 
 def _snapshots(mv: ModelVersion, recorded: Recorded) -> list[tuple[str, str]]:
-    """(what, digest) of every snapshot the training read: the source, each join, the feedback."""
+    """(what, digest) of every snapshot the training read: the source, each join, the feedback (only the
+    feedback for an incremental version: it read no source)."""
+    feedback = recorded.run_params.get(FEEDBACK_DIGEST_PARAM)
+    if recorded.incremental:
+        if not feedback:
+            raise CannotReproduce("the incremental version's run records no feedback snapshot")
+        return [("feedback", feedback)]
     dataset = mv.tags.dataset
     if not dataset.digest:
         raise CannotReproduce("the version records no source snapshot digest")
@@ -144,7 +164,6 @@ def _snapshots(mv: ModelVersion, recorded: Recorded) -> list[tuple[str, str]]:
         if joined is None or not joined.digest:
             raise CannotReproduce(f"the version records no snapshot of the joined table {join.name!r}")
         found.append((f"join {join.name} {joined.source}", joined.digest))
-    feedback = recorded.run_params.get(FEEDBACK_DIGEST_PARAM)
     if feedback:
         found.append(("feedback", feedback))
     return found
@@ -166,10 +185,39 @@ def _check_snapshots(mv: ModelVersion, recorded: Recorded, store: ArtifactStore,
         )
 
 
-def _rebuild(mv: ModelVersion, recorded: Recorded, store: ArtifactStore) -> Any:
-    """The training's data sequence (flows.training_inputs.gather, full mode), from the snapshots."""
-    from steps.data import features, split, training_data
-    from steps.data.feedback import Feedback, FeedbackLineage, read_lineage
+@dataclass
+class Rebuilt:
+    """The training's rows as rebuilt and the booster to continue (incremental versions only)."""
+
+    parts: Any
+    data_info: dict[str, Any]
+    base_booster: Any = None
+
+
+def _rebuild(mv: ModelVersion, recorded: Recorded, store: ArtifactStore) -> Rebuilt:
+    """The training's data sequence (flows.training_inputs.gather), from the snapshots."""
+    from steps.data import split, training_data
+
+    spec = recorded.spec
+    if recorded.incremental:
+        source, schema, base_booster = None, *_base(mv, recorded)
+    else:
+        source, base_booster = _source(mv, recorded, store), None
+        schema = source.schema
+    feedback_rows = _feedback_rows(recorded, store, mv.name, schema)
+    seen_until = mv.tags.training.champion_feedback_until
+    data = training_data.combine(source, feedback_rows, spec, seen_until, schema)
+    parts = split.split(data.dataset, spec, data.holdout)
+    if recorded.incremental:
+        from steps.model.incremental import unseen_only
+
+        parts = unseen_only(parts, seen_until)
+    return Rebuilt(parts, {**data.info}, base_booster)
+
+
+def _source(mv: ModelVersion, recorded: Recorded, store: ArtifactStore) -> Any:
+    """The source snapshot and its joins, built into features and cut where the spec cut them."""
+    from steps.data import features, training_data
     from steps.data.ingest import read_snapshot
 
     spec = recorded.spec
@@ -181,41 +229,79 @@ def _rebuild(mv: ModelVersion, recorded: Recorded, store: ArtifactStore) -> Any:
         source, _ = training_data.cut_source(built, spec)
     except ValueError as exc:
         raise CannotReproduce(f"the recorded data no longer builds: {exc}") from exc
-    schema = source.schema
-    feedback_rows = None
+    return source
+
+
+def _base(mv: ModelVersion, recorded: Recorded) -> tuple[Any, Any]:
+    """An incremental version's base: the feature schema its rows were encoded in and its booster."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from stacks.components.model_versions import feature_schema, get_version
+
+    try:
+        base = get_version(mv.name, recorded.base)
+        booster = mlflow.xgboost.load_model(models_uri(mv.name, recorded.base))
+    except MlflowException as exc:
+        raise CannotReproduce(
+            f"v{mv.version} continued v{recorded.base}, which is no longer in the registry: {exc.message}"
+        ) from exc
+    if not base.run_id:
+        raise CannotReproduce(f"the base version v{recorded.base} names no training run (no feature schema)")
+    return feature_schema(base.run_id), booster
+
+
+def _feedback_rows(recorded: Recorded, store: ArtifactStore, model: str, schema: Any) -> Any:
+    from steps.data import training_data
+    from steps.data.feedback import Feedback, FeedbackLineage, read_lineage
+    from steps.data.ingest import read_snapshot
+
     digest = recorded.run_params.get(FEEDBACK_DIGEST_PARAM)
-    if digest:
-        frame = read_snapshot(store, digest)
-        lineage = read_lineage(store, digest) or FeedbackLineage(mv.name, [], [], 0, len(frame), None, None)
-        feedback_rows, _ = training_data.feedback_dataset(Feedback(frame, lineage), schema)
-    data = training_data.combine(
-        source, feedback_rows, spec, mv.tags.training.champion_feedback_until, schema
-    )
-    return split.split(data.dataset, spec, data.holdout), {**data.info}
+    if not digest:
+        return None
+    frame = read_snapshot(store, digest)
+    lineage = read_lineage(store, digest) or FeedbackLineage(model, [], [], 0, len(frame), None, None)
+    rows, _ = training_data.feedback_dataset(Feedback(frame, lineage), schema)
+    return rows
 
 
-def _compare(mv: ModelVersion, recorded: Recorded, rebuilt: Any, report: Report, tolerance: float) -> None:
+def _compare(
+    mv: ModelVersion, recorded: Recorded, rebuilt: Rebuilt, report: Report, tolerance: float
+) -> None:
     import matplotlib.pyplot as plt
     import mlflow
 
     from stacks.components.tracking import readable
-    from steps.model import evaluate, train
+    from steps.model import evaluate, incremental, train
     from steps.model.xgb import predict
 
-    parts, data_info = rebuilt
-    for key, value in {**data_info, **parts.info}.items():  # the rows the training logged it used
+    parts = rebuilt.parts
+    for key, value in {**rebuilt.data_info, **parts.info}.items():  # the rows the training logged it used
         logged = recorded.run_params.get(key)
         if logged is not None and logged != readable(value)[:6000]:
             report.differences.append(f"data: {key} recorded {logged}, rebuilt {readable(value)}")
-    booster = train.train(parts.train, recorded.params, recorded.rounds)
+    if rebuilt.base_booster is not None:
+        added = recorded.spec.training_data.incremental_rounds
+        booster = incremental.continue_boosting(rebuilt.base_booster, parts.train, recorded.params, added)
+        how = (
+            f"v{recorded.base} as registered ({rebuilt.base_booster.num_boosted_rounds()} rounds) boosted "
+            f"{added} more rounds with its {len(recorded.params)} recorded XGBoost parameters"
+        )
+    else:
+        booster = train.train(parts.train, recorded.params, recorded.rounds)
+        how = f"{len(recorded.params)} recorded XGBoost parameters, {recorded.rounds} rounds"
+    if booster.num_boosted_rounds() != recorded.rounds:
+        report.differences.append(
+            f"rounds: {recorded.rounds} recorded, {booster.num_boosted_rounds()} rebuilt"
+        )
     original = mlflow.xgboost.load_model(models_uri(mv.name, mv.version))
     ours = predict(booster, parts.test.X)
     theirs = predict(original, parts.test.X)
     evaluation = evaluate.evaluate(booster, parts.test, recorded.spec, recorded.threshold)
     plt.close("all")
     report.lines.append(
-        f"retrained       {len(recorded.params)} recorded XGBoost parameters, {recorded.rounds} rounds, "
-        f"no tuning; {len(parts.train.frame):,} training rows, {len(parts.test.frame):,} test rows"
+        f"retrained       {how}, no tuning; {len(parts.train.frame):,} training rows, "
+        f"{len(parts.test.frame):,} test rows"
     )
     metrics_ok = True
     width = max((len(name) for name in evaluation.metrics), default=0)

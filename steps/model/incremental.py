@@ -14,6 +14,8 @@ import xgboost as xgb
 
 from flywheel.contracts.model_version import models_uri
 from steps.data.features import Dataset
+from steps.data.feedback import SERVED_AT
+from steps.data.split import Splits
 from steps.model.xgb import matrix
 
 PARAM_PREFIX = "xgb."
@@ -51,16 +53,31 @@ def load_champion(model_name: str, version: str) -> tuple[xgb.Booster, dict[str,
     return booster, params
 
 
+def grown_params(champion: dict[str, Any], nthread: int | None) -> dict[str, Any]:
+    """The parameters the new trees grow with: the champion's, on this stack's thread count. Logged as the
+    run's ``xgb.*`` so that a reproduction grows them the same way."""
+    return {**champion, "nthread": nthread} if nthread is not None else dict(champion)
+
+
+def unseen_only(parts: Splits, seen_until: float | None) -> Splits:
+    """The training rows the champion has not learned from (its feedback ended at ``seen_until``, the
+    serving time of the last feedback row it was fitted on); the gate's rows unchanged."""
+    if seen_until is None:
+        return parts
+
+    def newer(data: Dataset) -> Dataset:
+        return data.subset(data.frame.index[(data.frame[SERVED_AT] > seen_until).to_numpy()])
+
+    return Splits(newer(parts.train), newer(parts.fit), newer(parts.valid), parts.test, parts.info)
+
+
 def continue_boosting(
-    champion: xgb.Booster, data: Dataset, params: dict[str, Any], rounds: int, nthread: int | None = None
+    champion: xgb.Booster, data: Dataset, params: dict[str, Any], rounds: int
 ) -> xgb.Booster:
-    """``rounds`` more trees on ``data`` (in the champion's encoding), grown with the champion's parameters;
-    the champion itself is left as it was (XGBoost copies a booster passed as ``xgb_model``)."""
-    grown = dict(params)
-    if nthread is not None:
-        grown["nthread"] = nthread
+    """``rounds`` more trees on ``data`` (in the champion's encoding), grown with ``params``; the champion
+    itself is left as it was (XGBoost copies a booster passed as ``xgb_model``)."""
     booster = xgb.train(
-        grown, matrix(data.X, data.y), num_boost_round=max(1, rounds), xgb_model=champion, verbose_eval=False
+        params, matrix(data.X, data.y), num_boost_round=max(1, rounds), xgb_model=champion, verbose_eval=False
     )
     booster.set_attr(feature_schema_version="1")
     return booster

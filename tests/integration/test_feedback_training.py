@@ -12,20 +12,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
-from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 
 from flows.training import training
 from flywheel.contracts.problem import load_spec
-from serving.app import create_app
-from serving.settings import ServiceSettings
 from stacks.components import model_versions
 from stacks.components.artifact_store import ArtifactStore
 from steps.data import feedback as feedback_step
-from steps.data.features import EVENT_TIME, build_dataset
-from steps.data.sources import read_source
+from tests.feedback_traffic import serve_with_feedback
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -44,39 +39,10 @@ def champion(module_home: Path) -> dict[str, Any]:
     return training(**TRAINING)
 
 
-def october_records(n: int) -> tuple[list[dict[str, Any]], list[int]]:
-    """The first ``n`` labelled October flights as a client sends them, and their true outcomes."""
-    flights = read_source(SPEC.source)
-    weather = read_source(SPEC.joins[0].source)
-    start = SPEC.training_data.cutoff(SPEC.time.timezone if SPEC.time else None)
-    dataset = build_dataset(flights[flights["month"] == 10], SPEC, {"weather": weather})
-    frame = dataset.frame[dataset.frame[EVENT_TIME] >= start].sort_values(EVENT_TIME).head(n)
-    records = []
-    for _, row in frame[dataset.schema.names].iterrows():
-        records.append(
-            {str(k): (None if pd.isna(v) else v if isinstance(v, str) else float(v)) for k, v in row.items()}
-        )
-    return records, frame[SPEC.label].astype(int).tolist()
-
-
 @pytest.fixture(scope="module")
 def served(champion: dict[str, Any], module_home: Path) -> dict[str, Any]:
     """October traffic through the real service, and every outcome back through /feedback."""
-    records, labels = october_records(SERVED_ROWS)
-    settings = ServiceSettings(
-        stack=None, model_name=SPEC.model_name, profiling=True, watch_interval_s=3600, profile_window_s=2
-    )
-    ids = []
-    with TestClient(create_app(settings)) as client:
-        for start in range(0, len(records), 500):
-            answer = client.post("/predict/batch", json={"records": records[start : start + 500]})
-            assert answer.status_code == 200, answer.text
-            rid = answer.json()["request_id"]
-            ids.append(rid)
-            sent = client.post("/feedback", json={"request_id": rid, "labels": labels[start : start + 500]})
-            assert sent.status_code == 202, sent.text
-    # leaving the client stops the app: the profiler writes its prediction log and the labels
-    return {"ids": ids, "labels": labels}
+    return serve_with_feedback(SERVED_ROWS)
 
 
 def test_unchanged_data_and_settings_make_no_new_version(champion: dict[str, Any]) -> None:
