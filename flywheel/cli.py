@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from flywheel.cli_common import fail
 from flywheel.contracts.model_version import CHAMPION
 from flywheel.data_cli import data_app
 from flywheel.deployments_cli import deployments_app
@@ -522,28 +523,24 @@ def explain_request(
     from stacks.config import StackError
     from stacks.loader import load_stack, selected_stack_name
 
-    def fail(message: str) -> typer.Exit:
-        typer.secho(message, fg=typer.colors.RED, err=True)
-        return typer.Exit(1)
-
     model_name = model or _model_of(problem)
     try:
         since_day = None if since is None else datetime.strptime(since.replace("-", ""), "%Y%m%d").date()
-    except ValueError as exc:
-        raise fail(f"error: --since {since!r} is not a day (YYYY-MM-DD)") from exc
+    except ValueError:
+        fail(f"--since {since!r} is not a day (YYYY-MM-DD)")
     try:
         chosen = load_stack(selected_stack_name(stack))
         configure_mlflow(chosen, create_experiment=False)
         store = ArtifactStore.from_stack(chosen)
         search = audit.find_prediction(store, model_name, request_id, since=since_day)
     except (StackError, OSError) as exc:
-        raise fail(f"error: {exc}") from exc
+        fail(str(exc))
     logged = search.found
     if logged is None:
         rows = audit.batch_rows(request_id)
         hint = f"; it was a batch of {rows} rows: name one as {request_id}:<row>" if rows > 1 else ""
         bound = f" since {since_day}" if since_day else ""
-        raise fail(
+        fail(
             f"request id {request_id[:80]!r}: not in the prediction log of {model_name}{bound} "
             f"({search.days} day folder(s), {search.parts} part(s) searched){hint}"
         )
@@ -555,11 +552,9 @@ def explain_request(
         record = audit.audit_record(logged, served, label, top)
     except (MlflowException, LookupError, RegistryUnavailable) as exc:
         why = exc.message if isinstance(exc, MlflowException) else str(exc)
-        raise fail(
-            f"{model_name} v{logged.version} served {request_id!r} but cannot be loaded: {why}"
-        ) from exc
+        fail(f"{model_name} v{logged.version} served {request_id!r} but cannot be loaded: {why}")
     except audit.AuditError as exc:
-        raise fail(f"request {request_id!r}: {exc}") from exc
+        fail(f"request {request_id!r}: {exc}")
     typer.echo(json.dumps(record, indent=2, default=str) if as_json else "\n".join(audit.lines(record)))
     for skipped in search.unreadable:
         typer.secho(f"warning: unreadable log part skipped: {skipped}", fg=typer.colors.YELLOW, err=True)

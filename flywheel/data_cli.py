@@ -15,9 +15,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from flywheel.cli_common import fail
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,11 +50,6 @@ _VERSION = re.compile(r"[^/@\s]+/\d+")
 
 class DataReferenceError(ValueError):
     """A reference that names no data: no such snapshot, version or readable source (the message says)."""
-
-
-def _fail(message: str) -> NoReturn:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(1)
 
 
 @dataclass
@@ -260,7 +257,7 @@ def _spec(problem: str | None) -> tuple[ProblemSpec | None, str]:
     except NoProblemChosen:
         return None, "no problem chosen (--problem): label balance not compared, every column watched"
     except SpecError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 # --------------------------------------------------------------------------- the command
@@ -314,13 +311,13 @@ def diff_command(
     try:
         chosen = load_stack(selected_stack_name(stack))
     except StackError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     spec, spec_note = _spec(problem)
     ctx = Context(chosen, ArtifactStore.from_stack(chosen), sample, seed)
     try:
         left, right = load(ctx, a), load(ctx, b)
     except DataReferenceError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if spec_note:
         right.side = replace(right.side, notes=(*right.side.notes, spec_note))
     diff = compare(
@@ -340,5 +337,5 @@ def diff_command(
             html_path.parent.mkdir(parents=True, exist_ok=True)
             html_path.write_text(to_html(diff), encoding="utf-8")
         except OSError as exc:
-            _fail(f"cannot write {html_path}: {exc.strerror or exc}")
+            fail(f"cannot write {html_path}: {exc.strerror or exc}")
         typer.echo(f"\npage: {html_path}")

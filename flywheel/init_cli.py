@@ -8,16 +8,13 @@ imports (pandas, pydantic) happen inside the command so ``flywheel --help`` stay
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
+from flywheel.cli_common import fail
+
 __all__ = ["init_command"]
-
-
-def _fail(message: str) -> NoReturn:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(1)
 
 
 def init_command(
@@ -75,7 +72,7 @@ def init_command(
         draft = draft_spec(frame, target=target, source=source, name=spec_name, time=time)
         write_spec(draft.text, path, force=force)
     except (InitError, SourceError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if name is not None and spec_name != name:
         typer.echo(f"name {name!r} written as {spec_name!r} (lower case letters, digits, - and _)")
     label = draft.label
@@ -117,4 +114,4 @@ def _storage_options(source: str, stack: str | None) -> dict[str, object] | None
     try:
         return load_stack(selected_stack_name(stack)).storage_options()
     except StackError as exc:
-        _fail(str(exc))
+        fail(str(exc))

@@ -12,14 +12,16 @@ once; `deploy` runs the `deployment` flow.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from flywheel.cli_common import ModelOption, ProblemOption, StackOption, fail, model_or_fail
 
 if TYPE_CHECKING:
     from stacks.components.deployers import ModelDeployer, ServiceInfo
 
-__all__ = ["resolve_model", "service_app", "status_table"]
+__all__ = ["service_app", "status_table"]
 
 service_app = typer.Typer(
     help="The model services of a stack, one per model (local processes, containers or Kubernetes): "
@@ -27,60 +29,7 @@ service_app = typer.Typer(
     no_args_is_help=True,
 )
 
-StackOption = Annotated[
-    str | None,
-    typer.Option(
-        "--stack",
-        "-s",
-        help="stack name or file (default: FLYWHEEL_STACK, then `flywheel stack use`, then local)",
-    ),
-]
-ModelOption = Annotated[
-    str | None, typer.Option("--model", "-m", help="registered model name (default: the problem's model)")
-]
-ProblemOption = Annotated[
-    str | None,
-    typer.Option(
-        "--problem",
-        "-p",
-        help="problem spec name or path whose model_name to use (default: FLYWHEEL_PROBLEM, then "
-        "`flywheel problem use`)",
-    ),
-]
 MAX_LOG_LINES = 10_000
-
-
-def _fail(message: str) -> NoReturn:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(1)
-
-
-def resolve_model(model: str | None, problem: str | None) -> str:
-    """The model a command acts on: ``--model``, else the model_name of ``--problem`` or of the chosen
-    problem. ``SpecError`` (a subclass: no problem chosen) when there is none, saying how to name one."""
-    from flywheel.contracts.problem import SpecError, load_spec
-
-    if model is not None:
-        if not model.strip():
-            raise SpecError("--model is empty: give a registered model's name")
-        return model
-    if problem is None:
-        from flywheel.problem_selection import NoProblemChosen, selected_problem
-
-        try:
-            problem = selected_problem(None)
-        except NoProblemChosen as exc:
-            raise NoProblemChosen(f"which model? pass --model NAME, or {exc}") from None
-    return load_spec(problem).model_name
-
-
-def _model(model: str | None, problem: str | None) -> str:
-    from flywheel.contracts.problem import SpecError
-
-    try:
-        return resolve_model(model, problem)
-    except SpecError as exc:
-        _fail(str(exc))
 
 
 def _deployer(stack: str | None) -> ModelDeployer:
@@ -91,7 +40,7 @@ def _deployer(stack: str | None) -> ModelDeployer:
     try:
         return deployer_for(load_stack(selected_stack_name(stack)))
     except (StackError, DeploymentError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def status_table(infos: list[ServiceInfo]) -> list[str]:
@@ -131,11 +80,11 @@ def status(
     deployer = _deployer(stack)
     name = deployer.stack.name
     if model is not None or problem is not None:
-        chosen = _model(model, problem)
+        chosen = model_or_fail(model, problem)
         try:
             info = deployer.status(chosen)
         except DeploymentError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         if info is None:
             typer.echo(
                 json.dumps(None)
@@ -151,7 +100,7 @@ def status(
     try:
         infos, problems = deployer.statuses()
     except DeploymentError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         typer.echo(json.dumps([i.to_dict() for i in infos], indent=2))
     elif not infos:
@@ -181,7 +130,7 @@ def stop(
     deployer = _deployer(stack)
     name = deployer.stack.name
     if stop_all and (model is not None or problem is not None):
-        _fail("--all stops every model's service: give it without --model or --problem")
+        fail("--all stops every model's service: give it without --model or --problem")
     try:
         if stop_all:
             recorded, problems = deployer.statuses()
@@ -191,7 +140,7 @@ def stop(
             if not models:
                 typer.echo(f"no service recorded on stack '{name}': nothing to stop")
         else:
-            models = [_model(model, problem)]
+            models = [model_or_fail(model, problem)]
         for chosen in models:
             info = deployer.recorded(chosen)
             stopped = deployer.stop(chosen)
@@ -207,7 +156,7 @@ def stop(
                     "its record is removed"
                 )
     except DeploymentError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @service_app.command("logs")
@@ -223,11 +172,11 @@ def logs(
     from stacks.components.deployers import DeploymentError
 
     deployer = _deployer(stack)
-    chosen = _model(model, problem)
+    chosen = model_or_fail(model, problem)
     try:
         typer.echo(deployer.logs(chosen, lines))
     except DeploymentError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @service_app.command("deploy")
@@ -241,14 +190,14 @@ def deploy(
     """Serve a model's champion in a service of its own, with the stack's deployer (the `deployment` flow).
 
     Other models' services keep running untouched."""
-    chosen_model = _model(model, problem)
+    chosen_model = model_or_fail(model, problem)
     from flows.runtime import prepare_prefect
     from stacks.config import StackError
 
     try:
         chosen = prepare_prefect(stack)
     except StackError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     from flows.deployment import deployment
     from stacks.components.deployers import DeploymentError
 
@@ -257,7 +206,7 @@ def deploy(
             model_name=chosen_model, stack=stack or chosen.name, restart=restart, ready_timeout_s=timeout
         )
     except DeploymentError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo("")
     typer.secho(
         f"{result['model_name']} v{result['model_version']} served at {result['url']} "

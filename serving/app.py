@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -32,8 +31,8 @@ from serving.auth import token_from_stack
 from serving.deps import ServiceContext
 from serving.feedback import FeedbackChecker
 from serving.hotpath import HotPathMiddleware, hot_endpoints
-from serving.profiling import ProfilerConfig, TrafficRecorder
-from serving.request_ids import LabelledIds, RequestIds, load_key
+from serving.profiling import start_recorder
+from serving.request_ids import LabelledIds, RequestIds, stack_key
 from serving.routes import ROUTERS, predictions, requests
 from serving.routes.docs import OpenAPIDocument
 from serving.routes.predict import HOT_PATH
@@ -93,7 +92,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     ctx: ServiceContext = app.state.ctx
     ctx.holder.start_watching(ctx.settings.watch_interval_s)
     if ctx.settings.profiling:
-        ctx.recorder = _start_recorder(ctx)
+        ctx.recorder = start_recorder(ctx.settings, ctx.metrics)
     gc.collect()
     gc.freeze()  # later collections skip the start-up heap (see the module docstring)
     yield
@@ -119,26 +118,9 @@ def _startup(ctx: ServiceContext) -> None:
     deployer = stack.model_deployer.configuration if stack.model_deployer else None
     if deployer is not None:
         ctx.holder.max_batch_size = deployer.max_batch_size
-    ctx.ids = RequestIds(_request_id_key(stack), FEEDBACK_WINDOW_S, ctx.settings.model_name)
+    ctx.ids = RequestIds(stack_key(stack), FEEDBACK_WINDOW_S, ctx.settings.model_name)
     ctx.feedback = FeedbackChecker(ctx.ids, LabelledIds())
     ctx.holder.refresh(retry_after_s=0)  # records (and logs) what is wrong instead of raising
-
-
-def _request_id_key(stack: Any) -> bytes:
-    """The key request ids are signed with, shared through the artifact store (serving.request_ids). If the
-    store cannot be read, a key of this process's own: predictions are served, and feedback is accepted for
-    this process's ids only (logged, so the cause is found)."""
-    from stacks.components.artifact_store import ArtifactStore
-
-    try:
-        return load_key(ArtifactStore.from_stack(stack))
-    except Exception as exc:  # a store that is down must not stop predictions
-        log.error(
-            "request-id key not readable from the artifact store (%s): feedback is accepted only for "
-            "ids this process issues",
-            exc,
-        )
-        return secrets.token_bytes(32)
 
 
 def _require_service_secrets(stack: Any) -> None:
@@ -158,22 +140,3 @@ def _require_service_secrets(stack: Any) -> None:
                 resolver.resolve(ref)
             except SecretNotFoundError as exc:
                 raise StackError(f"{stack.source}: component {component!r}: key {key!r}: {exc}") from exc
-
-
-def _start_recorder(ctx: ServiceContext) -> TrafficRecorder:
-    import os
-
-    from stacks.loader import load_stack, selected_stack_name
-
-    stack = load_stack(selected_stack_name(ctx.settings.stack))
-    validator = stack.data_validator.configuration if stack.data_validator else None
-    config = ProfilerConfig(
-        stack=ctx.settings.stack,
-        home=os.environ.get("FLYWHEEL_HOME"),
-        model_name=ctx.settings.model_name,
-        batch_rows=validator.profile_batch_size if validator else ctx.settings.profile_batch_rows,
-        window_s=ctx.settings.profile_window_s or (validator.profile_window_seconds if validator else 300),
-        queue_rows=ctx.settings.profile_queue_rows,
-        stall_s=ctx.settings.profile_stall_s,
-    )
-    return TrafficRecorder(config, ctx.metrics)

@@ -114,15 +114,15 @@ class ServiceContext:
         """The model's predictions for ``matrix``, counted in the metrics and sent to the traffic profiler."""
         predictions = served.predict(matrix)
         self.metrics.rows.inc(len(predictions))
-        # a multiclass row is its class probabilities: the histogram takes the predicted class's, and the
-        # traffic log keeps the predicted class (what monitoring compares with the training reference)
-        observed = predictions if predictions.ndim == 1 else predictions.max(axis=1)
-        for p in observed[:100]:
-            self.metrics.predictions.observe(float(p))
+        self.metrics.observe_predictions(predictions)
         if self.recorder is not None:
-            logged = predictions if predictions.ndim == 1 else served.model.schema.monitored(predictions)
             self.recorder.record(
-                served.version, request_id, matrix, logged, served.encoder.names, served.categories
+                served.version,
+                request_id,
+                matrix,
+                served.logged(predictions),
+                served.encoder.names,
+                served.categories,
             )
         return predictions
 

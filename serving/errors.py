@@ -58,13 +58,18 @@ def pydantic_errors(exc: ValidationError, prefix: Sequence[str | int] = ()) -> l
     ]
 
 
-def unprocessable(errors: Iterable[dict[str, Any]], total: int, complete: bool = True) -> Response:
-    """A 422 with the first ``MAX_ERRORS`` errors; ``total`` counts them all (at least, if not ``complete``:
-    checking stopped once enough were found)."""
+def unprocessable_body(errors: Iterable[dict[str, Any]], total: int, complete: bool = True) -> dict[str, Any]:
+    """What a 422 says: the first ``MAX_ERRORS`` errors; ``total`` counts them all (at least, if not
+    ``complete``: checking stopped once enough were found). The stream's dead letters say the same."""
     shown = list(errors)[:MAX_ERRORS]
     body: dict[str, Any] = {"detail": shown}
     if total > len(shown) or not complete:
         body["error_count"] = total
         body["error_count_is_lower_bound"] = not complete
         body["note"] = f"showing the first {len(shown)} errors"
-    return json_response(body, 422)
+    return body
+
+
+def unprocessable(errors: Iterable[dict[str, Any]], total: int, complete: bool = True) -> Response:
+    """A 422 with :func:`unprocessable_body`."""
+    return json_response(unprocessable_body(errors, total, complete), 422)

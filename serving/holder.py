@@ -77,6 +77,11 @@ class Served:
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         return self.predictor(matrix)
 
+    def logged(self, predictions: np.ndarray) -> np.ndarray:
+        """What the prediction log keeps of ``predictions``: as they are, but a multiclass row's predicted
+        class (what monitoring compares with the training reference) instead of its probabilities."""
+        return predictions if predictions.ndim == 1 else self.model.schema.monitored(predictions)
+
 
 def prepare(model: LoadedModel, max_batch_size: int) -> Served:
     """Build encoder and request models, and warm the booster up so the first request is not slow."""

@@ -95,3 +95,10 @@ class ServiceMetrics:
     def serving(self, model: str, version: str) -> None:
         self.model_version.clear()
         self.model_version.labels(model=model, version=version).set(1)
+
+    def observe_predictions(self, predictions: Any) -> None:
+        """The first 100 predictions of a request into the histogram; a multiclass row is its class
+        probabilities, of which the predicted class's is taken."""
+        observed = predictions if predictions.ndim == 1 else predictions.max(axis=1)
+        for p in observed[:100]:
+            self.predictions.observe(float(p))

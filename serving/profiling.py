@@ -43,6 +43,8 @@ from serving.profiling_worker import (
     ProfilerConfig,
     _worker,
 )
+from serving.request_ids import row_ids
+from serving.settings import ServiceSettings
 
 log = logging.getLogger("flywheel.serving.profiling")
 
@@ -187,7 +189,7 @@ class TrafficRecorder:
         stamps: list[float] = []
         for request_id, ts, _, predictions in self._rows:
             n = len(predictions)
-            ids.extend([request_id] if n == 1 else [f"{request_id}:{i}" for i in range(n)])
+            ids.extend(row_ids(request_id, n))
             stamps.extend([ts] * n)
         features = np.concatenate([r[2] for r in self._rows])
         predictions = np.concatenate([r[3] for r in self._rows])
@@ -392,3 +394,24 @@ class TrafficRecorder:
             self._collect(worker)
             self._drop(worker.lost(), "shutdown")
         worker.inbox.discard()  # empty after a clean exit; never blocks after a kill
+
+
+def start_recorder(settings: ServiceSettings, metrics: ServiceMetrics) -> TrafficRecorder:
+    """The traffic recorder of a process serving ``settings.model_name`` (the REST service, the stream
+    consumer): windows and batches from the stack's data validator unless the settings override them."""
+    import os
+
+    from stacks.loader import load_stack, selected_stack_name
+
+    stack = load_stack(selected_stack_name(settings.stack))
+    validator = stack.data_validator.configuration if stack.data_validator else None
+    config = ProfilerConfig(
+        stack=settings.stack,
+        home=os.environ.get("FLYWHEEL_HOME"),
+        model_name=settings.model_name,
+        batch_rows=validator.profile_batch_size if validator else settings.profile_batch_rows,
+        window_s=settings.profile_window_s or (validator.profile_window_seconds if validator else 300),
+        queue_rows=settings.profile_queue_rows,
+        stall_s=settings.profile_stall_s,
+    )
+    return TrafficRecorder(config, metrics)

@@ -26,17 +26,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flywheel.contracts import layout
 
 if TYPE_CHECKING:
     from stacks.components.artifact_store import ArtifactStore
+
+log = logging.getLogger("flywheel.serving")
 
 KEY_ENV = "FLYWHEEL_REQUEST_ID_KEY"
 _MAC_BYTES = 12
@@ -44,6 +47,12 @@ _MAC_HEX = 2 * _MAC_BYTES
 _PERSON = b"flywheel-rid-v2"  # BLAKE2b's personalization: this key signs nothing else this way
 # a batch request's rows are addressed as "<id>:<row>", the form the prediction log keeps
 ROW_SEPARATOR = ":"
+
+
+def row_ids(request_id: str, rows: int) -> list[str]:
+    """How the prediction log and ``/feedback`` name each row of a request: the id itself for one row,
+    ``<id>:<row>`` for each row of a batch."""
+    return [request_id] if rows == 1 else [f"{request_id}{ROW_SEPARATOR}{i}" for i in range(rows)]
 
 
 @dataclass(frozen=True)
@@ -150,3 +159,20 @@ def load_key(store: ArtifactStore) -> bytes:
             return key
         time.sleep(0.02)  # the creator has opened the file and not yet written it
     raise RuntimeError(f"{store.uri(path)}: request-id key file is empty; delete it for a new one")
+
+
+def stack_key(stack: Any) -> bytes:
+    """The key of ``stack``'s artifact store (:func:`load_key`). If the store cannot be read, a key of this
+    process's own: predictions are served, and feedback is accepted for this process's ids only (logged,
+    so the cause is found)."""
+    from stacks.components.artifact_store import ArtifactStore
+
+    try:
+        return load_key(ArtifactStore.from_stack(stack))
+    except Exception as exc:  # a store that is down must not stop predictions
+        log.error(
+            "request-id key not readable from the artifact store (%s): feedback is accepted only for "
+            "ids this process issues",
+            exc,
+        )
+        return secrets.token_bytes(32)

@@ -288,6 +288,20 @@ def _check_lineage(stack: Stack, timeout: float) -> str:
     return f"OpenLineage consumer at {secret_keys.mask_url(cfg.url)} accepts connections"
 
 
+def _check_stream(stack: Stack, timeout: float) -> str:
+    import redis
+
+    url = stack.stream_url()
+    assert url is not None
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        version = client.info("server").get("redis_version", "?")
+        client.close()
+    except (redis.RedisError, ValueError, OSError) as exc:
+        raise _NotOk(f"cannot reach Redis at {secret_keys.mask_url(url)}: {exc}") from exc
+    return f"Redis {version} at {secret_keys.mask_url(url)} answers"
+
+
 _CHECKS: dict[ComponentType, Callable[[Stack, float], str]] = {
     ComponentType.ORCHESTRATOR: _check_orchestrator,
     ComponentType.ARTIFACT_STORE: _check_artifact_store,
@@ -299,6 +313,7 @@ _CHECKS: dict[ComponentType, Callable[[Stack, float], str]] = {
     ComponentType.COMPUTE: _check_compute,
     ComponentType.PREDICTION_STORE: _check_prediction_store,
     ComponentType.LINEAGE: _check_lineage,
+    ComponentType.STREAM: _check_stream,
 }
 
 

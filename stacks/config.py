@@ -68,6 +68,8 @@ __all__ = [
     "OptunaConfig",
     "OrchestratorComponent",
     "PredictionStoreComponent",
+    "RedisStreamConfig",
+    "StreamComponent",
     "PrefectOrchestratorConfig",
     "RetrainingPolicyConfig",
     "ServerLimits",
@@ -101,6 +103,7 @@ class ComponentType(StrEnum):
     COMPUTE = "compute"
     PREDICTION_STORE = "prediction_store"
     LINEAGE = "lineage"
+    STREAM = "stream"
 
 
 REQUIRED_TYPES: tuple[ComponentType, ...] = (ComponentType.ORCHESTRATOR, ComponentType.ARTIFACT_STORE)
@@ -434,6 +437,57 @@ class SqlPredictionStoreConfig(_Config):
         return v
 
 
+STREAM_NAME_PATTERN = r"^[A-Za-z0-9_.:{}-]{1,200}$"
+"""A Redis key as a stream name; ``{model}`` is replaced by the served model's name (a plain replacement)."""
+MODEL_PLACEHOLDER = "{model}"
+
+
+class RedisStreamConfig(_Config):
+    """Where the streaming consumer (``flywheel stream serve``) reads records and writes predictions: Redis
+    streams read through a consumer group, so several consumers share the work and a record whose
+    consumer died is claimed by another (at-least-once).
+
+    ``url`` is a ``redis://`` URL; one that carries a password is given whole as a secret reference
+    (``"{{redis.url}}"``). Stream names may hold ``{model}``: one stack serves every model's streams. A
+    record is acknowledged only once its prediction (or its dead letter) is written, in one transaction.
+    ``claim_idle_ms`` is how long a record may sit with a consumer that stopped answering before another
+    takes it; ``max_deliveries`` is how often a record may be taken without an outcome before it goes to
+    the dead letters (a record that kills every consumer must not stop the stream). ``max_len`` bounds the
+    output and dead-letter streams (Redis trims the oldest entries, approximately).
+    """
+
+    url: str = Field(min_length=1)
+    input_stream: str = Field(default="flywheel:{model}:requests", pattern=STREAM_NAME_PATTERN)
+    output_stream: str = Field(default="flywheel:{model}:predictions", pattern=STREAM_NAME_PATTERN)
+    dead_letter_stream: str = Field(default="flywheel:{model}:dead-letter", pattern=STREAM_NAME_PATTERN)
+    group: str = Field(default="flywheel", pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
+    batch_size: int = Field(default=100, ge=1, le=10_000)  # records taken per read
+    block_ms: int = Field(default=1000, ge=1, le=60_000)  # how long a read waits for records
+    claim_idle_ms: int = Field(default=30_000, ge=100, le=86_400_000)
+    max_deliveries: int = Field(default=5, ge=1, le=1000)
+    max_record_bytes: int = Field(default=1_048_576, ge=64, le=64 * 1_048_576)
+    max_len: int = Field(default=1_000_000, ge=1000, le=1_000_000_000)
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)  # Prometheus /metrics of the consumer
+    timeout_s: float = Field(default=5.0, gt=0, le=300)  # connect and command timeout (reads add block_ms)
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, v: str) -> str:
+        if not secrets.is_secret_ref(v) and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                'url must be a redis:// (rediss://, unix://) URL or a whole "{{redis.url}}" secret '
+                f"reference (got {secret_keys.mask_url(v)!r})"
+            )
+        return v
+
+    def stream_names(self, model_name: str) -> tuple[str, str, str]:
+        """(input, output, dead letter) for ``model_name``."""
+        return tuple(  # type: ignore[return-value]
+            name.replace(MODEL_PLACEHOLDER, model_name)
+            for name in (self.input_stream, self.output_stream, self.dead_letter_stream)
+        )
+
+
 DEFAULT_LINEAGE_FILE = "lineage/openlineage.jsonl"
 """Where OpenLineage run events go when the stack names no lineage component (under flywheel home)."""
 
@@ -473,6 +527,7 @@ SECRET_NAMESPACES: dict[ComponentType, str] = {
     ComponentType.COMPUTE: "dask",
     ComponentType.PREDICTION_STORE: "predictions",
     ComponentType.LINEAGE: "lineage",
+    ComponentType.STREAM: "redis",
 }
 """The `name` of the `{{name.key}}` reference a refusal suggests, per component type."""
 
@@ -664,6 +719,13 @@ class PredictionStoreComponent(Component[SqlPredictionStoreConfig]):
     flavor: Literal["sql"]
 
 
+class StreamComponent(Component[RedisStreamConfig]):
+    """The Redis streams the streaming consumer reads records from and writes predictions to."""
+
+    type: ClassVar[ComponentType] = ComponentType.STREAM
+    flavor: Literal["redis"]
+
+
 class LineageComponent(Component[FileLineageConfig | HttpLineageConfig]):
     """Where training, inference and monitoring runs send their OpenLineage run events."""
 
@@ -724,6 +786,7 @@ class Stack(BaseModel):
     compute: ComputeComponent | None = None
     prediction_store: PredictionStoreComponent | None = None
     lineage: Lineage | None = None
+    stream: StreamComponent | None = None
 
     @field_validator(*(t.value for t in ComponentType), mode="before")
     @classmethod
@@ -902,6 +965,12 @@ class Stack(BaseModel):
         if self.prediction_store is None:
             return None
         return resolve_db_uri(self.resolve(self.prediction_store.configuration.url))
+
+    def stream_url(self) -> str | None:
+        """The stream's Redis URL, secret-resolved (never log it: it may carry a password)."""
+        if self.stream is None:
+            return None
+        return self.resolve(self.stream.configuration.url)
 
     def to_dict(self) -> dict[str, Any]:
         """The native file form (ZenML's export shape); references stay references.
