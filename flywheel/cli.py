@@ -18,6 +18,7 @@ from flywheel.init_cli import init_command
 from flywheel.problem_cli import problem_app
 from flywheel.reproduce_cli import reproduce_command
 from flywheel.service_cli import service_app
+from flywheel.stream_cli import stream_app
 from stacks.cli import stack_app
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ app.add_typer(service_app, name="service")
 app.add_typer(problem_app, name="problem")
 app.add_typer(deployments_app, name="deployments")
 app.add_typer(data_app, name="data")
+app.add_typer(stream_app, name="stream")
 app.command("init")(init_command)
 app.command("reproduce")(reproduce_command)
 

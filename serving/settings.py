@@ -81,14 +81,15 @@ class ServiceSettings:
     profiling: bool = True
 
     @classmethod
-    def from_env(cls) -> ServiceSettings:
+    def from_env(cls, model_name: str | None = None) -> ServiceSettings:
+        """From ``FLYWHEEL_*`` variables; ``model_name`` (the stream consumer's) over ``FLYWHEEL_MODEL``."""
         def number(name: str, default: float) -> float:
             return float(os.environ.get(name, default))
 
         stack = os.environ.get("FLYWHEEL_STACK") or None
         return cls(
             stack=stack,
-            model_name=model_from_env(),
+            model_name=model_name or model_from_env(),
             max_body_bytes=service_limits(stack).max_body_bytes,
             watch_interval_s=number("FLYWHEEL_WATCH_INTERVAL_S", 10.0),
             profile_queue_rows=int(number("FLYWHEEL_PROFILE_QUEUE_ROWS", 200_000)),

@@ -1,0 +1,215 @@
+"""The stream consumer against a real redis-server: records judged and answered as ``POST /predict`` judges
+and answers them, dead letters with the API's error text, ids that ``/feedback`` accepts, a record that
+keeps killing its consumers set aside, and a Redis restart waited out."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from flywheel.contracts.stream import (
+    ERROR_FIELD,
+    MODEL_VERSION_FIELD,
+    POISON_STATUS,
+    PREDICTION_FIELD,
+    RECORD_FIELD,
+    SOURCE_ID_FIELD,
+    STATUS_FIELD,
+)
+from serving.app import create_app
+from serving.holder import ModelHolder
+from serving.request_ids import RequestIds, stack_key
+from serving.settings import ServiceSettings
+from serving.stream.consumer import StreamConsumer, StreamMetrics
+from serving.stream.records import judge
+from stacks.config import RedisStreamConfig
+from stacks.loader import load_stack
+from tests.redis_server import free_port, redis_server
+from tests.unit.serving.conftest import record_from, wait_for
+
+MODEL = "flight-delay"
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    r = redis.Redis.from_url(redis_url)
+    r.flushdb()
+    yield r
+    r.close()
+
+
+def _consumer(url: str, champion: dict[str, Any], **config: Any) -> StreamConsumer:
+    cfg = RedisStreamConfig(url=url, block_ms=50, **config)
+    metrics = StreamMetrics()
+    holder = ModelHolder(MODEL, metrics, 1000)
+    holder.load(champion["version"])
+    ids = RequestIds(stack_key(load_stack("local")), 86400, MODEL)
+    return StreamConsumer(cfg, url, MODEL, holder, ids, metrics, consumer_name="test")
+
+
+def _running(consumer: StreamConsumer) -> tuple[threading.Event, threading.Thread]:
+    stop = threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
+    thread.start()
+    return stop, thread
+
+
+def _entries(r: redis.Redis, stream: str) -> list[dict[str, bytes]]:
+    return [{k.decode(): v for k, v in fields.items()} for _, fields in r.xrange(stream)]
+
+
+def _api(champion: dict[str, Any]) -> TestClient:
+    return TestClient(create_app(ServiceSettings(stack=None, model_name=MODEL, profiling=False)))
+
+
+def test_records_are_answered_as_the_api_answers_them(
+    champion: dict[str, Any], client: redis.Redis, redis_url: str, serving_home: Path
+) -> None:
+    consumer = _consumer(redis_url, champion, batch_size=64)
+    records = [record_from(champion["test"], i) for i in range(300)]
+    ids = [client.xadd(consumer.input, {RECORD_FIELD: orjson.dumps(r)}).decode() for r in records]
+    stop, thread = _running(consumer)
+    try:
+        assert wait_for(lambda: client.xlen(consumer.output) >= 300, 30)
+    finally:
+        stop.set()
+        thread.join(10)
+        consumer.close()
+    out = _entries(client, consumer.output)
+    assert [o[SOURCE_ID_FIELD].decode() for o in out] == ids  # one each, in the order sent
+    assert {o[MODEL_VERSION_FIELD].decode() for o in out} == {champion["version"]}
+    assert client.xinfo_groups(consumer.input)[0]["pending"] == 0  # every record acknowledged
+    with _api(champion) as api:
+        for record, entry in list(zip(records, out, strict=True))[:50]:
+            streamed = orjson.loads(entry[PREDICTION_FIELD])
+            answered = api.post("/predict", json=record).json()
+            assert streamed["prediction"] == answered["prediction"]
+            assert (
+                streamed["decision"] == answered["decision"]
+                and streamed["threshold"] == answered["threshold"]
+            )
+            assert streamed["model_version"] == answered["model_version"]
+        # a streamed prediction's request id is one the service's /feedback takes
+        rid = orjson.loads(out[7][PREDICTION_FIELD])["request_id"]
+        assert rid.endswith(":7") or ":" in rid
+        sent = api.post("/feedback", json={"request_id": rid, "label": 1})
+        assert sent.status_code == 202, sent.text
+
+
+def test_bad_records_go_to_the_dead_letters_with_the_apis_error(
+    champion: dict[str, Any], client: redis.Redis, redis_url: str, serving_home: Path
+) -> None:
+    consumer = _consumer(redis_url, champion, max_record_bytes=4096)
+    good = record_from(champion["test"], 0)
+    wrong_type = {**good, "distance": "far"}
+    unknown = {**good, "colour": "red"}
+    bad = {
+        "wrong type": orjson.dumps(wrong_type),
+        "unknown field": orjson.dumps(unknown),
+        "not JSON": b"{nope",
+        "too big": b'{"x": "' + b"a" * 5000 + b'"}',
+    }
+    sent = {client.xadd(consumer.input, {RECORD_FIELD: body}).decode(): why for why, body in bad.items()}
+    sent[client.xadd(consumer.input, {"something": b"else"}).decode()] = "no record"
+    client.xadd(consumer.input, {RECORD_FIELD: orjson.dumps(good)})
+    stop, thread = _running(consumer)
+    try:
+        assert wait_for(lambda: client.xlen(consumer.dead_letters) >= 5 and client.xlen(consumer.output) >= 1)
+    finally:
+        stop.set()
+        thread.join(10)
+        consumer.close()
+    dead = {d[SOURCE_ID_FIELD].decode(): d for d in _entries(client, consumer.dead_letters)}
+    assert set(dead) == set(sent)
+    status = {sent[i]: int(d[STATUS_FIELD]) for i, d in dead.items()}
+    assert status == {
+        "wrong type": 422,
+        "unknown field": 422,
+        "not JSON": 400,
+        "too big": 413,
+        "no record": 400,
+    }
+    errors = {sent[i]: orjson.loads(d[ERROR_FIELD]) for i, d in dead.items()}
+    with _api(champion) as api:  # the same body the API gives the same record
+        for why, record in (("wrong type", wrong_type), ("unknown field", unknown)):
+            assert errors[why] == api.post("/predict", json=record).json(), why
+        assert (
+            errors["not JSON"]
+            == api.post("/predict", content=b"{nope", headers={"content-type": "application/json"}).json()
+        )
+    assert errors["too big"] == {"detail": "request body over 4096 bytes"}
+    assert RECORD_FIELD not in next(d for i, d in dead.items() if sent[i] == "too big")  # never copied
+    assert next(d for i, d in dead.items() if sent[i] == "not JSON")[RECORD_FIELD] == b"{nope"
+    assert "'record' field" in errors["no record"]["detail"]
+
+
+def test_a_record_that_keeps_killing_consumers_is_set_aside(
+    champion: dict[str, Any], client: redis.Redis, redis_url: str, serving_home: Path
+) -> None:
+    consumer = _consumer(redis_url, champion, claim_idle_ms=100, max_deliveries=3)
+    consumer._ensure_group()
+    good = orjson.dumps(record_from(champion["test"], 0))
+    poison = client.xadd(consumer.input, {RECORD_FIELD: good})
+    # taken by consumers that died with it: delivered once, then claimed three more times
+    client.xreadgroup("flywheel", "ghost", {consumer.input: ">"}, count=1)
+    for n in range(3):
+        client.xclaim(consumer.input, "flywheel", f"ghost-{n}", 0, [poison])
+    client.xadd(consumer.input, {RECORD_FIELD: good})
+    stop, thread = _running(consumer)
+    try:
+        assert wait_for(lambda: client.xlen(consumer.dead_letters) >= 1 and client.xlen(consumer.output) >= 1)
+    finally:
+        stop.set()
+        thread.join(10)
+        consumer.close()
+    (dead,) = _entries(client, consumer.dead_letters)
+    assert dead[SOURCE_ID_FIELD] == poison and int(dead[STATUS_FIELD]) == POISON_STATUS
+    assert "taken 5 times without an outcome (max_deliveries 3)" in orjson.loads(dead[ERROR_FIELD])["detail"]
+    assert client.xinfo_groups(consumer.input)[0]["pending"] == 0
+    assert consumer.counts.claimed == 1 and consumer.metrics.stream_claimed._value.get() == 1
+
+
+def test_the_judge_takes_only_the_record_field(champion: dict[str, Any], serving_home: Path) -> None:
+    holder = ModelHolder(MODEL, StreamMetrics(), 10)
+    served = holder.load(champion["version"])
+    record = record_from(champion["test"], 0)
+    judged = judge((b"1-0", {b"record": orjson.dumps(record)}), served, 10_000)
+    assert isinstance(judged, dict) and set(judged) == set(served.record.model_fields)
+
+
+def test_a_redis_that_goes_away_is_waited_for(champion: dict[str, Any], serving_home: Path) -> None:
+    port = free_port()
+    good = orjson.dumps(record_from(champion["test"], 0))
+    with redis_server(port) as url:
+        consumer = _consumer(url, champion)
+        stop, thread = _running(consumer)
+        r = redis.Redis.from_url(url)
+        r.xadd(consumer.input, {RECORD_FIELD: good})
+        assert wait_for(lambda: r.xlen(consumer.output) == 1)
+    try:  # the server is gone: the loop counts the failures and keeps trying
+        assert wait_for(lambda: consumer.metrics.stream_errors._value.get() >= 1)
+        assert thread.is_alive()
+        with redis_server(port):  # a new, empty server: the group is made again, the record served
+            r = redis.Redis.from_url(url)
+            wait_for(lambda: r.exists(consumer.input), 30)
+            r.xadd(consumer.input, {RECORD_FIELD: good})
+            assert wait_for(lambda: r.xlen(consumer.output) == 1, 30)
+            r.close()
+    finally:
+        stop.set()
+        thread.join(15)
+        consumer.close()
+    assert not thread.is_alive()
