@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-
 INSTALLER = Path(__file__).resolve().parents[1] / "scripts" / "apt-install.sh"
 
 
