@@ -83,6 +83,7 @@ class ServiceSettings:
     @classmethod
     def from_env(cls, model_name: str | None = None) -> ServiceSettings:
         """From ``FLYWHEEL_*`` variables; ``model_name`` (the stream consumer's) over ``FLYWHEEL_MODEL``."""
+
         def number(name: str, default: float) -> float:
             return float(os.environ.get(name, default))
 
