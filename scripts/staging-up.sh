@@ -5,6 +5,7 @@
 #                                  store and MLflow reach it only through s3fs/boto3 with an endpoint URL
 #   mlflow server                  tracking + registry on PostgreSQL, artifacts proxied to s3://.../mlflow
 #   prefect server                 on PostgreSQL, with the stack's process work pool, deployments and a worker
+#   redis-server (Debian's)        the streams of `flywheel stream serve`, password-protected
 # Credentials are generated once into $STAGING/credentials.env (mode 600) unless the environment already
 # sets them, and reach the flows only through the stack's secret references (environment variables, or
 # the Prefect Secret blocks created here). `make staging-down` stops everything and wipes the state.
@@ -17,7 +18,7 @@ RUN="$STAGING/run"
 LOGS="$STAGING/logs"
 BIN="$ROOT/.venv/bin"
 # the ports stacks/staging.yaml names
-PG_PORT=5433 S3_PORT=5055 MLFLOW_PORT=5010 PREFECT_PORT=4210
+PG_PORT=5433 S3_PORT=5055 MLFLOW_PORT=5010 PREFECT_PORT=4210 REDIS_PORT=6390
 BUCKET=flywheel-staging
 mkdir -p "$RUN" "$LOGS"
 # private, but traversable when root must hand PostgreSQL's folders to the `postgres` user
@@ -45,6 +46,13 @@ load_creds
 # the prediction store's database (stacks/staging.yaml's {{predictions.db_url}}), added to older files too
 if [ -z "${PREDICTIONS_DB_URL:-}" ]; then
   (umask 077; echo "PREDICTIONS_DB_URL=postgresql://flywheel:$POSTGRES_PASSWORD@127.0.0.1:$PG_PORT/predictions" >> "$CREDS")
+  load_creds
+fi
+
+# the stream's Redis (stacks/staging.yaml's {{redis.url}}), added to older files too
+if [ -z "${REDIS_PASSWORD:-}" ]; then
+  rpw=$("$BIN/python" -c "import secrets; print(secrets.token_hex(16))")
+  (umask 077; printf 'REDIS_PASSWORD=%s\nREDIS_URL=redis://:%s@127.0.0.1:%s/0\n' "$rpw" "$rpw" "$REDIS_PORT" >> "$CREDS")
   load_creds
 fi
 
@@ -102,6 +110,16 @@ for db in mlflow optuna prefect predictions; do
   [ "$exists" = 1 ] || as_pg psql -h "$PGSOCK" -p "$PG_PORT" -U flywheel -d postgres -qc "CREATE DATABASE $db"
 done
 
+# ---------------------------------------------------------------- Redis (the streams)
+REDIS_SERVER=$(bash scripts/apt-install.sh redis-server redis-server)
+mkdir -p "$STAGING/redis"
+# the password in a private config file, not on the command line (ps shows that)
+(umask 077; printf 'port %s\nbind 127.0.0.1\ndir %s\nsave ""\nappendonly no\nrequirepass %s\n' \
+  "$REDIS_PORT" "$STAGING/redis" "$REDIS_PASSWORD" > "$STAGING/redis/redis.conf")
+start redis "$REDIS_SERVER" "$STAGING/redis/redis.conf"
+for _ in $(seq 1 60); do (echo > "/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null && break; sleep 0.5; done
+step "Redis ready on 127.0.0.1:$REDIS_PORT (password in $CREDS)"
+
 # ---------------------------------------------------------------- S3 endpoint (moto)
 # Signature checks stay off: with moto's IAM mode on, GETs through presigned URLs fail (moto reads only the
 # Authorization header), and an MLflow 3 server with S3 behind it hands clients presigned download URLs.
@@ -143,10 +161,11 @@ step "Prefect server ready on $PREFECT_API_URL (backend PostgreSQL)"
 import os
 from prefect.blocks.system import Secret
 for block, var in {"s3-access-key": "S3_ACCESS_KEY", "s3-secret-key": "S3_SECRET_KEY",
-                   "optuna-db-url": "OPTUNA_DB_URL", "predictions-db-url": "PREDICTIONS_DB_URL"}.items():
+                   "optuna-db-url": "OPTUNA_DB_URL", "predictions-db-url": "PREDICTIONS_DB_URL",
+                   "redis-url": "REDIS_URL"}.items():
     Secret(value=os.environ[var]).save(block, overwrite=True)
 EOF
-step "Prefect Secret blocks s3-access-key, s3-secret-key, optuna-db-url, predictions-db-url saved"
+step "Prefect Secret blocks s3-access-key, s3-secret-key, optuna-db-url, predictions-db-url, redis-url saved"
 if [ "${FLYWHEEL_STAGING_DEPLOY:-1}" = 1 ]; then
   "$BIN/prefect" --no-prompt deploy --all > "$LOGS/deploy.log" 2>&1 || { cat "$LOGS/deploy.log"; exit 1; }
   step "deployed training/P, monitoring/P, batch-inference/P, deployment/P per problem P (see $LOGS/deploy.log)"
@@ -161,6 +180,7 @@ Staging is up (state in $STAGING):
   MLflow UI:   http://127.0.0.1:$MLFLOW_PORT
   S3 endpoint: http://127.0.0.1:$S3_PORT  (bucket $BUCKET)
   PostgreSQL:  127.0.0.1:$PG_PORT, user flywheel, databases mlflow, optuna, prefect, predictions
+  Redis:       127.0.0.1:$REDIS_PORT (streams: flywheel stream serve --stack staging --problem P)
 Use it:        set -a; . $CREDS; set +a
                FLYWHEEL_STACK=staging make run
 Stop and wipe: make staging-down

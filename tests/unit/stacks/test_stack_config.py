@@ -433,12 +433,16 @@ def test_require_secrets_names_file_component_and_key(
         "secret reference {{predictions.db_url}} is not set: "
         "set the environment variable PREDICTIONS_DB_URL"
     )
-    assert len(lines) == 3
+    assert lines[3].startswith(
+        f"{shown}: component 'stream' (name 'redis-staging', flavor 'redis'): key 'url': "
+        "secret reference {{redis.url}} is not set: set the environment variable REDIS_URL"
+    )
+    assert len(lines) == 4
     assert "VALUE-THAT-MUST-NOT-LEAK" not in str(info.value)
 
 
 def test_require_secrets_passes_when_all_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("S3_ACCESS_KEY", "S3_SECRET_KEY", "OPTUNA_DB_URL", "PREDICTIONS_DB_URL"):
+    for var in ("S3_ACCESS_KEY", "S3_SECRET_KEY", "OPTUNA_DB_URL", "PREDICTIONS_DB_URL", "REDIS_URL"):
         monkeypatch.setenv(var, "x")
     load_stack("staging").require_secrets()
     load_stack("local").require_secrets()

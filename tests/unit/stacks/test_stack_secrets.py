@@ -290,6 +290,7 @@ def test_stack_check_in_a_shell_without_prefect_api_url_finds_the_staging_blocks
             "s3-secret-key": "block-secret-2",
             "optuna-db-url": "sqlite:///o.db",
             "predictions-db-url": "sqlite:///p.db",
+            "redis-url": "redis://:block-secret-3@127.0.0.1:9/0",
         }
     )
     doc = load_stack("staging").to_dict()
@@ -299,8 +300,9 @@ def test_stack_check_in_a_shell_without_prefect_api_url_finds_the_staging_blocks
     assert "unresolvable secret" not in result.output, result.output
     assert "ok    tuner" in result.output, result.output
     assert "AKIA-block-1" not in result.output and "block-secret-2" not in result.output
+    assert "block-secret-3" not in result.output
     asked = sorted({p.split("?")[0].rsplit("/", 1)[1] for p, _ in server.requests if "block_documents" in p})
-    assert asked == ["optuna-db-url", "predictions-db-url", "s3-access-key", "s3-secret-key"]
+    assert asked == ["optuna-db-url", "predictions-db-url", "redis-url", "s3-access-key", "s3-secret-key"]
 
 
 def test_stack_check_names_the_server_that_is_down(free_port: int, write_stack: Callable[..., Path]) -> None:
