@@ -13,7 +13,7 @@ export MPLBACKEND := Agg
 export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: help install run test test-fast lint format bench up down staging-up staging-down clean
+.PHONY: help install run test test-fast lint format bench up down stream-up stream-down staging-up staging-down clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -51,6 +51,12 @@ up: $(STAMP)  ## local Prefect server (SQLite), deployments, a worker and the se
 
 down:  ## stop what `make up` started
 	bash scripts/down.sh
+
+stream-up: $(STAMP)  ## Redis (Debian's) and a stream consumer per champion on the local stack
+	bash scripts/stream-up.sh
+
+stream-down:  ## stop what `make stream-up` started
+	bash scripts/stream-down.sh
 
 staging-up: $(STAMP)  ## staging services here: PostgreSQL, S3 (moto), MLflow server, Prefect server + worker
 	bash scripts/staging-up.sh

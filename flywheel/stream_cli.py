@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -61,6 +62,7 @@ def serve(
     """Score the model's request stream with its champion until SIGTERM or Ctrl-C (the read in hand is
     finished and acknowledged first); predictions and dead letters go to the stack's streams."""
     import logging
+    import os
     import signal
     import threading
 
@@ -68,6 +70,7 @@ def serve(
 
     chosen = _stack(stack)
     model_name = model_or_fail(model, problem)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a log, not a terminal
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -86,9 +89,43 @@ def serve(
     )
 
 
+TABLE_SUFFIXES = (".csv", ".parquet")
+
+
+def _lines(source: str, chosen: Any, model_name: str) -> Iterator[bytes]:
+    """The records of SOURCE, one JSON object each: a JSON lines file's lines as they are, or a CSV or
+    Parquet file's rows with the champion's feature columns (missing ones null, others left out)."""
+    if source == "-":
+        yield from iter(lambda: sys.stdin.buffer.readline(MAX_SEND_LINE), b"")
+        return
+    path = Path(source)
+    if not path.is_file():
+        fail(f"{source}: no such file")
+    if path.suffix.lower() not in TABLE_SUFFIXES:
+        with path.open("rb") as handle:
+            yield from iter(lambda: handle.readline(MAX_SEND_LINE), b"")
+        return
+    import pandas as pd
+
+    from stacks.components.model_versions import by_alias, feature_schema
+    from stacks.components.tracking import configure_mlflow
+
+    configure_mlflow(chosen, create_experiment=False)
+    champion = by_alias(model_name)
+    if champion is None or not champion.run_id:
+        fail(f"{model_name} has no champion: its feature columns choose what a row sends")
+    names = feature_schema(champion.run_id).names
+    frame = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+    for start in range(0, len(frame), 10_000):
+        part = frame.iloc[start : start + 10_000].reindex(columns=names)
+        yield from (line.encode() for line in part.to_json(orient="records", lines=True).splitlines())
+
+
 @stream_app.command("send")
 def send(
-    source: Annotated[str, typer.Argument(help="JSON lines file of records (one object a line), or -")],
+    source: Annotated[
+        str, typer.Argument(help="JSON lines file (one record a line), a CSV or Parquet file, or - (stdin)")
+    ],
     stack: StackOption = None,
     model: ModelOption = None,
     problem: ProblemOption = None,
@@ -96,8 +133,8 @@ def send(
         float, typer.Option(min=0.0, help="records per second (0: as fast as Redis takes them)")
     ] = 0.0,
 ) -> None:
-    """Add each line of SOURCE to the model's request stream as a record (``record`` field), unchanged:
-    the consumer judges it as ``POST /predict`` would."""
+    """Add SOURCE's records to the model's request stream (``record`` field); the consumer judges each
+    as ``POST /predict`` would. A CSV or Parquet row sends the champion's feature columns."""
     import redis
 
     from flywheel.contracts.stream import RECORD_FIELD
@@ -106,17 +143,11 @@ def send(
     model_name = model_or_fail(model, problem)
     stream, _, _ = chosen.stream.configuration.stream_names(model_name)
     client = _client(chosen)
-    handle = sys.stdin.buffer if source == "-" else None
-    if handle is None:
-        path = Path(source)
-        if not path.is_file():
-            fail(f"{source}: no such file")
-        handle = path.open("rb")
     sent, started = 0, time.monotonic()
     try:
         pipe = client.pipeline(transaction=False)
-        for line in iter(lambda: handle.readline(MAX_SEND_LINE), b""):
-            line = line.strip()
+        for raw in _lines(source, chosen, model_name):
+            line = raw.strip()
             if not line:
                 continue
             pipe.xadd(stream, {RECORD_FIELD: line})
@@ -129,9 +160,32 @@ def send(
         pipe.execute()
     except redis.RedisError as exc:
         fail(f"Redis: {exc} (after {sent:,} records)")
-    finally:
-        handle.close()
     typer.echo(f"sent {sent:,} records to {stream}")
+
+
+@stream_app.command("peek")
+def peek(
+    stack: StackOption = None,
+    model: ModelOption = None,
+    problem: ProblemOption = None,
+    dead_letters: Annotated[bool, typer.Option("--dead-letters", help="the dead letters instead")] = False,
+    count: Annotated[int, typer.Option("--count", "-n", min=1, max=1000, help="how many")] = 5,
+) -> None:
+    """The newest predictions (or dead letters) of the model's streams, newest first, one JSON a line."""
+    import json
+
+    import redis
+
+    chosen = _stack(stack)
+    model_name = model_or_fail(model, problem)
+    _, output, dead = chosen.stream.configuration.stream_names(model_name)
+    try:
+        entries = _client(chosen).xrevrange(dead if dead_letters else output, count=count)
+    except redis.RedisError as exc:
+        fail(f"Redis: {exc}")
+    for entry_id, fields in entries:
+        shown = {k.decode(): v.decode(errors="replace") for k, v in fields.items()}
+        typer.echo(json.dumps({"id": entry_id.decode(), **shown}))
 
 
 @stream_app.command("status")
@@ -148,7 +202,7 @@ def status(stack: StackOption = None, model: ModelOption = None, problem: Proble
             ("requests", "predictions", "dead letters"), config.stream_names(model_name), strict=True
         ):
             length = client.xlen(stream)
-            typer.echo(f"{what:<13} {stream}: {length:,} entries")
+            typer.echo(f"{what:<13} {stream}: {length:,} entr{'y' if length == 1 else 'ies'}")
         requests = config.stream_names(model_name)[0]
         groups = (
             {g["name"].decode(): g for g in client.xinfo_groups(requests)} if client.exists(requests) else {}

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 import redis
+import yaml
 from fastapi.testclient import TestClient
 
 from flywheel.contracts.stream import (
@@ -213,3 +214,53 @@ def test_a_redis_that_goes_away_is_waited_for(champion: dict[str, Any], serving_
         thread.join(15)
         consumer.close()
     assert not thread.is_alive()
+
+
+def _stream_stack(tmp_path: Path, url: str) -> Path:
+    doc = load_stack("local").to_dict()
+    doc["components"]["stream"] = {"name": "r", "flavor": "redis", "configuration": {"url": url}}
+    path = tmp_path / "stream-stack.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_send_status_and_peek(
+    champion: dict[str, Any], client: redis.Redis, redis_url: str, serving_home: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from flywheel.cli import app
+
+    stack = str(_stream_stack(tmp_path, redis_url))
+    table = champion["test"].frame.head(20).copy()
+    table["not_a_feature"] = 1  # left out: only the champion's feature columns are sent
+    table.to_csv(tmp_path / "rows.csv", index=False)
+    lines = tmp_path / "records.jsonl"
+    lines.write_bytes(orjson.dumps(record_from(champion["test"], 0)) + b"\n\n{nope\n")
+    runner = CliRunner()
+    sent = runner.invoke(app, ["stream", "send", str(tmp_path / "rows.csv"), "--stack", stack, "-m", MODEL])
+    assert sent.exit_code == 0, sent.output
+    assert "sent 20 records to flywheel:flight-delay:requests" in sent.output
+    sent = runner.invoke(app, ["stream", "send", str(lines), "--stack", stack, "-m", MODEL])
+    assert "sent 2 records" in sent.output  # the blank line is no record; the bad one is the consumer's call
+    names = champion["schema"].names
+    records = [f[b"record"] for _, f in client.xrange("flywheel:flight-delay:requests")]
+    assert all(list(orjson.loads(r)) == names for r in records[:20]) and records[21] == b"{nope"
+    consumer = _consumer(redis_url, champion)
+    assert consumer.step(consumer.holder.current) == 22  # type: ignore[arg-type]
+    consumer.close()
+    status = runner.invoke(app, ["stream", "status", "--stack", stack, "-m", MODEL])
+    assert status.exit_code == 0, status.output
+    assert "predictions   flywheel:flight-delay:predictions: 21 entries" in status.output
+    assert "dead letters  flywheel:flight-delay:dead-letter: 1 entry" in status.output
+    assert "0 pending" in status.output and "consumer      test: 0 pending" in status.output
+    peeked = runner.invoke(app, ["stream", "peek", "--dead-letters", "--stack", stack, "-m", MODEL])
+    (letter,) = [orjson.loads(line) for line in peeked.output.splitlines()]
+    assert letter["status"] == "400" and letter["record"] == "{nope"
+    doc = load_stack("local").to_dict()
+    del doc["components"]["stream"]
+    (tmp_path / "no-stream.yaml").write_text(yaml.safe_dump(doc))
+    no_stream = runner.invoke(
+        app, ["stream", "status", "--stack", str(tmp_path / "no-stream.yaml"), "-m", MODEL]
+    )
+    assert no_stream.exit_code == 1 and "the stack names no stream component; add one" in no_stream.output
