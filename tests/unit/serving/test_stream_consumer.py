@@ -45,7 +45,7 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
+def client(redis_url: str) -> Iterator[Any]:
     r = redis.Redis.from_url(redis_url)
     r.flushdb()
     yield r
@@ -68,7 +68,7 @@ def _running(consumer: StreamConsumer) -> tuple[threading.Event, threading.Threa
     return stop, thread
 
 
-def _entries(r: redis.Redis, stream: str) -> list[dict[str, bytes]]:
+def _entries(r: Any, stream: str) -> list[dict[str, bytes]]:
     return [{k.decode(): v for k, v in fields.items()} for _, fields in r.xrange(stream)]
 
 
@@ -77,7 +77,7 @@ def _api(champion: dict[str, Any]) -> TestClient:
 
 
 def test_records_are_answered_as_the_api_answers_them(
-    champion: dict[str, Any], client: redis.Redis, redis_url: str, serving_home: Path
+    champion: dict[str, Any], client: Any, redis_url: str, serving_home: Path
 ) -> None:
     consumer = _consumer(redis_url, champion, batch_size=64)
     records = [record_from(champion["test"], i) for i in range(300)]
@@ -111,7 +111,7 @@ def test_records_are_answered_as_the_api_answers_them(
 
 
 def test_bad_records_go_to_the_dead_letters_with_the_apis_error(
-    champion: dict[str, Any], client: redis.Redis, redis_url: str, serving_home: Path
+    champion: dict[str, Any], client: Any, redis_url: str, serving_home: Path
 ) -> None:
     consumer = _consumer(redis_url, champion, max_record_bytes=4096)
     good = record_from(champion["test"], 0)
@@ -158,7 +158,7 @@ def test_bad_records_go_to_the_dead_letters_with_the_apis_error(
 
 
 def test_a_record_that_keeps_killing_consumers_is_set_aside(
-    champion: dict[str, Any], client: redis.Redis, redis_url: str, serving_home: Path
+    champion: dict[str, Any], client: Any, redis_url: str, serving_home: Path
 ) -> None:
     consumer = _consumer(redis_url, champion, claim_idle_ms=100, max_deliveries=3)
     consumer._ensure_group()
@@ -197,7 +197,7 @@ def test_a_redis_that_goes_away_is_waited_for(champion: dict[str, Any], serving_
     with redis_server(port) as url:
         consumer = _consumer(url, champion)
         stop, thread = _running(consumer)
-        r = redis.Redis.from_url(url)
+        r: Any = redis.Redis.from_url(url)
         r.xadd(consumer.input, {RECORD_FIELD: good})
         assert wait_for(lambda: r.xlen(consumer.output) == 1)
     try:  # the server is gone: the loop counts the failures and keeps trying
@@ -225,7 +225,7 @@ def _stream_stack(tmp_path: Path, url: str) -> Path:
 
 
 def test_send_status_and_peek(
-    champion: dict[str, Any], client: redis.Redis, redis_url: str, serving_home: Path, tmp_path: Path
+    champion: dict[str, Any], client: Any, redis_url: str, serving_home: Path, tmp_path: Path
 ) -> None:
     from typer.testing import CliRunner
 
