@@ -10,7 +10,9 @@ sample with fixed parameters; then:
    one 1,000-row request;
 3. profiling on vs off at concurrency 16, interleaved repeats;
 4. hot swap under load: the champion alias moves during a concurrency-16 load; every failure is counted;
-5. the batch inference flow against raw in-place predict on the same rows.
+5. the batch inference flow against raw in-place predict on the same rows;
+6. streaming: ``flywheel stream serve`` on a real redis-server, profiling on, at steady input rates and a
+   burst: records per second and end-to-end latency percentiles (benchmarks/streaming.py).
 
 Ratios are printed next to their targets; the JSON copy goes to .flywheel/bench/serving.json
 (serving-quick.json for ``--quick``).
@@ -555,6 +557,12 @@ def _run(plan: Plan, home: Path, procs: Processes, wrk: Wrk, quick: bool) -> dic
     # 4. hot swap under load
     out["swap"] = _swap(plan, home, procs, wrk, bodies["flywheel_1"], second, name, v1.version)
     client.set_registered_model_alias(name, CHAMPION, v1.version)  # the batch flow scores the same model
+
+    # 6. streaming, the same champion
+    from benchmarks import streaming
+
+    print("streaming: flywheel stream serve on redis-server (profiling on) ...", flush=True)
+    out["streaming"] = streaming.measure(home, procs, _server_env(home), name, records, quick)
     return out
 
 
@@ -814,6 +822,17 @@ def _report(p: dict[str, Any]) -> None:
         + ", ".join(f"{k} {v:.2f} s ({f['rows'] / v:,.0f} rows/s)" for k, v in f["score_parts_s"].items())
     )
 
+    st = p["streaming"]
+    print()
+    print(
+        table(
+            "6. Streaming: flywheel stream serve, one consumer (reads of up to 100 records), profiling on; "
+            "latency = prediction entry id - request entry id (Redis server ms)",
+            st["rows"],
+        )
+    )
+    print(f"   consumer start-up {st['startup_s']:.1f} s; {st['consumer_summary']}")
+
     # ratios, all from this run
     r = p["load_results"]
     fw1, ml16 = r["flywheel_c1"], r["mlflow_c16"]
@@ -881,6 +900,10 @@ def _report(p: dict[str, Any]) -> None:
         / p["batch_1000"]["mlflow"]["median_ms"],
         "HTTP single-row p50 at c=1 / in-process 1-row predict": fw1["p50_ms"]
         / next(x["ms_per_call"] for x in p["floor"] if x["rows"] == 1),
+        "stream burst records/s / HTTP single-row req/s at c=16 (profiling off)": st["rows"][-1][
+            "records_per_s"
+        ]
+        / fw16_rps,
     }
     print("\nContext:")
     for k, v in extra.items():
