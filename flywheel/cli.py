@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from flywheel.cli_common import fail
+from flywheel.cli_common import ProblemOption, StackOption, fail
 from flywheel.contracts.model_version import CHAMPION
 from flywheel.data_cli import data_app
 from flywheel.deployments_cli import deployments_app
@@ -39,25 +39,6 @@ app.add_typer(data_app, name="data")
 app.add_typer(stream_app, name="stream")
 app.command("init")(init_command)
 app.command("reproduce")(reproduce_command)
-
-StackOption = Annotated[
-    str | None,
-    typer.Option(
-        "--stack",
-        "-s",
-        help="stack name or file (default: FLYWHEEL_STACK, then `flywheel stack use`, then local)",
-    ),
-]
-ProblemOption = Annotated[
-    str | None,
-    typer.Option(
-        "--problem",
-        "-p",
-        help="problem spec name (flows/problems/NAME.yaml) or path (default: FLYWHEEL_PROBLEM, then "
-        "`flywheel problem use`)",
-    ),
-]
-
 
 def _problem(explicit: str | None) -> str:
     """The chosen problem, or a clear error (no traceback) that lists the known ones and how to choose."""

@@ -23,7 +23,7 @@ ProblemOption = Annotated[
     typer.Option(
         "--problem",
         "-p",
-        help="problem spec name or path whose model_name to use (default: FLYWHEEL_PROBLEM, then "
+        help="problem spec name (flows/problems/NAME.yaml) or path (default: FLYWHEEL_PROBLEM, then "
         "`flywheel problem use`)",
     ),
 ]
