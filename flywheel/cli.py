@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from flywheel.cli_common import ProblemOption, StackOption, fail
+from flywheel.cli_common import ProblemOption, StackOption, fail, prepared_stack
 from flywheel.contracts.model_version import CHAMPION
 from flywheel.data_cli import data_app
 from flywheel.deployments_cli import deployments_app
 from flywheel.init_cli import init_command
+from flywheel.model_cli import model_app
 from flywheel.problem_cli import problem_app
 from flywheel.reproduce_cli import reproduce_command
 from flywheel.service_cli import service_app
@@ -37,8 +38,10 @@ app.add_typer(problem_app, name="problem")
 app.add_typer(deployments_app, name="deployments")
 app.add_typer(data_app, name="data")
 app.add_typer(stream_app, name="stream")
+app.add_typer(model_app, name="model")
 app.command("init")(init_command)
 app.command("reproduce")(reproduce_command)
+
 
 def _problem(explicit: str | None) -> str:
     """The chosen problem, or a clear error (no traceback) that lists the known ones and how to choose."""
@@ -68,7 +71,7 @@ def run_training(
     problem = _problem(problem)
     from flows.runtime import task_runner
 
-    chosen = _prepared(stack)
+    chosen = prepared_stack(stack)
     from flows.training import training
     from flywheel.contracts.problem import SpecError
     from steps.data.sources import SourceError
@@ -91,17 +94,6 @@ def run_training(
     _print_where_to_look(chosen, result)
 
 
-def _prepared(stack: str | None) -> Stack:
-    from flows.runtime import prepare_prefect
-    from stacks.config import StackError
-
-    try:
-        return prepare_prefect(stack)
-    except StackError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from exc
-
-
 @run_app.command("inference")
 def run_inference(
     stack: StackOption = None,
@@ -113,7 +105,7 @@ def run_inference(
 ) -> None:
     """Score a source with MODEL@alias into Parquet on the stack's artifact store."""
     problem = _problem(problem)
-    chosen = _prepared(stack)
+    chosen = prepared_stack(stack)
     from flows.inference import inference
 
     try:
@@ -142,7 +134,7 @@ def run_monitoring(
 ) -> None:
     """Compare the champion's serving windows with its training profile; emit the drift event if due."""
     problem = _problem(problem)
-    chosen = _prepared(stack)
+    chosen = prepared_stack(stack)
     from flows.monitoring import monitoring
 
     try:

@@ -3,9 +3,12 @@ model is chosen from them, and how a command fails (one red line on stderr, exit
 
 from __future__ import annotations
 
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
+
+if TYPE_CHECKING:
+    from stacks.config import Stack
 
 StackOption = Annotated[
     str | None,
@@ -61,4 +64,16 @@ def model_or_fail(model: str | None, problem: str | None) -> str:
     try:
         return resolve_model(model, problem)
     except SpecError as exc:
+        fail(str(exc))
+
+
+def prepared_stack(stack: str | None) -> Stack:
+    """The stack a flow will run on, with Prefect pointed at its API first (Prefect reads its settings
+    when it is imported), or :func:`fail` with why the stack does not load."""
+    from flows.runtime import prepare_prefect
+    from stacks.config import StackError
+
+    try:
+        return prepare_prefect(stack)
+    except StackError as exc:
         fail(str(exc))

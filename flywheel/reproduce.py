@@ -104,6 +104,20 @@ def reproduce(mv: ModelVersion, store: ArtifactStore, *, tolerance: float = TOLE
     return report
 
 
+def test_rows(mv: ModelVersion, store: ArtifactStore) -> tuple[ProblemSpec, Any]:
+    """The problem spec ``mv`` was trained under and the test rows its gate judged it on, rebuilt from its
+    record (a promotion by hand goes through the same gate on them); :class:`CannotReproduce` otherwise."""
+    recorded = _recorded(mv)
+    missing = [
+        d
+        for _, d in _snapshots(mv, recorded)
+        if not store.exists(layout.snapshot_file(d, layout.SNAPSHOT_DATA))
+    ]
+    if missing:
+        raise CannotReproduce(f"snapshot(s) missing from {store.uri('snapshots')}: {', '.join(missing)}")
+    return recorded.spec, _rebuild(mv, recorded, store).parts.test
+
+
 def _recorded(mv: ModelVersion) -> Recorded:
     import mlflow
     from mlflow import MlflowClient

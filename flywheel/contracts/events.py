@@ -14,7 +14,9 @@ MODEL_PROMOTED: Final = "flywheel.model.promoted"
 """Emitted by flows/training.py when a new version becomes the champion; runs deployment/NAME."""
 DRIFT_DETECTED: Final = "flywheel.model.drift-detected"
 """Emitted by flows/monitoring.py when the retraining policy fires; runs training/NAME."""
-EVENTS: Final = (MODEL_PROMOTED, DRIFT_DETECTED)
+MODEL_ROLLED_BACK: Final = "flywheel.model.rolled-back"
+"""Emitted when the champion alias is given back to the previous champion (by hand or by a guardrail)."""
+EVENTS: Final = (MODEL_PROMOTED, DRIFT_DETECTED, MODEL_ROLLED_BACK)
 
 RESOURCE_PREFIX: Final = "flywheel.model."
 RESOURCE_ID: Final = "prefect.resource.id"

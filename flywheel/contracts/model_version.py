@@ -71,6 +71,18 @@ PROMOTION_CHAMPION_METRIC_TAG: Final = "flywheel.promotion.champion_metric"
 PROMOTED: Final = "promoted"
 REJECTED: Final = "rejected"
 
+PROMOTION_FORCED_TAG: Final = "flywheel.promotion.forced"
+"""``true`` on a version promoted by hand past the gate (``flywheel model promote --force``)."""
+PROMOTION_BY_TAG: Final = "flywheel.promotion.by"
+"""Who promoted a version by hand (the OS user of ``flywheel model promote``); absent for the flow's gate."""
+
+ROLLBACK_REASON_TAG: Final = "flywheel.rollback.reason"
+"""On a champion that was rolled back: why (``flywheel model rollback --reason``, or a broken guardrail)."""
+ROLLBACK_AT_TAG: Final = "flywheel.rollback.at"
+ROLLBACK_TO_TAG: Final = "flywheel.rollback.to"
+"""The version that took the champion alias back from it."""
+ROLLBACK_BY_TAG: Final = "flywheel.rollback.by"
+
 MODEL_CARD_TAG: Final = "flywheel.model_card"
 """The ``runs:/`` URI of the version's model card (HTML; the Markdown beside it), set once it is logged."""
 
@@ -79,6 +91,54 @@ SERVICE_PID_TAG: Final = "flywheel.service.pid"
 SERVICE_STACK_TAG: Final = "flywheel.service.stack"
 SERVICE_FLAVOR_TAG: Final = "flywheel.service.flavor"
 SERVICE_DEPLOYED_AT_TAG: Final = "flywheel.service.deployed_at"
+
+# -- tags on the registered model ------------------------------------------------------------------------
+CHAMPION_HISTORY_TAG: Final = "flywheel.champion.history"
+"""The versions that held the champion alias, oldest first, comma-separated (the last is the champion):
+a rollback gives the alias back to the one before."""
+CHAMPION_HISTORY_LIMIT: Final = 50
+
+
+def parse_history(text: str) -> list[str]:
+    """The versions of a :data:`CHAMPION_HISTORY_TAG` value (what is not a version number left out)."""
+    return [v for v in (part.strip() for part in text.split(",")) if v.isdigit()]
+
+
+def format_history(versions: list[str]) -> str:
+    """The tag value for ``versions``, the oldest cut once more than :data:`CHAMPION_HISTORY_LIMIT`."""
+    return ",".join(versions[-CHAMPION_HISTORY_LIMIT:])
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """A champion given back: why, when, to which version, by whom; tagged on the version rolled back."""
+
+    reason: str
+    at: str
+    to: str
+    by: str
+
+    def to_tags(self) -> dict[str, str]:
+        return _cut(
+            {
+                ROLLBACK_REASON_TAG: self.reason,
+                ROLLBACK_AT_TAG: self.at,
+                ROLLBACK_TO_TAG: self.to,
+                ROLLBACK_BY_TAG: self.by,
+            }
+        )
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> Rollback | None:
+        if ROLLBACK_REASON_TAG not in tags:
+            return None
+        return cls(
+            tags[ROLLBACK_REASON_TAG],
+            tags.get(ROLLBACK_AT_TAG, ""),
+            tags.get(ROLLBACK_TO_TAG, ""),
+            tags.get(ROLLBACK_BY_TAG, ""),
+        )
+
 
 # -- tags on runs -----------------------------------------------------------------------------------------
 PROBLEM_TAG: Final = "flywheel.problem"
@@ -467,6 +527,14 @@ class VersionTags:
     @property
     def code(self) -> CodeProvenance | None:
         return CodeProvenance.from_tags(self.raw)
+
+    @property
+    def rollback(self) -> Rollback | None:
+        return Rollback.from_tags(self.raw)
+
+    @property
+    def forced(self) -> bool:
+        return self.raw.get(PROMOTION_FORCED_TAG) == "true"
 
 
 @dataclass(frozen=True)

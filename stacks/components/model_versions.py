@@ -12,6 +12,7 @@ registry for an empty one. MLflow is imported inside the functions: it takes sec
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,10 +21,13 @@ from typing import Any
 from flywheel.contracts.model_version import (
     CHALLENGER,
     CHAMPION,
+    CHAMPION_HISTORY_TAG,
     FEATURE_SCHEMA_ARTIFACT,
     TAG_VALUE_LIMIT,
     ModelVersion,
     VersionTags,
+    format_history,
+    parse_history,
     parse_reference,
 )
 from flywheel.contracts.schema import FeatureSchema
@@ -147,6 +151,24 @@ def register_version(model_uri: str, model_name: str, tags: Mapping[str, str]) -
     return str(created.version)
 
 
+def versions(model_name: str, limit: int = 1000) -> list[ModelVersion]:
+    """The model's versions, newest first (at most ``limit``); [] for a model the registry does not know."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    found = client.search_model_versions(f"name = '{model_name}'", max_results=limit)
+    if not found:
+        return []
+    # a search leaves the aliases out: the registered model has them
+    named: dict[str, list[str]] = {}
+    for alias, version in (client.get_registered_model(model_name).aliases or {}).items():
+        named.setdefault(str(version), []).append(alias)
+    typed = [
+        dataclasses.replace(mv, aliases=tuple(sorted(named.get(mv.version, ())))) for mv in map(_typed, found)
+    ]
+    return sorted(typed, key=lambda v: int(v.version), reverse=True)
+
+
 def set_tags(model_name: str, version: str, tags: Mapping[str, str]) -> None:
     """Set each tag on the version (values cut to what MLflow accepts)."""
     from mlflow import MlflowClient
@@ -164,13 +186,74 @@ def set_description(model_name: str, version: str, text: str) -> None:
 
 
 def make_champion(model_name: str, version: str) -> None:
-    """Point the champion alias at ``version``; the challenger alias leaves it if it named it."""
+    """Point the champion alias at ``version`` and add it to the champion history; the challenger alias
+    leaves it if it named it."""
     from mlflow import MlflowClient
 
     client = MlflowClient()
+    history = champion_history(model_name)
     client.set_registered_model_alias(model_name, CHAMPION, str(version))
+    if not history or history[-1] != str(version):
+        client.set_registered_model_tag(
+            model_name, CHAMPION_HISTORY_TAG, format_history([*history, str(version)])
+        )
     if alias_version(model_name, CHALLENGER) == str(version):
         client.delete_registered_model_alias(model_name, CHALLENGER)
+
+
+def champion_history(model_name: str) -> list[str]:
+    """The versions that held the champion alias, oldest first ([] for a model without the tag)."""
+    from mlflow import MlflowClient
+
+    tags = MlflowClient().get_registered_model(model_name).tags or {}
+    return parse_history(tags.get(CHAMPION_HISTORY_TAG, ""))
+
+
+class NothingToRollBackTo(LookupError):
+    """The model has no champion, or no earlier champion that is still registered: the message says which."""
+
+
+def previous_champion(model_name: str) -> tuple[ModelVersion, ModelVersion]:
+    """(the champion, the version it took the alias from): the latest earlier entry of the champion history
+    that is still registered, else the champion the gate compared it with; :class:`NothingToRollBackTo`."""
+    from mlflow.exceptions import MlflowException
+
+    current = by_alias(model_name)
+    if current is None:
+        raise NothingToRollBackTo(f"{model_name} has no champion to roll back")
+    history = champion_history(model_name)
+    while history and history[-1] == current.version:
+        history.pop()
+    promotion = current.tags.promotion
+    fallback = [promotion.champion_version] if promotion and promotion.champion_version else []
+    for version in [*reversed(history), *fallback]:
+        if version == current.version:
+            continue
+        try:
+            return current, get_version(model_name, version)
+        except MlflowException:
+            continue  # deleted since: the one before it
+    raise NothingToRollBackTo(
+        f"{model_name} v{current.version} has no earlier champion that is still registered"
+    )
+
+
+def roll_back(
+    model_name: str, current: ModelVersion, previous: ModelVersion, record: Mapping[str, str]
+) -> None:
+    """Give the champion alias back to ``previous``: ``record`` (the rollback's tags) on ``current``, and
+    the history cut back to ``previous`` (a second rollback goes further back, not forth again)."""
+    from mlflow import MlflowClient
+
+    set_tags(model_name, current.version, record)
+    history = champion_history(model_name)
+    while history and history[-1] != previous.version:
+        history.pop()
+    client = MlflowClient()
+    client.set_registered_model_alias(model_name, CHAMPION, previous.version)
+    client.set_registered_model_tag(
+        model_name, CHAMPION_HISTORY_TAG, format_history(history or [previous.version])
+    )
 
 
 def mark_challenger(model_name: str, version: str) -> None:
