@@ -21,6 +21,7 @@ from stacks.components.prediction_store import (
     PredictionReader,
     PredictionWriter,
     canonical_key,
+    canonical_keys,
     key_kinds,
 )
 from stacks.config import StackError, parse_stack
@@ -250,3 +251,25 @@ def test_the_stack_component_refuses_passwords_and_bad_names() -> None:
         parse_stack(_stack({"url": "p.db"}), "s.yaml")
     stack = parse_stack(_stack({"url": "{{predictions.db_url}}", "fallback": "live"}), "s.yaml")
     assert [ref for _, _, ref in stack.secret_refs()] == ["{{predictions.db_url}}"]
+
+
+def test_the_keys_of_a_frame_are_each_rows_key() -> None:
+    from stacks.components.prediction_store import BadKey
+
+    columns = [KeyColumn("n", "number"), KeyColumn("t", "text")]
+    frame = pd.DataFrame(
+        {
+            "n": [2013, 2013.0, 7.5, np.nan, 3, 2**60, 1, 2],
+            "t": ["UA", "Zürich \"q\"", "x", "y", None, "a", "b" * 2000, 5],
+        },
+        dtype=object,
+    )
+    expected: list[str | None] = []
+    for row in frame.itertuples(index=False, name=None):
+        try:
+            expected.append(canonical_key(columns, list(row)))
+        except BadKey:
+            expected.append(None)
+    assert canonical_keys(columns, frame) == expected
+    assert expected[0] == '["2013", "UA"]' and expected[1].startswith('["2013", "Zürich')  # type: ignore[union-attr]
+    assert expected[3] is None and expected[4] is None and expected[6] is None  # missing, missing, too long
