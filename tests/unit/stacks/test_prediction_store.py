@@ -260,7 +260,7 @@ def test_the_keys_of_a_frame_are_each_rows_key() -> None:
     frame = pd.DataFrame(
         {
             "n": [2013, 2013.0, 7.5, np.nan, 3, 2**60, 1, 2],
-            "t": ["UA", "Zürich \"q\"", "x", "y", None, "a", "b" * 2000, 5],
+            "t": ["UA", 'Zürich "q"', "x", "y", None, "a", "b" * 2000, 5],
         },
         dtype=object,
     )
