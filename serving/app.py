@@ -97,6 +97,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     gc.freeze()  # later collections skip the start-up heap (see the module docstring)
     yield
     ctx.holder.stop()
+    ctx.shadow.close()
     if ctx.recorder is not None:
         ctx.recorder.close()
 
@@ -121,6 +122,7 @@ def _startup(ctx: ServiceContext) -> None:
     ctx.ids = RequestIds(stack_key(stack), FEEDBACK_WINDOW_S, ctx.settings.model_name)
     ctx.feedback = FeedbackChecker(ctx.ids, LabelledIds())
     ctx.holder.refresh(retry_after_s=0)  # records (and logs) what is wrong instead of raising
+    ctx.holder.refresh_rollout()
 
 
 def _require_service_secrets(stack: Any) -> None:

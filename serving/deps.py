@@ -32,6 +32,7 @@ from serving.holder import ModelHolder, Served
 from serving.metrics import ServiceMetrics
 from serving.profiling import TrafficRecorder
 from serving.request_ids import RequestIds
+from serving.rollout import CANARY, CHAMPION, SHADOW, ShadowScorer, rollout_key
 from serving.settings import ServiceSettings
 from serving.validation import Invalid, validate
 
@@ -45,6 +46,7 @@ class ServiceContext:
         self.holder = ModelHolder(settings.model_name, self.metrics, settings.max_batch_size)
         self.token: str | None = None
         self.recorder: TrafficRecorder | None = None
+        self.shadow = ShadowScorer(self.metrics)
         # set in start-up (serving.app), from the key the artifact store shares (serving.request_ids)
         self.ids: RequestIds
         self.feedback: FeedbackChecker
@@ -63,10 +65,16 @@ class ServiceContext:
         except orjson.JSONDecodeError as exc:
             return error(400, f"malformed JSON: {exc}")
 
-    def served_or_error(self) -> Served | Response:
+    def served_or_error(self, payload: Any = None) -> Served | Response:
+        """The version that answers this request: the champion, or a canary's candidate for the requests
+        its key puts under the step's fraction (``payload``: the decoded body, for that key)."""
         served = self.holder.current
         if served is None:
             return error(503, "no model loaded yet", last_error=self.holder.last_error)
+        rollout = self.holder.rollout
+        canary = rollout is not None and rollout.state.stage == CANARY
+        if canary and rollout.state.answers(rollout_key(payload, rollout.state.key)):
+            return rollout.candidate
         return served
 
     async def parsed(self, request: Request, kind: str) -> tuple[Served, BaseModel] | Response:
@@ -75,7 +83,7 @@ class ServiceContext:
         payload = await self.read_json(request)
         if isinstance(payload, Response):
             return payload
-        served = self.served_or_error()
+        served = self.served_or_error(payload)
         if isinstance(served, Response):
             return served
         try:
@@ -90,7 +98,7 @@ class ServiceContext:
         payload = await self.read_json(request)
         if isinstance(payload, Response):
             return payload
-        served = self.served_or_error()
+        served = self.served_or_error(payload)
         if isinstance(served, Response):
             return served
         records = kind == "records"
@@ -112,7 +120,25 @@ class ServiceContext:
 
     def score(self, served: Served, matrix: np.ndarray, request_id: str) -> np.ndarray:
         """The model's predictions for ``matrix``, counted in the metrics and sent to the traffic profiler."""
-        predictions = served.predict(matrix)
+        return self.score_as(served, matrix, request_id)[1]
+
+    def score_as(self, served: Served, matrix: np.ndarray, request_id: str) -> tuple[Served, np.ndarray]:
+        """(the version that answered, its predictions) for ``matrix``: ``served``, or the champion when a
+        canary's scoring failed (counted against the canary; the client gets an answer either way). A
+        shadow step hands a copy to the shadow scorer."""
+        rollout = self.holder.rollout
+        role = CANARY if rollout is not None and served is rollout.candidate else CHAMPION
+        started = time.perf_counter()
+        try:
+            predictions = served.predict(matrix)
+        except Exception:
+            champion = self.holder.current
+            if role != CANARY or champion is None or not rollout.same_features:
+                raise
+            self.metrics.version_series(served.version, CANARY)[1].inc()
+            served, role, started = champion, CHAMPION, time.perf_counter()
+            predictions = served.predict(matrix)
+        self.metrics.observe_version(served.version, role, predictions, time.perf_counter() - started)
         self.metrics.rows.inc(len(predictions))
         self.metrics.observe_predictions(predictions)
         if self.recorder is not None:
@@ -124,7 +150,9 @@ class ServiceContext:
                 served.encoder.names,
                 served.categories,
             )
-        return predictions
+        if rollout is not None and rollout.state.stage == SHADOW and role == CHAMPION:
+            self.shadow.offer(rollout, served, matrix, predictions)
+        return served, predictions
 
     def finish(self, endpoint: str, started: float, response: Response) -> Response:
         """``response``, counted and timed (from ``started``, a ``perf_counter`` value) as ``endpoint``."""

@@ -118,6 +118,7 @@ class ModelHolder:
         self.registry_error: str | None = None
         self._load_failure: tuple[str, str] | None = None  # (version, why) of the champion, when it failed
         self._failed: dict[str, tuple[float, str]] = {}  # version -> (monotonic time, why), for the back-off
+        self.rollout: Any = None  # serving.rollout.Rollout while one runs (read on every request)
         self._lock = threading.Lock()  # the watcher writes the state that /ready reads as one
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -275,11 +276,63 @@ class ModelHolder:
             "detail": _detail(version, champion, checked_at is not None, registry_error, failure),
         }
 
+    def refresh_rollout(self) -> None:
+        """Follow the rollout state: load the candidate it names (once), or drop it when the rollout ended.
+        Never raises; a registry or load failure keeps the champion answering alone."""
+        from serving.rollout import Rollout, same_features
+        from stacks.components.model_versions import rollout_state
+
+        if self.registry_error is not None or self.current is None:
+            return  # the registry check failed (this call could create a database) or nothing is served
+        try:
+            state = rollout_state(self.model_name)
+        except Exception as exc:  # the champion check reports registry trouble; this one stays quiet
+            log.debug("rollout check of %s failed: %s", self.model_name, describe_error(exc))
+            return
+        current, champion = self.rollout, self.current
+        if state is None or champion is None or state.candidate == champion.version:
+            if current is not None:
+                log.info("rollout of %s v%s ended here", self.model_name, current.candidate.version)
+            self.rollout = None
+            return
+        if current is not None and current.candidate.version == state.candidate:
+            if current.state != state:
+                log.info(
+                    "rollout of %s v%s: step %d/%d, %s %.0f%%",
+                    self.model_name,
+                    state.candidate,
+                    state.step,
+                    state.steps,
+                    state.stage,
+                    100 * state.fraction,
+                )
+                self.rollout = Rollout(state, current.candidate, current.same_features)
+            return
+        try:
+            candidate = prepare(load_model(self.model_name, state.candidate), self.max_batch_size)
+        except Exception as exc:  # a candidate that cannot load takes no traffic
+            log.warning(
+                "rollout of %s: v%s failed to load: %s", self.model_name, state.candidate, describe_error(exc)
+            )
+            self.rollout = None
+            return
+        log.info(
+            "rollout of %s: v%s loaded beside v%s (%s, step %d/%d)",
+            self.model_name,
+            state.candidate,
+            champion.version,
+            state.stage,
+            state.step,
+            state.steps,
+        )
+        self.rollout = Rollout(state, candidate, same_features(champion, candidate))
+
     def start_watching(self, interval_s: float) -> None:
         def loop() -> None:
             while not self._stop.wait(interval_s):
                 try:
                     self.refresh()
+                    self.refresh_rollout()
                 except Exception as exc:  # refresh reports what it expects; this keeps the watcher alive
                     log.warning("champion check failed: %s", describe_error(exc))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 
 #: why profiling rows are dropped: the ``reason`` label of ``flywheel_profile_dropped_rows_total``
 PROFILE_DROP_REASONS = ("queue_full", "worker_died", "write_failed", "shutdown")
@@ -78,7 +78,48 @@ class ServiceMetrics:
             registry=self.registry,
         )
 
+        # per version and role (champion, canary, shadow): what a rollout's guardrails read
+        self.version_rows = Counter(
+            "flywheel_version_scored_rows_total",
+            "Rows scored, by model version and role: champion, canary (answers a share of the requests), "
+            "shadow (scores a copy, answers nothing)",
+            ["version", "role"],
+            registry=self.registry,
+        )
+        self.version_errors = Counter(
+            "flywheel_version_errors_total",
+            "Scorings that failed, by version and role (a failed canary scoring is answered by the champion)",
+            ["version", "role"],
+            registry=self.registry,
+        )
+        self.version_latency = Histogram(
+            "flywheel_version_scoring_seconds",
+            "Time the booster took for one request's rows, by version and role",
+            ["version", "role"],
+            buckets=(0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=self.registry,
+        )
+        self.version_mean = Summary(
+            "flywheel_version_mean_prediction",
+            "Each request's mean prediction (multiclass: of its predicted class's probability), by version "
+            "and role: the mean of means is what the rollout's shift guardrail compares",
+            ["version", "role"],
+            registry=self.registry,
+        )
+        self.shadow_dropped = Counter(
+            "flywheel_shadow_dropped_total",
+            "Requests not shadowed: the shadow queue was full, or the candidate takes other features",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.shadow_agreement = Counter(
+            "flywheel_shadow_decisions_total",
+            "Rows the shadow scored, by whether its decision (class) agreed with the champion's",
+            ["agree"],
+            registry=self.registry,
+        )
         self._series: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._versions: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {}
 
     def request_series(self, endpoint: str, status: int) -> tuple[Any, Any]:
         """The request counter and latency histogram of one endpoint and status, looked up once: a
@@ -91,6 +132,30 @@ class ServiceMetrics:
             )
             self._series[(endpoint, status)] = series
         return series
+
+    def version_series(self, version: str, role: str) -> tuple[Any, Any, Any, Any]:
+        """(rows, errors, latency, mean prediction) of one version in one role, looked up once."""
+        series = self._versions.get((version, role))
+        if series is None:
+            labels = {"version": version, "role": role}
+            series = (
+                self.version_rows.labels(**labels),
+                self.version_errors.labels(**labels),
+                self.version_latency.labels(**labels),
+                self.version_mean.labels(**labels),
+            )
+            self._versions[(version, role)] = series
+        return series
+
+    def observe_version(self, version: str, role: str, predictions: Any, seconds: float) -> None:
+        """One scoring of ``version`` as ``role``: rows, time, mean prediction."""
+        rows, _, latency, mean = self.version_series(version, role)
+        rows.inc(len(predictions))
+        latency.observe(seconds)
+        if len(predictions):
+            mean.observe(
+                float(predictions.mean() if predictions.ndim == 1 else predictions.max(axis=1).mean())
+            )
 
     def serving(self, model: str, version: str) -> None:
         self.model_version.clear()

@@ -71,6 +71,8 @@ __all__ = [
     "PrefectOrchestratorConfig",
     "RedisStreamConfig",
     "RetrainingPolicyConfig",
+    "RolloutPolicy",
+    "RolloutStep",
     "ServerLimits",
     "SqlPredictionStoreConfig",
     "Stack",
@@ -299,6 +301,53 @@ class ServerLimits(_Config):
         return self
 
 
+class RolloutStep(_Config):
+    """One step of a staged rollout: the candidate in ``shadow`` (scores a copy, answers nothing) or
+    ``canary`` (answers ``fraction`` of the requests), held ``hold_s`` and at least ``min_requests``
+    candidate answers (or shadow scores) while every guardrail holds."""
+
+    stage: Literal["shadow", "canary"]
+    fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    hold_s: float = Field(default=60.0, gt=0, le=7 * 86400)
+    min_requests: int = Field(default=200, ge=0, le=100_000_000)
+
+    @model_validator(mode="after")
+    def _fraction_of_stage(self) -> RolloutStep:
+        if self.stage == "canary" and not 0.0 < self.fraction < 1.0:
+            raise ValueError("a canary step answers a fraction between 0 and 1 of the requests (1: promote)")
+        if self.stage == "shadow" and self.fraction != 0.0:
+            raise ValueError("a shadow step answers no request: leave fraction out")
+        return self
+
+
+class Guardrails(_Config):
+    """What a rollout step must keep, measured on the candidate's answers (and shadow scores) of the step:
+    a broken one rolls the candidate back."""
+
+    max_error_rate: float = Field(default=0.01, ge=0.0, le=1.0)  # failed candidate scorings / all
+    max_p99_ms: float = Field(default=50.0, gt=0)  # the candidate's scoring latency
+    max_p99_ratio: float = Field(default=3.0, gt=0)  # candidate p99 / champion p99 over the same step
+    max_mean_shift: float = Field(default=0.15, ge=0.0)  # |mean prediction: candidate - champion|
+
+
+class RolloutPolicy(_Config):
+    """How a candidate that passed the gate reaches all traffic: ``immediate`` (the alias moves at once,
+    the local default) or ``staged`` (``steps``, then the alias moves; a broken guardrail rolls it back)."""
+
+    strategy: Literal["immediate", "staged"] = "immediate"
+    steps: list[RolloutStep] = Field(
+        default_factory=lambda: [
+            RolloutStep(stage="shadow", hold_s=120, min_requests=500),
+            RolloutStep(stage="canary", fraction=0.1, hold_s=120, min_requests=200),
+            RolloutStep(stage="canary", fraction=0.5, hold_s=120, min_requests=500),
+        ],
+        min_length=1,
+        max_length=20,
+    )
+    guardrails: Guardrails = Field(default_factory=Guardrails)
+    check_every_s: float = Field(default=5.0, gt=0, le=3600)
+
+
 DEFAULT_SERVER_LIMITS = ServerLimits()
 """The limits of a service whose stack has no model_deployer component (or no ``server`` block)."""
 
@@ -313,6 +362,7 @@ class LocalDeployerConfig(_Config):
     auth_token: str | None = None
     ready_timeout_s: float = Field(default=60, gt=0)  # how long `deploy` waits for /ready
     server: ServerLimits = Field(default_factory=ServerLimits)
+    rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
 
 
 class DockerDeployerConfig(_Config):
@@ -327,6 +377,7 @@ class DockerDeployerConfig(_Config):
     build: bool = True  # `docker build` this repository's Dockerfile before `docker run`
     ready_timeout_s: float = Field(default=120, gt=0)
     server: ServerLimits = Field(default_factory=ServerLimits)
+    rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
 
 
 class KubernetesDeployerConfig(_Config):
@@ -343,6 +394,7 @@ class KubernetesDeployerConfig(_Config):
     service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
     ready_timeout_s: float = Field(default=300, gt=0)  # `kubectl rollout status --timeout`
     server: ServerLimits = Field(default_factory=ServerLimits)
+    rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
 
 
 DeployerConfig = LocalDeployerConfig | DockerDeployerConfig | KubernetesDeployerConfig

@@ -306,6 +306,11 @@ class ProblemSpec(_Frozen):
         description="columns that identify a row (a flight): precomputed predictions are stored and looked "
         "up by them; none: batch inference stores no predictions",
     )
+    rollout_key: str | None = Field(
+        default=None,
+        description="request field whose value decides, by a stable hash, which requests a canary answers "
+        "(the same key always the same version); none: each request is drawn at random",
+    )
     metric: str = Field(default="", description="gate metric (default: the task's first in METRICS)")
     threshold: float | Literal["f1"] = Field(
         default=0.5, description="decision threshold, or 'f1': the F1-best one on the validation period"

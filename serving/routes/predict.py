@@ -88,8 +88,8 @@ async def predict(request: Request) -> Response:
         return service.finish("predict", started, outcome)
     served, record = outcome
     rid = service.request_id()
-    p = service.score(served, served.encoder.encode([record.__dict__]), rid)[0]
-    return service.finish("predict", started, json_response(prediction_body(served, p, rid)))
+    served, predictions = service.score_as(served, served.encoder.encode([record.__dict__]), rid)
+    return service.finish("predict", started, json_response(prediction_body(served, predictions[0], rid)))
 
 
 async def _scored_batch(request: Request, kind: str, endpoint: str) -> Response:
@@ -101,7 +101,8 @@ async def _scored_batch(request: Request, kind: str, endpoint: str) -> Response:
         return service.finish(endpoint, started, outcome)
     served, matrix = outcome
     rid = service.request_id(len(matrix))
-    body = batch_body(served, service.score(served, matrix, rid), rid)
+    served, predictions = service.score_as(served, matrix, rid)
+    body = batch_body(served, predictions, rid)
     return service.finish(endpoint, started, json_response(body))
 
 

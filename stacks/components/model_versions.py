@@ -12,6 +12,7 @@ registry for an empty one. MLflow is imported inside the functions: it takes sec
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ from flywheel.contracts.model_version import (
     parse_history,
     parse_reference,
 )
+from flywheel.contracts.rollout import ROLLOUT_TAG, RolloutState
 from flywheel.contracts.schema import FeatureSchema
 from stacks.components.registry_health import (
     RegistryUnavailable,
@@ -199,6 +201,27 @@ def make_champion(model_name: str, version: str) -> None:
         )
     if alias_version(model_name, CHALLENGER) == str(version):
         client.delete_registered_model_alias(model_name, CHALLENGER)
+
+
+def rollout_state(model_name: str) -> RolloutState | None:
+    """The rollout in progress (the registered model's tag), or None: no rollout, or a tag that does not
+    parse."""
+    from mlflow import MlflowClient
+
+    tags = MlflowClient().get_registered_model(model_name).tags or {}
+    return RolloutState.from_tag(tags.get(ROLLOUT_TAG))
+
+
+def set_rollout(model_name: str, state: RolloutState | None) -> None:
+    """Start or move a rollout (``state``), or end it (None): every replica follows at its next watch tick."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    if state is None:
+        with contextlib.suppress(Exception):  # no tag to delete is the state asked for
+            client.delete_registered_model_tag(model_name, ROLLOUT_TAG)
+        return
+    client.set_registered_model_tag(model_name, ROLLOUT_TAG, state.to_tag())
 
 
 def champion_history(model_name: str) -> list[str]:
