@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows import lineage_events
+from flows import rollout as rollout_flow
 from flows.cluster import dask_client
 from flows.progress import TuningProgress
 from flows.runtime import StackContext, compute_summary, resolve_stack
@@ -153,6 +154,8 @@ def training(
         {STACK_TAG: ctx.stack.name, REASON_TAG: reason},
     )
     status = "FAILED"
+    # a staged rollout (the stack's model_deployer.rollout) takes a passing candidate to the alias itself
+    staged = champion_mv is not None and rollout_flow.policy_of(ctx.stack).strategy == "staged"
     try:
         params = {
             "n_trials": n_trials or spec.tuning.n_trials,
@@ -289,6 +292,7 @@ def training(
             parts.test,
             _newer_than(inputs, parts.train, champion_mv),
             fairness.violations(evaluation.fairness, spec.fairness),
+            move_alias=not staged,
         )
         model_card = None
         try:  # the version is registered and decided: a card that cannot be written must not undo that
@@ -352,7 +356,16 @@ def training(
             key=_key(spec, "fairness"),
             description="Metrics and disparities by group of each sensitive feature",
         )
-    if decision.promoted:
+    rolled_out: dict[str, Any] | None = None
+    if decision.promoted and staged:
+        rolled_out = rollout_flow.rollout(
+            model=spec.model_name,
+            version=registered.version,
+            reason=decision.reason,
+            stack=ctx.stack.name if stack is None else stack,
+            key=spec.rollout_key,
+        )
+    elif decision.promoted:
         from prefect.events import emit_event
 
         # prefect.yaml's service deployment is triggered by this event
@@ -372,8 +385,11 @@ def training(
         "model_name": spec.model_name,
         "version": registered.version,
         "run_id": run_id,
-        "promoted": decision.promoted,
-        "reason": decision.reason,
+        "promoted": decision.promoted if rolled_out is None else rolled_out["promoted"],
+        "reason": decision.reason
+        if rolled_out is None
+        else f"{decision.reason}; rollout: {rolled_out['reason']}",
+        "rollout": rolled_out,
         "champion_version": champion,
         "metrics": evaluation.metrics,
         "snapshot": inputs.snapshot.digest if inputs.snapshot else None,
@@ -392,8 +408,8 @@ def training(
         registered.version,
         spec.metric,
         evaluation.metrics[spec.metric],
-        "promoted" if decision.promoted else "not promoted",
-        decision.reason,
+        "promoted" if summary["promoted"] else "not promoted",
+        summary["reason"],
         summary["champion_version"],
     )
     return summary

@@ -16,7 +16,9 @@ DRIFT_DETECTED: Final = "flywheel.model.drift-detected"
 """Emitted by flows/monitoring.py when the retraining policy fires; runs training/NAME."""
 MODEL_ROLLED_BACK: Final = "flywheel.model.rolled-back"
 """Emitted when the champion alias is given back to the previous champion (by hand or by a guardrail)."""
-EVENTS: Final = (MODEL_PROMOTED, DRIFT_DETECTED, MODEL_ROLLED_BACK)
+MODEL_ROLLOUT_STEP: Final = "flywheel.model.rollout-step"
+"""Emitted by flows/rollout.py as a candidate enters each step of a staged rollout."""
+EVENTS: Final = (MODEL_PROMOTED, DRIFT_DETECTED, MODEL_ROLLED_BACK, MODEL_ROLLOUT_STEP)
 
 RESOURCE_PREFIX: Final = "flywheel.model."
 RESOURCE_ID: Final = "prefect.resource.id"

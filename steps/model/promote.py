@@ -209,9 +209,11 @@ def promote(
     test: Dataset,
     newer_data: bool = False,
     unfair: list[str] | None = None,
+    move_alias: bool = True,
 ) -> PromotionDecision:
     """Compare with the champion, move the aliases, and record the decision on the candidate version (tags
-    and its description)."""
+    and its description). ``move_alias=False`` (a staged rollout follows): a candidate that passes becomes
+    the challenger, and the rollout gives it the champion alias once every step held."""
     name = spec.model_name
     champion = model_versions.by_alias(name)
     champion_p = champion_predictions(name, champion, test) if champion is not None else None
@@ -235,7 +237,7 @@ def promote(
     )
     model_versions.set_tags(name, candidate_version, recorded.to_tags())
     model_versions.set_description(name, candidate_version, decision.description(spec.metric))
-    if decision.promoted:
+    if decision.promoted and move_alias:
         model_versions.make_champion(name, candidate_version)
     else:
         model_versions.mark_challenger(name, candidate_version)

@@ -1,0 +1,210 @@
+"""A staged rollout: a candidate that passed the gate goes through the stack's steps (shadow, canary
+shares), each held while its guardrails hold, then takes the champion alias; a broken guardrail ends it and
+the champion keeps (or takes back) every request.
+
+The flow writes the rollout state (a registered-model tag) and every replica follows at its watch tick
+(serving.rollout); the evidence is the replicas' ``/metrics`` (steps.rollout.guardrails). Each step is a
+task in the Prefect UI, each decision a tag on the candidate, a Prefect artifact and an event
+(``flywheel.model.rollout-step``, ``flywheel.model.rolled-back``, ``flywheel.model.promoted``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from flows.runtime import resolve_stack
+from flywheel.contracts import events
+from flywheel.contracts.rollout import (
+    PROMOTED,
+    ROLLED_BACK,
+    ROLLOUT_REASON_TAG,
+    ROLLOUT_RESULT_TAG,
+    ROLLOUT_STEPS_TAG,
+    RolloutState,
+)
+from stacks.components import model_versions
+from stacks.config import RolloutPolicy, RolloutStep, Stack
+from steps.rollout import guardrails
+
+EVIDENCE_WAIT = 10.0
+"""A step without ``min_requests`` of evidence after this many times its hold ends as not proven."""
+
+
+def policy_of(stack: Stack) -> RolloutPolicy:
+    deployer = stack.model_deployer
+    return deployer.configuration.rollout if deployer is not None else RolloutPolicy()
+
+
+def service_urls(stack: Stack, model: str) -> list[str]:
+    """The URL of the model's service as the stack's deployer recorded it ([] when none is recorded)."""
+    from stacks.components.deployers import deployer_for
+
+    info = deployer_for(stack).status(model)
+    return [info.url] if info is not None and info.running else []
+
+
+def _emit(event: str, model: str, version: str, payload: dict[str, Any]) -> None:
+    from prefect.events import emit_event
+
+    emit_event(event=event, resource=events.model_resource(model, version), payload=payload)
+
+
+@task(name="rollout-step", task_run_name="step {number}: {step.stage} {step.fraction}")
+def hold_step(
+    model: str,
+    candidate: str,
+    champion: str,
+    number: int,
+    step: RolloutStep,
+    policy: RolloutPolicy,
+    urls: list[str],
+) -> dict[str, Any]:
+    """Hold one step: until ``hold_s`` passed with ``min_requests`` of evidence, every check passing; or
+    the first broken guardrail; or no evidence in time (not proven: the candidate does not go on)."""
+    logger = get_run_logger()
+    started = time.monotonic()
+    before, _ = guardrails.scrape(urls)
+    deadline = started + max(step.hold_s * EVIDENCE_WAIT, step.hold_s + 300)
+    while True:
+        time.sleep(policy.check_every_s)
+        now, unreachable = guardrails.scrape(urls)
+        since = {key: figures - before.get(key, guardrails.Figures()) for key, figures in now.items()}
+        verdict = guardrails.judge(step, policy.guardrails, since, candidate, champion)
+        held = time.monotonic() - started
+        logger.info(
+            "step %d (%s %.0f%%): %.0f s, %.0f candidate rows, measured %s%s",
+            number,
+            step.stage,
+            100 * step.fraction,
+            held,
+            verdict.evidence,
+            {k: round(v, 4) if isinstance(v, float) else v for k, v in verdict.measured.items()},
+            f"; unreachable: {unreachable}" if unreachable else "",
+        )
+        outcome: dict[str, Any] = {"step": number, "stage": step.stage, "fraction": step.fraction}
+        outcome |= {"held_s": round(held, 1), "measured": verdict.measured}
+        if verdict.broken:
+            return {**outcome, "held": False, "reason": "; ".join(verdict.broken)}
+        if held >= step.hold_s and verdict.evidence >= step.min_requests:
+            return {**outcome, "held": True, "reason": "every guardrail held"}
+        if time.monotonic() >= deadline:
+            reason = (
+                f"not proven: {verdict.evidence:.0f} of {step.min_requests} candidate rows in {held:.0f} s"
+            )
+            return {**outcome, "held": False, "reason": reason}
+
+
+@flow(name="rollout", log_prints=False)
+def rollout(
+    model: str,
+    version: str,
+    reason: str = "",
+    stack: str | None = None,
+    urls: list[str] | None = None,
+    key: str | None = None,
+) -> dict[str, Any]:
+    """Roll ``version`` out by the stack's policy (``model_deployer.rollout``), judged on the services at
+    ``urls`` (default: the one the stack's deployer recorded); ``key`` is the spec's ``rollout_key``."""
+    logger = get_run_logger()
+    ctx = resolve_stack(stack)
+    policy = policy_of(ctx.stack)
+    champion = model_versions.by_alias(model)
+    if champion is None or policy.strategy == "immediate" or champion.version == version:
+        model_versions.make_champion(model, version)
+        return {"model": model, "version": version, "promoted": True, "reason": "immediate", "steps": []}
+    targets = urls if urls is not None else service_urls(ctx.stack, model)
+    model_versions.mark_challenger(model, version)
+    done: list[dict[str, Any]] = []
+    total = len(policy.steps) + 1  # the last: every request (the alias moves)
+    outcome: dict[str, Any] = {"held": True}
+    for number, step in enumerate(policy.steps, start=1):
+        state = RolloutState(
+            version, champion.version, step.stage, step.fraction, number, total, time.time(), key
+        )
+        model_versions.set_rollout(model, state)
+        _emit(
+            events.MODEL_ROLLOUT_STEP,
+            model,
+            version,
+            {
+                "step": number,
+                "of": total,
+                "stage": step.stage,
+                "fraction": step.fraction,
+                "champion": champion.version,
+            },
+        )
+        logger.info(
+            "%s v%s: step %d/%d, %s %.0f%%", model, version, number, total, step.stage, 100 * step.fraction
+        )
+        outcome = hold_step(model, version, champion.version, number, step, policy, targets)
+        done.append(outcome)
+        _artifact(model, version, champion.version, done)
+        if not outcome["held"]:
+            break
+    model_versions.set_rollout(model, None)
+    steps_tag = json.dumps(done, default=str)[:4900]
+    if not outcome["held"]:
+        why = f"step {outcome['step']} ({outcome['stage']}): {outcome['reason']}"
+        model_versions.set_tags(
+            model,
+            version,
+            {ROLLOUT_RESULT_TAG: ROLLED_BACK, ROLLOUT_REASON_TAG: why, ROLLOUT_STEPS_TAG: steps_tag},
+        )
+        _emit(
+            events.MODEL_ROLLED_BACK,
+            model,
+            champion.version,
+            {"from": version, "to": champion.version, "reason": why},
+        )
+        logger.warning(
+            "%s v%s rolled back, v%s keeps every request: %s", model, version, champion.version, why
+        )
+        create_markdown_artifact(
+            f"# Rollout of {model} v{version}: ROLLED BACK\n\n"
+            f"v{champion.version} keeps every request.\n\n{why}",
+            key=f"{model}-rollout-result".lower(),
+            description="How the rollout ended",
+        )
+        return {"model": model, "version": version, "promoted": False, "reason": why, "steps": done}
+    model_versions.make_champion(model, version)
+    why = f"every step held ({len(done)} steps); {reason}".rstrip("; ")
+    model_versions.set_tags(
+        model, version, {ROLLOUT_RESULT_TAG: PROMOTED, ROLLOUT_REASON_TAG: why, ROLLOUT_STEPS_TAG: steps_tag}
+    )
+    _emit(
+        events.MODEL_ROLLOUT_STEP,
+        model,
+        version,
+        {"step": total, "of": total, "stage": "full", "fraction": 1.0, "champion": version},
+    )
+    _emit(events.MODEL_PROMOTED, model, version, {"version": version, "reason": why})
+    create_markdown_artifact(
+        f"# Rollout of {model} v{version}: PROMOTED\n\n{why}",
+        key=f"{model}-rollout-result".lower(),
+        description="How the rollout ended",
+    )
+    return {"model": model, "version": version, "promoted": True, "reason": why, "steps": done}
+
+
+def _artifact(model: str, version: str, champion: str, done: list[dict[str, Any]]) -> None:
+    rows = [
+        {
+            "step": d["step"],
+            "stage": d["stage"],
+            "fraction": d["fraction"],
+            "held_s": d["held_s"],
+            "held": d["held"],
+            "reason": d["reason"],
+            **{k: "-" if v is None else f"{v:.4g}" for k, v in d["measured"].items()},
+        }
+        for d in done
+    ]
+    create_table_artifact(
+        rows, key=f"{model}-rollout".lower(), description=f"Rollout of v{version} beside v{champion}"
+    )

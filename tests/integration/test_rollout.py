@@ -1,0 +1,179 @@
+"""A staged rollout on a real service under load: a good candidate goes shadow -> canary 30% -> canary 60%
+-> every request with no request failed, the answers' versions following the steps; a candidate whose
+predictions are skewed (it learned inverted labels) passes nothing live: the shift guardrail rolls it back,
+no request failed, the reason on the version, and the champion keeps every request."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import requests
+import yaml
+
+from flows.rollout import rollout
+from flywheel.contracts.rollout import ROLLED_BACK, ROLLOUT_RESULT_TAG
+from stacks.components import model_versions
+from stacks.loader import load_stack
+from tests.e2e.support import Timeline, free_port, wait_for
+from tests.unit.serving.conftest import record_from, train_and_register
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+MODEL = "flight-delay"
+FLYWHEEL = str(Path(sys.executable).parent / "flywheel")
+WATCH_S = 0.5
+STEPS = [
+    {"stage": "shadow", "hold_s": 3, "min_requests": 50},
+    {"stage": "canary", "fraction": 0.3, "hold_s": 3, "min_requests": 30},
+    {"stage": "canary", "fraction": 0.6, "hold_s": 3, "min_requests": 30},
+]
+
+
+@pytest.fixture(scope="module")
+def versions(module_home: Path, flights_sample: pd.DataFrame, weather: pd.DataFrame) -> dict[str, Any]:
+    first = train_and_register(flights_sample, weather, rounds=30)
+    good = train_and_register(flights_sample, weather, rounds=34)
+    skewed = flights_sample.assign(arr_delay=30 - flights_sample["arr_delay"])  # the labels inverted
+    bad = train_and_register(skewed, weather, rounds=30)
+    model_versions.make_champion(MODEL, first["version"])
+    return {"v1": first["version"], "good": good["version"], "bad": bad["version"], "test": first["test"]}
+
+
+@pytest.fixture(scope="module")
+def service(module_home: Path, versions: dict[str, Any]) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "FLYWHEEL_WATCH_INTERVAL_S": str(WATCH_S), "FLYWHEEL_PROFILING": "off"}
+    with (module_home / "service.log").open("wb") as log:
+        process = subprocess.Popen(
+            [FLYWHEEL, "serve", "--model", MODEL, "--port", str(port), "--workers", "1"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: requests.get(f"{url}/ready", timeout=2).status_code == 200, 120, "the service")
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def staged_stack(module_home: Path) -> str:
+    doc = load_stack("local").to_dict()
+    doc["components"]["model_deployer"]["configuration"]["rollout"] = {
+        "strategy": "staged",
+        "steps": STEPS,
+        "check_every_s": 1,
+    }
+    path = module_home / "staged.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+class Traffic:
+    """Four clients in a loop; every answer's time and version kept, every failure counted."""
+
+    def __init__(self, url: str, records: list[dict[str, Any]]) -> None:
+        self.url, self.records = url, records
+        self.seen: list[tuple[float, str]] = []
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(4)]
+
+    def _run(self, offset: int) -> None:
+        session = requests.Session()
+        i = offset
+        while not self._stop.is_set():
+            try:
+                r = session.post(f"{self.url}/predict", json=self.records[i % len(self.records)], timeout=10)
+                if r.status_code == 200:
+                    self.seen.append((time.monotonic(), r.json()["model_version"]))
+                else:
+                    self.failed.append(f"HTTP {r.status_code}: {r.text[:200]}")
+            except requests.RequestException as exc:
+                self.failed.append(repr(exc))
+            i += 4
+            time.sleep(0.005)
+
+    def __enter__(self) -> Traffic:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(15)
+
+    def versions_between(self, start: float, end: float) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for t, v in self.seen:
+            if start <= t < end:
+                counts[v] = counts.get(v, 0) + 1
+        return counts
+
+
+def test_a_good_candidate_goes_through_every_step(
+    versions: dict[str, Any], service: str, staged_stack: str
+) -> None:
+    say = Timeline()
+    records = [record_from(versions["test"], i) for i in range(300)]
+    with Traffic(service, records) as traffic:
+        time.sleep(1)
+        started = time.monotonic()
+        result = rollout(model=MODEL, version=versions["good"], stack=staged_stack, urls=[service])
+        ended = time.monotonic()
+        time.sleep(WATCH_S * 4 + 1)
+    assert not traffic.failed, traffic.failed[:5]
+    assert result["promoted"], result["reason"]
+    assert [s["stage"] for s in result["steps"]] == ["shadow", "canary", "canary"]
+    assert all(s["held"] for s in result["steps"])
+    assert model_versions.alias_version(MODEL) == versions["good"]
+    shadow_s = result["steps"][0]["held_s"]
+    v1, v2 = versions["v1"], versions["good"]
+    # shadow: the champion answers everything (the first watch tick after the step started excepted)
+    during_shadow = traffic.versions_between(started + WATCH_S + 0.5, started + shadow_s - 0.5)
+    say(f"shadow: {during_shadow}")
+    assert set(during_shadow) == {v1}
+    canary = traffic.versions_between(started + shadow_s + WATCH_S + 0.5, ended - WATCH_S - 0.5)
+    say(f"canary: {canary}")
+    assert canary.get(v2, 0) > 0 and canary.get(v1, 0) > 0
+    after = traffic.versions_between(ended + WATCH_S + 0.5, time.monotonic())
+    say(f"after: {after}")
+    assert set(after) == {v2}
+    shadow = result["steps"][0]["measured"]
+    assert shadow["candidate_rows"] >= STEPS[0]["min_requests"]  # the shadow scored copies
+
+
+def test_a_skewed_candidate_is_rolled_back(versions: dict[str, Any], service: str, staged_stack: str) -> None:
+    say = Timeline()
+    champion = model_versions.alias_version(MODEL)
+    records = [record_from(versions["test"], i) for i in range(300)]
+    with Traffic(service, records) as traffic:
+        time.sleep(1)
+        result = rollout(model=MODEL, version=versions["bad"], stack=staged_stack, urls=[service])
+        ended = time.monotonic()
+        time.sleep(WATCH_S * 4 + 1)
+    say(f"rollout: {result['reason']}")
+    assert not traffic.failed, traffic.failed[:5]
+    assert not result["promoted"] and "mean prediction" in result["reason"]
+    assert result["steps"][-1]["stage"] == "shadow"  # caught before it answered anyone
+    assert model_versions.alias_version(MODEL) == champion
+    tags = model_versions.get_version(MODEL, versions["bad"]).tags.raw
+    assert tags[ROLLOUT_RESULT_TAG] == ROLLED_BACK and "mean prediction" in tags["flywheel.rollout.reason"]
+    assert model_versions.rollout_state(MODEL) is None
+    assert set(traffic.versions_between(0, time.monotonic())) == {champion}
+    assert set(traffic.versions_between(ended, time.monotonic())) == {champion}
