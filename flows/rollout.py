@@ -17,6 +17,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows import approval
 from flows.runtime import resolve_stack
 from flywheel.contracts import events
 from flywheel.contracts.rollout import (
@@ -114,7 +115,12 @@ def rollout(
     ctx = resolve_stack(stack)
     policy = policy_of(ctx.stack)
     champion = model_versions.by_alias(model)
-    if champion is None or policy.strategy == "immediate" or champion.version == version:
+    if champion is None or champion.version == version or policy.strategy == "immediate":
+        if policy.approval != "none" and champion is not None and champion.version != version:
+            model_versions.mark_challenger(model, version)
+            answer = approval.ask(model, version, "promotion to champion", policy.approval_timeout_s)
+            if not answer.approved:
+                return _rejected(model, version, champion.version, answer, [])
         model_versions.make_champion(model, version)
         return {"model": model, "version": version, "promoted": True, "reason": "immediate", "steps": []}
     targets = urls if urls is not None else service_urls(ctx.stack, model)
@@ -123,6 +129,12 @@ def rollout(
     total = len(policy.steps) + 1  # the last: every request (the alias moves)
     outcome: dict[str, Any] = {"held": True}
     for number, step in enumerate(policy.steps, start=1):
+        if policy.approval == "each_step":
+            what = f"step {number}/{total}: {step.stage} {100 * step.fraction:.0f}%"
+            answer = approval.ask(model, version, what, policy.approval_timeout_s)
+            if not answer.approved:
+                model_versions.set_rollout(model, None)
+                return _rejected(model, version, champion.version, answer, done)
         state = RolloutState(
             version, champion.version, step.stage, step.fraction, number, total, time.time(), key
         )
@@ -172,6 +184,12 @@ def rollout(
             description="How the rollout ended",
         )
         return {"model": model, "version": version, "promoted": False, "reason": why, "steps": done}
+    if policy.approval != "none":
+        answer = approval.ask(
+            model, version, "promotion to champion after every step held", policy.approval_timeout_s
+        )
+        if not answer.approved:
+            return _rejected(model, version, champion.version, answer, done)
     model_versions.make_champion(model, version)
     why = f"every step held ({len(done)} steps); {reason}".rstrip("; ")
     model_versions.set_tags(
@@ -190,6 +208,21 @@ def rollout(
         description="How the rollout ended",
     )
     return {"model": model, "version": version, "promoted": True, "reason": why, "steps": done}
+
+
+def _rejected(
+    model: str, version: str, champion: str, answer: Any, done: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """An approver (or the timeout) said no: the candidate stays the challenger, the champion serves."""
+    why = f"{answer.what}: rejected by {answer.by}" + (f": {answer.comment}" if answer.comment else "")
+    model_versions.set_tags(model, version, {ROLLOUT_RESULT_TAG: ROLLED_BACK, ROLLOUT_REASON_TAG: why})
+    _emit(events.MODEL_ROLLED_BACK, model, champion, {"from": version, "to": champion, "reason": why})
+    create_markdown_artifact(
+        f"# Rollout of {model} v{version}: REJECTED\n\nv{champion} keeps every request.\n\n{why}",
+        key=f"{model}-rollout-result".lower(),
+        description="How the rollout ended",
+    )
+    return {"model": model, "version": version, "promoted": False, "reason": why, "steps": done}
 
 
 def _artifact(model: str, version: str, champion: str, done: list[dict[str, Any]]) -> None:

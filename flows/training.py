@@ -154,8 +154,10 @@ def training(
         {STACK_TAG: ctx.stack.name, REASON_TAG: reason},
     )
     status = "FAILED"
-    # a staged rollout (the stack's model_deployer.rollout) takes a passing candidate to the alias itself
-    staged = champion_mv is not None and rollout_flow.policy_of(ctx.stack).strategy == "staged"
+    # a staged rollout, or an approval (the stack's model_deployer.rollout), takes a passing candidate to
+    # the alias itself
+    policy = rollout_flow.policy_of(ctx.stack)
+    staged = champion_mv is not None and (policy.strategy == "staged" or policy.approval != "none")
     try:
         params = {
             "n_trials": n_trials or spec.tuning.n_trials,

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from flywheel.cli_common import ModelOption, ProblemOption, StackOption, fail, model_or_fail, prepared_stack
+from flywheel.contracts.rollout import ROLLOUT_RESULT_TAG
 
 model_app = typer.Typer(
     help="A model's versions, aliases and decisions; promote one by hand or roll the champion back.",
@@ -39,6 +40,9 @@ def _row(mv: Any, metric: str | None, metrics: dict[str, float]) -> dict[str, st
         status.append(promotion.decision + (" (forced)" if mv.tags.forced else ""))
     if rolled is not None:
         status.append(f"rolled back to v{rolled.to}")
+    rollout = mv.tags.raw.get(ROLLOUT_RESULT_TAG)
+    if rollout:
+        status.append(f"rollout {rollout}")
     value = metrics.get(f"test.{metric}") if metric else None
     return {
         "version": mv.version,
@@ -81,6 +85,12 @@ def list_versions(
     typer.echo("  ".join(c.ljust(widths[c]) for c in columns))
     for row in rows:
         typer.echo("  ".join(row.get(c, "").ljust(widths[c]) for c in columns))
+    state = model_versions.rollout_state(name)
+    if state is not None:
+        typer.echo(
+            f"rollout in progress: v{state.candidate} beside v{state.champion}, step {state.step}/{state.steps} "
+            f"({state.stage}{f' {100 * state.fraction:.0f}%' if state.stage == 'canary' else ''})"
+        )
     history = model_versions.champion_history(name)
     typer.echo(f"champion history (oldest first): {' -> '.join('v' + v for v in history) or 'not recorded'}")
 
@@ -167,3 +177,70 @@ def rollback(
     except NothingToRollBackTo as exc:
         fail(str(exc))
     typer.echo(f"{name}: champion v{result['from']} rolled back to v{result['to']} ({reason})")
+
+
+def _answer(name: str, approve: bool, comment: str, by: str | None) -> None:
+    """Resume the model's rollout flow that waits for approval, with the same form the Prefect UI fills."""
+    import getpass
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.flow_runs import resume_flow_run
+
+    try:
+        with get_client(sync_client=True) as client:
+            paused = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["rollout"])),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+                ),
+            )
+    except Exception as exc:  # no server: the local stack's ephemeral API lives inside the flow's process
+        fail(f"cannot ask the Prefect API for paused rollouts ({exc}); approvals need a Prefect server")
+    waiting = [r for r in paused if r.parameters.get("model") == name]
+    if not waiting:
+        fail(f"no rollout of {name} waits for approval")
+    run = waiting[0]
+    who = by or getpass.getuser()
+    resume_flow_run(run.id, run_input={"approve": approve, "approver": who, "comment": comment})
+    version = run.parameters.get("version")
+    typer.echo(f"{name} v{version}: {'approved' if approve else 'rejected'} by {who} (flow run {run.name})")
+
+
+CommentOption = Annotated[str, typer.Option("--comment", "-c", help="why: kept on the version")]
+ByOption = Annotated[str | None, typer.Option("--by", help="who answers (default: the OS user)")]
+
+
+@model_app.command("approve")
+def approve(
+    comment: CommentOption = "",
+    stack: StackOption = None,
+    model: ModelOption = None,
+    problem: ProblemOption = None,
+    by: ByOption = None,
+) -> None:
+    """Approve the model's rollout step or promotion that waits for a person (as the Prefect UI's form)."""
+    name = model_or_fail(model, problem)
+    prepared_stack(stack)
+    _answer(name, True, comment, by)
+
+
+@model_app.command("reject")
+def reject(
+    comment: CommentOption = "",
+    stack: StackOption = None,
+    model: ModelOption = None,
+    problem: ProblemOption = None,
+    by: ByOption = None,
+) -> None:
+    """Reject it: the candidate stays the challenger and the champion keeps every request."""
+    name = model_or_fail(model, problem)
+    prepared_stack(stack)
+    _answer(name, False, comment, by)

@@ -346,6 +346,10 @@ class RolloutPolicy(_Config):
     )
     guardrails: Guardrails = Field(default_factory=Guardrails)
     check_every_s: float = Field(default=5.0, gt=0, le=3600)
+    # a person approves (Prefect's pause with a form in the UI, or `flywheel model approve`): never, before
+    # the alias moves, or before every step too; no answer within approval_timeout_s rejects
+    approval: Literal["none", "before_promotion", "each_step"] = "none"
+    approval_timeout_s: int = Field(default=86_400, ge=10, le=30 * 86_400)
 
 
 DEFAULT_SERVER_LIMITS = ServerLimits()

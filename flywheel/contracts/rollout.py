@@ -21,6 +21,10 @@ ROLLOUT_REASON_TAG: Final = "flywheel.rollout.reason"
 """On the candidate: why its rollout ended so (the guardrail broken and by how much, or every step held)."""
 ROLLOUT_STEPS_TAG: Final = "flywheel.rollout.steps"
 """On the candidate: each step it went through, with what the guardrails measured (JSON)."""
+APPROVALS_TAG: Final = "flywheel.approvals"
+"""On the candidate: every approval asked for it, in order (JSON: what, decision, by, at, comment)."""
+APPROVED: Final = "approved"
+REJECTED: Final = "rejected"
 PROMOTED: Final = "promoted"
 ROLLED_BACK: Final = "rolled-back"
 
@@ -74,3 +78,34 @@ class RolloutState:
         if self.stage != "canary" or self.fraction <= 0.0:
             return False
         return zlib.crc32(str(key).encode()) / 4294967296.0 < self.fraction
+
+
+@dataclass(frozen=True)
+class Approval:
+    """One person's answer (or the timeout's) to "may this candidate go on?"."""
+
+    what: str
+    decision: Literal["approved", "rejected"]
+    by: str
+    at: str
+    comment: str = ""
+
+    @property
+    def approved(self) -> bool:
+        return self.decision == APPROVED
+
+
+def approvals_tag(approvals: list[Approval]) -> str:
+    """The :data:`APPROVALS_TAG` value: the newest kept when the list grows past what a tag holds."""
+    rows = [asdict(a) for a in approvals]
+    while rows and len(json.dumps(rows)) > 4900:
+        rows.pop(0)
+    return json.dumps(rows)
+
+
+def parse_approvals(text: str | None) -> list[Approval]:
+    try:
+        rows = json.loads(text or "[]")
+        return [Approval(**{k: str(v) for k, v in row.items()}) for row in rows]  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        return []

@@ -177,3 +177,61 @@ def test_a_skewed_candidate_is_rolled_back(versions: dict[str, Any], service: st
     assert model_versions.rollout_state(MODEL) is None
     assert set(traffic.versions_between(0, time.monotonic())) == {champion}
     assert set(traffic.versions_between(ended, time.monotonic())) == {champion}
+
+
+@pytest.fixture(scope="module")
+def approval_stack(module_home: Path) -> str:
+    doc = load_stack("local").to_dict()
+    doc["components"]["model_deployer"]["configuration"]["rollout"] = {
+        "strategy": "immediate",
+        "approval": "before_promotion",
+        "approval_timeout_s": 120,
+    }
+    path = module_home / "approval.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+def _answered(verb: str, comment: str, stack: str) -> Any:
+    """``flywheel model approve|reject`` once the rollout waits (the same API call as the UI's form)."""
+    from typer.testing import CliRunner
+
+    from flywheel.cli import app
+
+    def attempt() -> Any:
+        result = CliRunner().invoke(
+            app, ["model", verb, "--model", MODEL, "--comment", comment, "--by", "ana", "--stack", stack]
+        )
+        return result if result.exit_code == 0 else None
+
+    return wait_for(attempt, 60, f"a rollout waiting for {verb}", every=0.5)
+
+
+@pytest.mark.parametrize("verb", ["approve", "reject"])
+def test_a_promotion_waits_for_a_person(versions: dict[str, Any], approval_stack: str, verb: str) -> None:
+    from flywheel.contracts.rollout import APPROVALS_TAG, parse_approvals
+
+    champion = model_versions.alias_version(MODEL)
+    candidate = versions["v1"] if champion != versions["v1"] else versions["good"]
+    result: dict[str, Any] = {}
+    flow = threading.Thread(
+        target=lambda: result.update(rollout(model=MODEL, version=candidate, stack=approval_stack)),
+        daemon=True,
+    )
+    flow.start()
+    answered = _answered(verb, f"checked the {verb} path", approval_stack)
+    flow.join(60)
+    done = "approved" if verb == "approve" else "rejected"
+    assert f"v{candidate}: {done} by ana" in answered.output, answered.output
+    (last, *_) = reversed(
+        parse_approvals(model_versions.get_version(MODEL, candidate).tags.raw[APPROVALS_TAG])
+    )
+    assert last.by == "ana" and last.comment == f"checked the {verb} path" and last.at
+    if verb == "approve":
+        assert result["promoted"] and last.decision == "approved"
+        assert model_versions.alias_version(MODEL) == candidate
+    else:
+        assert (
+            not result["promoted"] and "rejected by ana" in result["reason"] and last.decision == "rejected"
+        )
+        assert model_versions.alias_version(MODEL) == champion
