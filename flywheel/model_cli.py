@@ -87,9 +87,10 @@ def list_versions(
         typer.echo("  ".join(row.get(c, "").ljust(widths[c]) for c in columns))
     state = model_versions.rollout_state(name)
     if state is not None:
+        share = f" {100 * state.fraction:.0f}%" if state.stage == "canary" else ""
         typer.echo(
-            f"rollout in progress: v{state.candidate} beside v{state.champion}, step {state.step}/{state.steps} "
-            f"({state.stage}{f' {100 * state.fraction:.0f}%' if state.stage == 'canary' else ''})"
+            f"rollout in progress: v{state.candidate} beside v{state.champion}, "
+            f"step {state.step}/{state.steps} ({state.stage}{share})"
         )
     history = model_versions.champion_history(name)
     typer.echo(f"champion history (oldest first): {' -> '.join('v' + v for v in history) or 'not recorded'}")
