@@ -558,6 +558,11 @@ def _run(plan: Plan, home: Path, procs: Processes, wrk: Wrk, quick: bool) -> dic
     out["swap"] = _swap(plan, home, procs, wrk, bodies["flywheel_1"], second, name, v1.version)
     client.set_registered_model_alias(name, CHAMPION, v1.version)  # the batch flow scores the same model
 
+    # 5b. shadow on vs off: v2 scores a copy of every request beside the champion
+    out["shadow"] = _shadow(
+        plan, home, procs, wrk, bodies["flywheel_1"], name, v1.version, out["swap"]["new_version"]
+    )
+
     # 6. streaming, the same champion
     from benchmarks import streaming
 
@@ -640,6 +645,52 @@ def _swap(
         flush=True,
     )
     return row
+
+
+def _shadow(
+    plan: Plan, home: Path, procs: Processes, wrk: Wrk, body: Path, name: str, v1: str, v2: str
+) -> dict[str, Any]:
+    """The champion's answers with a shadow candidate scoring a copy of each request, and without, on one
+    server (profiling on, as by default), interleaved repeats at concurrency 16."""
+    from flywheel.contracts.rollout import RolloutState
+    from stacks.components import model_versions
+
+    print("shadow on vs off, concurrency 16, interleaved ...", flush=True)
+    server = _start_flywheel(
+        procs, "flywheel-shadow", home, FLYWHEEL_WATCH_INTERVAL_S="0.5", FLYWHEEL_PROFILING="on"
+    )
+    wait_ready(server, "/ready", 180)
+    wrk.run(server.url + "/predict", body, 16, plan.warmup_s)
+    state = RolloutState(v2, v1, "shadow", 0.0, 1, 2, time.time())
+    rows = []
+    try:
+        for rep in range(plan.reps):
+            for label in ("off", "on"):
+                model_versions.set_rollout(name, state if label == "on" else None)
+                time.sleep(2.0)  # four watch ticks: every replica follows
+                shadowed = _metric(server, "flywheel_version_scored_rows_total") or 0.0
+                r = wrk.run(server.url + "/predict", body, 16, plan.phase_s, group=server.process.pid)
+                time.sleep(0.5)  # the shadow queue drains
+                scored = (_metric(server, "flywheel_version_scored_rows_total") or 0.0) - shadowed
+                rows.append(
+                    {
+                        "rep": rep + 1,
+                        "shadow": label,
+                        "requests": r.requests,
+                        "req_per_s": r.rps,
+                        "p50_ms": r.p50_ms,
+                        "p99_ms": r.p99_ms,
+                        "failed": r.failed,
+                        "rows_scored_all_versions": scored,
+                        **_cpu_columns(r),
+                    }
+                )
+                print(f"  rep {rep + 1} shadow {label}: {r.rps:,.0f} req/s p99 {r.p99_ms:.2f} ms", flush=True)
+        dropped = _metric(server, "flywheel_shadow_dropped_total")
+    finally:
+        model_versions.set_rollout(name, None)
+    procs.stop(server)
+    return {"rows": rows, "dropped": dropped, "log_findings": _log_findings(server)}
 
 
 def _batch_flow(plan: Plan, version: str, quick: bool) -> dict[str, Any]:
@@ -790,6 +841,15 @@ def _report(p: dict[str, Any]) -> None:
         )
     }
     print(table("4. Hot swap under load (concurrency 16, profiling on as by default)", [swap_view]))
+    print()
+    print(
+        table(
+            "4b. Shadow on vs off (a second version scores a copy of every request off the request path; "
+            "rows_scored counts both versions)",
+            p["shadow"]["rows"],
+        )
+    )
+    print(f"   shadow copies dropped (queue full or other features): {p['shadow']['dropped'] or 0:.0f}")
     print(
         f"   v{s['old_version']} -> v{s['new_version']}: "
         f"/ready went {' -> '.join(s['ready_versions_seen'])}; "
@@ -876,6 +936,13 @@ def _report(p: dict[str, Any]) -> None:
     fw_1000 = p["batch_1000"]["flywheel"]["median_ms"]
     flow_ratio = (f["rows"] / f["score_seconds"]) / f["raw_rows_per_s"]
     e2e_ratio = (f["rows"] / f["flow_s"]) / f["raw_rows_per_s"]
+    shadow_rows = p["shadow"]["rows"]
+    shadow_rps = statistics.median(
+        x["req_per_s"] for x in shadow_rows if x["shadow"] == "on"
+    ) / statistics.median(x["req_per_s"] for x in shadow_rows if x["shadow"] == "off")
+    shadow_p99 = statistics.median(
+        x["p99_ms"] for x in shadow_rows if x["shadow"] == "on"
+    ) / statistics.median(x["p99_ms"] for x in shadow_rows if x["shadow"] == "off")
     lines = [
         ("Flywheel single-row p50 at concurrency 1 (ms)", fw1["p50_ms"], "<= 1.5 ms", fw1["p50_ms"] <= 1.5),
         ("Flywheel requests/s at concurrency 16, one worker (median)", fw16_rps, ">= 1000", fw16_rps >= 1000),
@@ -904,6 +971,8 @@ def _report(p: dict[str, Any]) -> None:
             p99_off / p99_on >= 0.95,
         ),
         ("failed requests across the hot swap", float(s["failed"]), "0", s["failed"] == 0 and s["swapped"]),
+        ("shadow on / off: requests/s at c=16 (median)", shadow_rps, ">= 0.9", shadow_rps >= 0.9),
+        ("shadow on / off: p99 at c=16 (median)", shadow_p99, "<= 1.2", shadow_p99 <= 1.2),
         ("batch flow score rows/s / raw inplace_predict rows/s", flow_ratio, ">= 0.8", flow_ratio >= 0.8),
         ("batch flow end-to-end rows/s (flow_s) / raw rows/s", e2e_ratio, ">= 0.8", e2e_ratio >= 0.8),
     ]
