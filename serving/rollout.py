@@ -12,10 +12,10 @@ thread, off the request path: a full queue drops the copy (counted), never delay
 from __future__ import annotations
 
 import logging
-import queue
 import random
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,8 @@ log = logging.getLogger("flywheel.serving.rollout")
 
 SHADOW_QUEUE = 10_000
 """Requests waiting for the shadow scorer at most; past it the copy is dropped."""
+SHADOW_BATCH = 512
+"""Requests the shadow scorer takes at once (one booster call)."""
 CANARY, SHADOW, CHAMPION = "canary", "shadow", "champion"
 
 
@@ -73,50 +75,81 @@ def decisions(served: Served, predictions: np.ndarray) -> np.ndarray:
 
 
 class ShadowScorer:
-    """Scores copies of the champion's requests with the candidate on one thread; metrics only."""
+    """Scores copies of the champion's requests with the candidate on one thread; metrics only.
+
+    The request path only appends to a deque (~0.1 us); the thread takes what has gathered, up to
+    ``SHADOW_BATCH`` requests, and scores it as one matrix, so its share of the GIL stays small however
+    many requests arrive (one copy scored at a time cost the champion a quarter of its throughput)."""
 
     def __init__(self, metrics: ServiceMetrics) -> None:
         self.metrics = metrics
-        self._queue: queue.Queue[tuple[Rollout, Served, np.ndarray, np.ndarray] | None] = queue.Queue(
-            SHADOW_QUEUE
-        )
-        self._thread = threading.Thread(target=self._run, name="shadow-scorer", daemon=True)
-        self._thread.start()
+        self._pending: deque[tuple[Rollout, Served, np.ndarray, np.ndarray]] = deque()
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None  # started by the first copy: most services never shadow
+        self._start = threading.Lock()
+        self._agree = metrics.shadow_agreement.labels(agree="true")
+        self._disagree = metrics.shadow_agreement.labels(agree="false")
+        self._full = metrics.shadow_dropped.labels(reason="queue_full")
+        self._other = metrics.shadow_dropped.labels(reason="other_features")
 
     def offer(self, rollout: Rollout, champion: Served, matrix: np.ndarray, predictions: np.ndarray) -> None:
         if not rollout.same_features:
-            self.metrics.shadow_dropped.labels(reason="other_features").inc()
+            self._other.inc()
             return
         if self._thread is None:
             with self._start:
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name="shadow-scorer", daemon=True)
                     self._thread.start()
-        try:
-            self._queue.put_nowait((rollout, champion, matrix, predictions))
-        except queue.Full:
-            self.metrics.shadow_dropped.labels(reason="queue_full").inc()
+        pending = self._pending
+        if len(pending) >= SHADOW_QUEUE:
+            self._full.inc()
+            return
+        pending.append((rollout, champion, matrix, predictions))
+        if len(pending) == 1:
+            self._wake.set()
 
     def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            rollout, champion, matrix, theirs = item
-            candidate = rollout.candidate
-            started = time.perf_counter()
-            try:
-                ours = candidate.predict(matrix)
-            except Exception as exc:  # a broken candidate is what shadow is for: counted, never raised
-                self.metrics.version_series(candidate.version, SHADOW)[1].inc()
-                log.warning("shadow scoring of v%s failed: %s", candidate.version, exc)
+        pending = self._pending
+        while not self._closed:
+            if not pending:
+                self._wake.wait(0.1)
+                self._wake.clear()
                 continue
-            self.metrics.observe_version(candidate.version, SHADOW, ours, time.perf_counter() - started)
-            agree = int((decisions(candidate, ours) == decisions(champion, theirs)).sum())
-            self.metrics.shadow_agreement.labels(agree="true").inc(agree)
-            self.metrics.shadow_agreement.labels(agree="false").inc(len(ours) - agree)
+            taken = [pending.popleft() for _ in range(min(len(pending), SHADOW_BATCH))]
+            groups: dict[tuple[int, int], list[Any]] = {}  # one group unless a swap came in between
+            for item in taken:
+                groups.setdefault((id(item[0].candidate), id(item[1])), []).append(item)
+            for group in groups.values():
+                self._score(group[0][0].candidate, group[0][1], group)
+
+    def _score(self, candidate: Served, champion: Served, taken: list[Any]) -> None:
+        matrix = np.concatenate([t[2] for t in taken])
+        theirs = np.concatenate([t[3] for t in taken])
+        started = time.perf_counter()
+        try:
+            ours = candidate.predict(matrix)
+        except Exception as exc:  # a broken candidate is what shadow is for: counted, never raised
+            self.metrics.version_series(candidate.version, SHADOW)[1].inc(len(taken))
+            log.warning("shadow scoring of v%s failed: %s", candidate.version, exc)
+            return
+        rows, _, latency, mean = self.metrics.version_series(candidate.version, SHADOW)
+        rows.inc(len(ours))
+        latency.observe((time.perf_counter() - started) / len(taken))  # per request, as the champion's
+        values = ours if ours.ndim == 1 else ours.max(axis=1)
+        sizes = np.array([len(t[2]) for t in taken])
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        for request_mean in (
+            np.add.reduceat(values, starts) / sizes
+        ).tolist():  # as the champion's: per request
+            mean.observe(request_mean)
+        agree = int((decisions(candidate, ours) == decisions(champion, theirs)).sum())
+        self._agree.inc(agree)
+        self._disagree.inc(len(ours) - agree)
 
     def close(self) -> None:
+        self._closed = True
+        self._wake.set()
         if self._thread is not None:
-            self._queue.put(None)
             self._thread.join(timeout=5)
