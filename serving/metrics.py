@@ -150,12 +150,14 @@ class ServiceMetrics:
     def observe_version(self, version: str, role: str, predictions: Any, seconds: float) -> None:
         """One scoring of ``version`` as ``role``: rows, time, mean prediction."""
         rows, _, latency, mean = self.version_series(version, role)
-        rows.inc(len(predictions))
+        n = len(predictions)
+        rows.inc(n)
         latency.observe(seconds)
-        if len(predictions):
-            mean.observe(
-                float(predictions.mean() if predictions.ndim == 1 else predictions.max(axis=1).mean())
-            )
+        if n == 1 and predictions.ndim == 1:  # one row: numpy's mean costs 2.8 us, a float 0.1
+            mean.observe(float(predictions[0]))
+        elif n:
+            values = predictions if predictions.ndim == 1 else predictions.max(axis=1)
+            mean.observe(float(values.mean()))
 
     def serving(self, model: str, version: str) -> None:
         self.model_version.clear()
