@@ -78,7 +78,7 @@ class ServiceMetrics:
             registry=self.registry,
         )
 
-        # per version and role (champion, canary, shadow): what a rollout's guardrails read
+        # per version and role (champion, canary, shadow), while a rollout runs: what its guardrails read
         self.version_rows = Counter(
             "flywheel_version_scored_rows_total",
             "Rows scored, by model version and role: champion, canary (answers a share of the requests), "
