@@ -142,7 +142,7 @@ class ModelHolder:
         with self._lock:
             self.current = served  # the swap: one reference assignment
             self._load_failure = None
-        self.metrics.serving(self.model_name, served.version)
+        self.metrics.serving(self.model_name, served.version, served.model.created_at)
         self.metrics.model_loads.labels(outcome="loaded").inc()
         log.info(
             "hot swap of %s: %s -> v%s (%s), loaded in %.1f s",

@@ -39,6 +39,11 @@ class ServiceMetrics:
             ["model", "version"],
             registry=self.registry,
         )
+        self.model_created = Gauge(
+            "flywheel_model_created_timestamp_seconds",
+            "When the served version was registered (epoch seconds): the freshness SLO's age",
+            registry=self.registry,
+        )
         self.model_loads = Counter(
             "flywheel_model_loads_total", "Model loads by outcome", ["outcome"], registry=self.registry
         )
@@ -159,9 +164,10 @@ class ServiceMetrics:
             values = predictions if predictions.ndim == 1 else predictions.max(axis=1)
             mean.observe(float(values.mean()))
 
-    def serving(self, model: str, version: str) -> None:
+    def serving(self, model: str, version: str, created_at: float = 0.0) -> None:
         self.model_version.clear()
         self.model_version.labels(model=model, version=version).set(1)
+        self.model_created.set(created_at)
 
     def observe_predictions(self, predictions: Any) -> None:
         """The first 100 predictions of a request into the histogram; a multiclass row is its class

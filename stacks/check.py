@@ -309,6 +309,24 @@ def _check_stream(stack: Stack, timeout: float) -> str:
     return f"Redis {version} at {shown} answers"
 
 
+def _check_metrics(stack: Stack, timeout: float) -> str:
+    """Prometheus answers its readiness probe; or, on this machine, nothing listens yet (`make up` starts
+    it), as for the local deployer's free port."""
+    metrics = stack.metrics
+    assert metrics is not None
+    url = metrics.configuration.url
+    where = urlparse(url)
+    local = where.hostname in ("127.0.0.1", "localhost", "::1")
+    port = where.port or (443 if where.scheme == "https" else 80)
+    if local and not _tcp_open(where.hostname or "", port, timeout):
+        return f"no Prometheus at {url} yet: `make up` starts one"
+    try:
+        _http_get(f"{url.rstrip('/')}/-/ready", timeout)
+    except _NotOk as exc:
+        raise _NotOk(f"Prometheus at {url} is not ready: {exc}") from None
+    return f"Prometheus at {url} is ready"
+
+
 _CHECKS: dict[ComponentType, Callable[[Stack, float], str]] = {
     ComponentType.ORCHESTRATOR: _check_orchestrator,
     ComponentType.ARTIFACT_STORE: _check_artifact_store,
@@ -321,6 +339,7 @@ _CHECKS: dict[ComponentType, Callable[[Stack, float], str]] = {
     ComponentType.PREDICTION_STORE: _check_prediction_store,
     ComponentType.LINEAGE: _check_lineage,
     ComponentType.STREAM: _check_stream,
+    ComponentType.METRICS: _check_metrics,
 }
 
 

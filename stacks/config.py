@@ -60,6 +60,7 @@ __all__ = [
     "LineageComponent",
     "LocalDeployerConfig",
     "LocalModelDeployer",
+    "MetricsComponent",
     "MlflowRegistryConfig",
     "MlflowTrackerConfig",
     "ModelDeployer",
@@ -69,11 +70,13 @@ __all__ = [
     "OrchestratorComponent",
     "PredictionStoreComponent",
     "PrefectOrchestratorConfig",
+    "PrometheusConfig",
     "RedisStreamConfig",
     "RetrainingPolicyConfig",
     "RolloutPolicy",
     "RolloutStep",
     "ServerLimits",
+    "ServiceLevelObjectives",
     "SqlPredictionStoreConfig",
     "Stack",
     "StackError",
@@ -106,6 +109,7 @@ class ComponentType(StrEnum):
     PREDICTION_STORE = "prediction_store"
     LINEAGE = "lineage"
     STREAM = "stream"
+    METRICS = "metrics"
 
 
 REQUIRED_TYPES: tuple[ComponentType, ...] = (ComponentType.ORCHESTRATOR, ComponentType.ARTIFACT_STORE)
@@ -544,6 +548,33 @@ class RedisStreamConfig(_Config):
         )
 
 
+class ServiceLevelObjectives(_Config):
+    """What each model's service promises, over ``window_days``: Prometheus' recording and alert rules are
+    generated from these (stacks/components/prometheus.py) and the monitoring report shows the error
+    budget left."""
+
+    latency_p99_ms: float = Field(default=50.0, gt=0)  # of /predict*, per service
+    availability: float = Field(default=0.999, gt=0, lt=1)  # answers that are not a 5xx
+    freshness_days: float = Field(default=30.0, gt=0)  # the champion no older than this
+    profiling_loss: float = Field(default=0.001, ge=0, lt=1)  # rows profiling may drop
+    window_days: int = Field(default=28, ge=1, le=365)
+    alert_for_s: int = Field(default=120, ge=0, le=86_400)  # how long a breach lasts before it alerts
+
+
+class PrometheusConfig(_Config):
+    """A Prometheus that scrapes every model service (``make up`` and staging start Debian's package on
+    ``port``; ``url`` is where its HTTP API answers), with rules made from ``slos``. The rollout guardrails
+    and the monitoring report read the figures from it."""
+
+    url: str = Field(default="http://127.0.0.1:9090", pattern=r"^https?://")
+    port: int = Field(default=9090, ge=1, le=65535)  # the one the scripts start listens here
+    scrape_interval_s: int = Field(default=5, ge=1, le=3600)
+    evaluation_interval_s: int = Field(default=5, ge=1, le=3600)
+    retention_days: int = Field(default=30, ge=1, le=3650)
+    slos: ServiceLevelObjectives = Field(default_factory=ServiceLevelObjectives)
+    timeout_s: float = Field(default=5.0, gt=0, le=120)
+
+
 DEFAULT_LINEAGE_FILE = "lineage/openlineage.jsonl"
 """Where OpenLineage run events go when the stack names no lineage component (under flywheel home)."""
 
@@ -584,6 +615,7 @@ SECRET_NAMESPACES: dict[ComponentType, str] = {
     ComponentType.PREDICTION_STORE: "predictions",
     ComponentType.LINEAGE: "lineage",
     ComponentType.STREAM: "redis",
+    ComponentType.METRICS: "prometheus",
 }
 """The `name` of the `{{name.key}}` reference a refusal suggests, per component type."""
 
@@ -782,6 +814,13 @@ class StreamComponent(Component[RedisStreamConfig]):
     flavor: Literal["redis"]
 
 
+class MetricsComponent(Component[PrometheusConfig]):
+    """The Prometheus that scrapes the services and holds the SLO rules."""
+
+    type: ClassVar[ComponentType] = ComponentType.METRICS
+    flavor: Literal["prometheus"]
+
+
 class LineageComponent(Component[FileLineageConfig | HttpLineageConfig]):
     """Where training, inference and monitoring runs send their OpenLineage run events."""
 
@@ -843,6 +882,7 @@ class Stack(BaseModel):
     prediction_store: PredictionStoreComponent | None = None
     lineage: Lineage | None = None
     stream: StreamComponent | None = None
+    metrics: MetricsComponent | None = None
 
     @field_validator(*(t.value for t in ComponentType), mode="before")
     @classmethod

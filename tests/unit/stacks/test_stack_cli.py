@@ -105,7 +105,7 @@ def test_check_local_ok(write_stack: Callable[..., Path], free_port: int) -> Non
     doc["components"]["model_deployer"]["configuration"]["port"] = free_port  # 8080 may be busy here
     result = runner.invoke(stack_app, ["check", str(write_stack(doc)), "--timeout", "2"])
     assert result.exit_code == 0, result.output
-    assert "all 11 components reachable" in result.output
+    assert "all 12 components reachable" in result.output
     assert "FAIL" not in result.output
 
 
