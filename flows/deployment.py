@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.tasks import StepTimer
+from stacks.components import prometheus
 from stacks.components.deployers import deployer_for
 from stacks.components.deployers.registry import champion_version, record_service
 from stacks.components.deployers.state import require_model_name
@@ -55,6 +56,7 @@ def deployment(
     )
     info = timer.run(deployer.deploy, "deploy", model_name, version, restart=restart)
     tags = timer.run(record_service, "record-service", info, version, retries=2)
+    timer.run(prometheus.refresh, "prometheus-targets", chosen)  # the new service is scraped from now on
     create_markdown_artifact(
         info.to_markdown(), key=artifact_key(model_name), description=f"Service of {model_name} v{version}"
     )

@@ -15,6 +15,7 @@ from flywheel.contracts.model_version import CHAMPION
 from flywheel.data_cli import data_app
 from flywheel.deployments_cli import deployments_app
 from flywheel.init_cli import init_command
+from flywheel.metrics_cli import metrics_app
 from flywheel.model_cli import model_app
 from flywheel.problem_cli import problem_app
 from flywheel.reproduce_cli import reproduce_command
@@ -39,6 +40,7 @@ app.add_typer(deployments_app, name="deployments")
 app.add_typer(data_app, name="data")
 app.add_typer(stream_app, name="stream")
 app.add_typer(model_app, name="model")
+app.add_typer(metrics_app, name="metrics")
 app.command("init")(init_command)
 app.command("reproduce")(reproduce_command)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make down`: stop what `make up` started (service, worker, Prefect server), each by process group.
+# `make down`: stop what `make up` started (service, worker, Prefect server, Prometheus), each by process group.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -7,4 +7,4 @@ HOME_DIR="${FLYWHEEL_HOME:-$PWD/.flywheel}"
 RUN="$HOME_DIR/run"
 export FLYWHEEL_HOME="$HOME_DIR"
 .venv/bin/flywheel service stop --stack local --all 2>/dev/null || true
-for name in worker prefect-server; do stop_recorded "$RUN" "$name"; done
+for name in worker prefect-server prometheus; do stop_recorded "$RUN" "$name"; done

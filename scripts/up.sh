@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make up`: the local stack for scheduled use. A Prefect server on SQLite under .flywheel/, the stack's
-# work pool and variables, the deployments of prefect.yaml (four per problem), a process worker, and the
-# prediction service of each problem that has a champion (its `deployment/PROBLEM` deployment). `make down`
-# stops them all.
+# work pool and variables, the deployments of prefect.yaml (four per problem), a process worker, a
+# Prometheus scraping the services with the SLO rules, and the prediction service of each problem that has
+# a champion (its `deployment/PROBLEM` deployment). `make down` stops them all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HOME_DIR="${FLYWHEEL_HOME:-$PWD/.flywheel}"
@@ -32,6 +32,14 @@ curl -sf "$PREFECT_API_URL/health" > /dev/null || { echo "Prefect server did not
 PROBLEMS=$(cd flows/problems && ls -- *.yaml | sed 's/\.yaml$//' | tr '\n' ' ')
 echo "deployed training/P, monitoring/P, batch-inference/P, deployment/P for P in: $PROBLEMS(see $LOGS/deploy.log)"
 start worker "$BIN/prefect" worker start --pool flywheel-local --type process
+# Prometheus (Debian's package, installed when missing) scraping every service the deployer records, with
+# the rules made from the stack's SLOs; the deployment flow rewrites its targets as services start
+PROM_CFG=$("$BIN/flywheel" metrics config --stack local)
+PROM_PORT=$("$BIN/python" -c "from stacks.loader import load_stack; print(load_stack('local').metrics.configuration.port)")
+PROMETHEUS=$(bash scripts/apt-install.sh prometheus prometheus)
+mkdir -p "$HOME_DIR/prometheus/data"
+start prometheus "$PROMETHEUS" --config.file="$PROM_CFG" --storage.tsdb.path="$HOME_DIR/prometheus/data" \
+  --web.listen-address="127.0.0.1:$PROM_PORT" --storage.tsdb.retention.time=30d
 # the problems whose model has a champion: their service deployment runs now, the others' on promotion
 CHAMPIONS=$("$BIN/flywheel" problem list --with-champion --stack local | tr '\n' ' ')
 for problem in $CHAMPIONS; do
@@ -45,5 +53,6 @@ cat <<MSG
 Prefect UI:  http://127.0.0.1:$PORT        (runs, deployments, automations, artifacts)
 MLflow UI:   $BIN/mlflow ui --backend-store-uri sqlite:///$HOME_DIR/mlflow.db --port 5000
 Service:     http://127.0.0.1:8080/docs    (once the service deployment has run)
+Prometheus:  http://127.0.0.1:$PROM_PORT          (SLO rules and alerts; .venv/bin/flywheel metrics status)
 Stop:        make down
 MSG

@@ -161,6 +161,36 @@ def write_config(config: PrometheusConfig, folder: Path, targets: Iterable[Targe
     return path
 
 
+def folder_of(stack: Any) -> Path:
+    """Where the stack's Prometheus files live: ``<flywheel home>/prometheus/<stack>``."""
+    from stacks.paths import flywheel_home
+
+    return flywheel_home() / "prometheus" / stack.name
+
+
+def recorded_targets(stack: Any) -> list[Target]:
+    """Every model service the stack's deployer recorded, as scrape targets (``host:port`` of its URL)."""
+    from urllib.parse import urlparse
+
+    from stacks.components.deployers import deployer_for
+
+    infos, _ = deployer_for(stack).statuses()
+    found = []
+    for info in infos:
+        where = urlparse(info.url)
+        if where.hostname and where.port:
+            found.append(Target(f"{where.hostname}:{where.port}", info.model_name, stack.name))
+    return found
+
+
+def refresh(stack: Any) -> Path | None:
+    """Rewrite the stack's Prometheus files (config, rules, targets from the deployer's records); None
+    when the stack names no metrics component."""
+    if stack.metrics is None:
+        return None
+    return write_config(stack.metrics.configuration, folder_of(stack), recorded_targets(stack))
+
+
 class PrometheusUnavailable(RuntimeError):
     """The HTTP API did not answer, or answered an error: the message says which."""
 

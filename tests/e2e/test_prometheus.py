@@ -1,0 +1,152 @@
+"""A real Prometheus (Debian's package) scrapes a real service with the rules made from the SLOs: quick
+single-row requests keep the latency SLO, then 1,000-row requests (the injected slowdown) break it and the
+alert fires; ``flywheel metrics status`` says so. promtool accepts the generated configuration and rules."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import requests
+import yaml
+from typer.testing import CliRunner
+
+from flywheel.cli import app
+from stacks.components import prometheus
+from stacks.config import PrometheusConfig, ServiceLevelObjectives
+from stacks.loader import load_stack
+from tests.e2e.support import Timeline, free_port, stop_everything_under, wait_for
+from tests.unit.serving.conftest import local_home, record_from, train_and_register
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+MODEL = "flight-delay"
+FLYWHEEL = str(Path(sys.executable).parent / "flywheel")
+INSTALLER = Path(__file__).resolve().parents[2] / "scripts" / "apt-install.sh"
+SLO_MS = 2.0
+
+
+def _binary(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    done = subprocess.run(
+        ["bash", str(INSTALLER), "prometheus", name], capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, f"prometheus could not be installed: {done.stderr[-2000:]}"
+    return done.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    home = tmp_path_factory.mktemp("prometheus-home")
+    with local_home(home):
+        yield home
+    killed = stop_everything_under(home)
+    assert not killed, killed
+
+
+def _start(command: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
+
+
+def test_an_injected_slowdown_fires_the_latency_alert(
+    home: Path, flights_sample: pd.DataFrame, weather: pd.DataFrame
+) -> None:
+    say = Timeline()
+    champion = train_and_register(flights_sample, weather)
+    service_port, prom_port = free_port(), free_port()
+    config = PrometheusConfig(
+        url=f"http://127.0.0.1:{prom_port}",
+        port=prom_port,
+        scrape_interval_s=1,
+        evaluation_interval_s=1,
+        slos=ServiceLevelObjectives(latency_p99_ms=SLO_MS, alert_for_s=0),
+    )
+    folder = home / "prometheus"
+    path = prometheus.write_config(config, folder, [prometheus.Target(f"127.0.0.1:{service_port}", MODEL)])
+    promtool = _binary("promtool")
+    checked = subprocess.run([promtool, "check", "config", str(path)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    env = {**os.environ, "FLYWHEEL_PROFILING": "off"}
+    service = _start(
+        [FLYWHEEL, "serve", "--model", MODEL, "--port", str(service_port)], home / "service.log", env
+    )
+    server = _start(
+        [
+            _binary("prometheus"),
+            f"--config.file={path}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ],
+        home / "prometheus.log",
+    )
+    api = prometheus.PrometheusAPI(config)
+    url = f"http://127.0.0.1:{service_port}"
+    try:
+        wait_for(lambda: requests.get(f"{url}/ready", timeout=2).status_code == 200, 120, "the service")
+        wait_for(lambda: any(t["health"] == "up" for t in api.targets()), 60, "Prometheus to scrape it", 0.5)
+        say("Prometheus scrapes the service")
+        record = record_from(champion["test"], 0)
+        batch = {
+            "records": [record_from(champion["test"], i % len(champion["test"].frame)) for i in range(1000)]
+        }
+        session = requests.Session()
+
+        def send(body: Any, path: str, seconds: float) -> None:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                assert session.post(f"{url}{path}", json=body, timeout=10).status_code == 200
+
+        send(record, "/predict", 8)
+        p99 = wait_for(lambda: api.query(prometheus.LATENCY_P99), 30, "the p99 recording rule", 0.5)
+        say(f"single rows: p99 {p99[0][1] * 1000:.2f} ms against the {SLO_MS:g} ms SLO")
+        assert p99[0][1] * 1000 < SLO_MS
+        assert not [a for a in api.alerts() if a["labels"]["alertname"] == "FlywheelLatencySLO"]
+        started = time.monotonic()
+        fired: list[Any] = []
+
+        def firing() -> bool:
+            send(batch, "/predict/batch", 1.0)  # the slowdown: every request scores 1,000 rows
+            fired[:] = [
+                a
+                for a in api.alerts()
+                if a["labels"]["alertname"] == "FlywheelLatencySLO" and a["state"] == "firing"
+            ]
+            return bool(fired)
+
+        wait_for(firing, 90, "the latency alert to fire", every=0)
+        say(f"FlywheelLatencySLO firing after {time.monotonic() - started:.1f} s of 1,000-row requests")
+        assert fired[0]["labels"]["model"] == MODEL
+        doc = load_stack("local").to_dict()
+        doc["components"]["metrics"] = {
+            "name": "p",
+            "flavor": "prometheus",
+            "configuration": {"url": config.url},
+        }
+        stack = home / "stack.yaml"
+        stack.write_text(yaml.safe_dump(doc))
+        shown = CliRunner().invoke(app, ["metrics", "status", "--stack", str(stack)])
+        assert shown.exit_code == 1, shown.output
+        assert "FIRING FlywheelLatencySLO (flight-delay)" in shown.output and "p99_latency_ms" in shown.output
+    finally:
+        _stop(server)
+        _stop(service)
