@@ -64,16 +64,27 @@ def hold_step(
     step: RolloutStep,
     policy: RolloutPolicy,
     urls: list[str],
+    prometheus_url: str | None = None,
 ) -> dict[str, Any]:
     """Hold one step: until ``hold_s`` passed with ``min_requests`` of evidence, every check passing; or
-    the first broken guardrail; or no evidence in time (not proven: the candidate does not go on)."""
+    the first broken guardrail; or no evidence in time (not proven: the candidate does not go on). The
+    evidence comes from the stack's Prometheus (``prometheus_url``), else each service's ``/metrics``."""
     logger = get_run_logger()
     started = time.monotonic()
-    before, _ = guardrails.scrape(urls)
+
+    def read() -> tuple[guardrails.Snapshot, list[str]]:
+        if prometheus_url is not None:
+            from stacks.components.prometheus import PrometheusAPI
+            from stacks.config import PrometheusConfig
+
+            return guardrails.from_prometheus(PrometheusAPI(PrometheusConfig(url=prometheus_url)), model)
+        return guardrails.scrape(urls)
+
+    before, _ = read()
     deadline = started + max(step.hold_s * EVIDENCE_WAIT, step.hold_s + 300)
     while True:
         time.sleep(policy.check_every_s)
-        now, unreachable = guardrails.scrape(urls)
+        now, unreachable = read()
         since = {key: figures - before.get(key, guardrails.Figures()) for key, figures in now.items()}
         verdict = guardrails.judge(step, policy.guardrails, since, candidate, champion)
         held = time.monotonic() - started
@@ -124,6 +135,9 @@ def rollout(
         model_versions.make_champion(model, version)
         return {"model": model, "version": version, "promoted": True, "reason": "immediate", "steps": []}
     targets = urls if urls is not None else service_urls(ctx.stack, model)
+    # the stack's Prometheus scrapes every replica; services named by hand are read directly
+    metrics = ctx.stack.metrics
+    prometheus_url = metrics.configuration.url if urls is None and metrics is not None else None
     model_versions.mark_challenger(model, version)
     done: list[dict[str, Any]] = []
     total = len(policy.steps) + 1  # the last: every request (the alias moves)
@@ -154,7 +168,7 @@ def rollout(
         logger.info(
             "%s v%s: step %d/%d, %s %.0f%%", model, version, number, total, step.stage, 100 * step.fraction
         )
-        outcome = hold_step(model, version, champion.version, number, step, policy, targets)
+        outcome = hold_step(model, version, champion.version, number, step, policy, targets, prometheus_url)
         done.append(outcome)
         _artifact(model, version, champion.version, done)
         if not outcome["held"]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -125,6 +126,32 @@ def scrape(urls: list[str], timeout_s: float = 5.0) -> tuple[Snapshot, list[str]
         except requests.RequestException as exc:
             failures.append(f"{url}: {exc}")
     return combine(pages), failures
+
+
+def from_prometheus(api: Any, model: str) -> tuple[Snapshot, list[str]]:
+    """The same figures as :func:`scrape`, from the stack's Prometheus, which scrapes every replica (the
+    direct scrape reaches one process of a multi-worker or load-balanced service per request)."""
+    from stacks.components.prometheus import PrometheusUnavailable
+
+    found: Snapshot = defaultdict(Figures)
+    where = f'{{model="{model}"}}'
+    try:
+        for series, value in api.query(f"sum by (version, role) ({ROWS}_total{where})"):
+            found[(series.get("version", ""), series.get("role", ""))].rows = value
+        for series, value in api.query(f"sum by (version, role) ({ERRORS}_total{where})"):
+            found[(series.get("version", ""), series.get("role", ""))].errors = value
+        for series, value in api.query(f"sum by (version, role) ({LATENCY}_count{where})"):
+            found[(series.get("version", ""), series.get("role", ""))].scorings = value
+        for series, value in api.query(f"sum by (version, role, le) ({LATENCY}_bucket{where})"):
+            key = (series.get("version", ""), series.get("role", ""))
+            found[key].buckets[float(series["le"])] = value
+        for series, value in api.query(f"sum by (version, role) ({MEAN}_sum{where})"):
+            found[(series.get("version", ""), series.get("role", ""))].mean_sum = value
+        for series, value in api.query(f"sum by (version, role) ({MEAN}_count{where})"):
+            found[(series.get("version", ""), series.get("role", ""))].mean_count = value
+    except PrometheusUnavailable as exc:
+        return {}, [str(exc)]
+    return dict(found), []
 
 
 @dataclass

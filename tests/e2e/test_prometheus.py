@@ -68,10 +68,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(30)
 
 
-def test_an_injected_slowdown_fires_the_latency_alert(
-    home: Path, flights_sample: pd.DataFrame, weather: pd.DataFrame
-) -> None:
-    say = Timeline()
+@pytest.fixture(scope="module")
+def running(home: Path, flights_sample: pd.DataFrame, weather: pd.DataFrame) -> Iterator[dict[str, Any]]:
+    """A champion, its service, and a Prometheus scraping it every second with a 2 ms p99 SLO."""
     champion = train_and_register(flights_sample, weather)
     service_port, prom_port = free_port(), free_port()
     config = PrometheusConfig(
@@ -83,10 +82,11 @@ def test_an_injected_slowdown_fires_the_latency_alert(
     )
     folder = home / "prometheus"
     path = prometheus.write_config(config, folder, [prometheus.Target(f"127.0.0.1:{service_port}", MODEL)])
-    promtool = _binary("promtool")
-    checked = subprocess.run([promtool, "check", "config", str(path)], capture_output=True, text=True)
+    checked = subprocess.run(
+        [_binary("promtool"), "check", "config", str(path)], capture_output=True, text=True
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    env = {**os.environ, "FLYWHEEL_PROFILING": "off"}
+    env = {**os.environ, "FLYWHEEL_PROFILING": "off", "FLYWHEEL_WATCH_INTERVAL_S": "0.5"}
     service = _start(
         [FLYWHEEL, "serve", "--model", MODEL, "--port", str(service_port)], home / "service.log", env
     )
@@ -104,49 +104,77 @@ def test_an_injected_slowdown_fires_the_latency_alert(
     try:
         wait_for(lambda: requests.get(f"{url}/ready", timeout=2).status_code == 200, 120, "the service")
         wait_for(lambda: any(t["health"] == "up" for t in api.targets()), 60, "Prometheus to scrape it", 0.5)
-        say("Prometheus scrapes the service")
-        record = record_from(champion["test"], 0)
-        batch = {
-            "records": [record_from(champion["test"], i % len(champion["test"].frame)) for i in range(1000)]
-        }
-        session = requests.Session()
-
-        def send(body: Any, path: str, seconds: float) -> None:
-            end = time.monotonic() + seconds
-            while time.monotonic() < end:
-                assert session.post(f"{url}{path}", json=body, timeout=10).status_code == 200
-
-        send(record, "/predict", 8)
-        p99 = wait_for(lambda: api.query(prometheus.LATENCY_P99), 30, "the p99 recording rule", 0.5)
-        say(f"single rows: p99 {p99[0][1] * 1000:.2f} ms against the {SLO_MS:g} ms SLO")
-        assert p99[0][1] * 1000 < SLO_MS
-        assert not [a for a in api.alerts() if a["labels"]["alertname"] == "FlywheelLatencySLO"]
-        started = time.monotonic()
-        fired: list[Any] = []
-
-        def firing() -> bool:
-            send(batch, "/predict/batch", 1.0)  # the slowdown: every request scores 1,000 rows
-            fired[:] = [
-                a
-                for a in api.alerts()
-                if a["labels"]["alertname"] == "FlywheelLatencySLO" and a["state"] == "firing"
-            ]
-            return bool(fired)
-
-        wait_for(firing, 90, "the latency alert to fire", every=0)
-        say(f"FlywheelLatencySLO firing after {time.monotonic() - started:.1f} s of 1,000-row requests")
-        assert fired[0]["labels"]["model"] == MODEL
-        doc = load_stack("local").to_dict()
-        doc["components"]["metrics"] = {
-            "name": "p",
-            "flavor": "prometheus",
-            "configuration": {"url": config.url},
-        }
-        stack = home / "stack.yaml"
-        stack.write_text(yaml.safe_dump(doc))
-        shown = CliRunner().invoke(app, ["metrics", "status", "--stack", str(stack)])
-        assert shown.exit_code == 1, shown.output
-        assert "FIRING FlywheelLatencySLO (flight-delay)" in shown.output and "p99_latency_ms" in shown.output
+        yield {"url": url, "api": api, "config": config, "champion": champion}
     finally:
         _stop(server)
         _stop(service)
+
+
+def _send(url: str, body: Any, path: str, seconds: float) -> None:
+    session = requests.Session()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        assert session.post(f"{url}{path}", json=body, timeout=10).status_code == 200
+
+
+def test_an_injected_slowdown_fires_the_latency_alert(running: dict[str, Any], home: Path) -> None:
+    say = Timeline()
+    url, api, config, champion = running["url"], running["api"], running["config"], running["champion"]
+    say("Prometheus scrapes the service")
+    record = record_from(champion["test"], 0)
+    rows = len(champion["test"].frame)
+    batch = {"records": [record_from(champion["test"], i % rows) for i in range(1000)]}
+    _send(url, record, "/predict", 8)
+    p99 = wait_for(lambda: api.query(prometheus.LATENCY_P99), 30, "the p99 recording rule", 0.5)
+    say(f"single rows: p99 {p99[0][1] * 1000:.2f} ms against the {SLO_MS:g} ms SLO")
+    assert p99[0][1] * 1000 < SLO_MS
+    assert not [a for a in api.alerts() if a["labels"]["alertname"] == "FlywheelLatencySLO"]
+    started = time.monotonic()
+    fired: list[Any] = []
+
+    def firing() -> bool:
+        _send(url, batch, "/predict/batch", 1.0)  # the slowdown: every request scores 1,000 rows
+        alerts = api.alerts()
+        fired[:] = [
+            a for a in alerts if a["labels"]["alertname"] == "FlywheelLatencySLO" and a["state"] == "firing"
+        ]
+        return bool(fired)
+
+    wait_for(firing, 90, "the latency alert to fire", every=0)
+    say(f"FlywheelLatencySLO firing after {time.monotonic() - started:.1f} s of 1,000-row requests")
+    assert fired[0]["labels"]["model"] == MODEL
+    doc = load_stack("local").to_dict()
+    doc["components"]["metrics"] = {"name": "p", "flavor": "prometheus", "configuration": {"url": config.url}}
+    stack = home / "stack.yaml"
+    stack.write_text(yaml.safe_dump(doc))
+    shown = CliRunner().invoke(app, ["metrics", "status", "--stack", str(stack)])
+    assert shown.exit_code == 1, shown.output
+    assert "FIRING FlywheelLatencySLO (flight-delay)" in shown.output and "p99_latency_ms" in shown.output
+
+
+def test_the_guardrails_read_the_same_figures_from_prometheus(
+    running: dict[str, Any], flights_sample: pd.DataFrame, weather: pd.DataFrame
+) -> None:
+    from flywheel.contracts.rollout import RolloutState
+    from stacks.components import model_versions
+    from steps.rollout import guardrails
+
+    url, api, champion = running["url"], running["api"], running["champion"]
+    candidate = train_and_register(flights_sample, weather, rounds=40)
+    model_versions.make_champion(MODEL, champion["version"])
+    state = RolloutState(candidate["version"], champion["version"], "shadow", 0.0, 1, 2, time.time())
+    model_versions.set_rollout(MODEL, state)
+    try:
+        time.sleep(2)  # the service's watch ticks load the candidate
+        _send(url, record_from(champion["test"], 1), "/predict", 3)
+        time.sleep(3)  # the shadow thread's last scoring, then a scrape after it
+        direct, unreachable = guardrails.scrape([url])
+        through, failures = guardrails.from_prometheus(api, MODEL)
+    finally:
+        model_versions.set_rollout(MODEL, None)
+    assert not unreachable and not failures
+    shadow = (candidate["version"], "shadow")
+    assert direct[shadow].rows > 0 and through[shadow].rows == direct[shadow].rows
+    for key, figures in direct.items():
+        assert through[key].rows == figures.rows and through[key].scorings == figures.scorings, key
+        assert through[key].buckets == figures.buckets and through[key].mean_count == figures.mean_count
