@@ -20,7 +20,7 @@ from stacks.components.model_registry import load_model
 from stacks.components.model_versions import alias_version
 from steps.monitor import drift as drift_step
 from steps.monitor import policy as policy_step
-from steps.monitor import report, state, track, windows
+from steps.monitor import report, service_level, state, track, windows
 
 PAST_VERSIONS = 4  # earlier versions whose realized metrics the report shows beside the champion's
 
@@ -98,6 +98,9 @@ def monitoring(problem: str, stack: str | None = None, emit: bool = True) -> dic
         over_time=over_time,
         ignored=spec.monitoring.ignore_drift,
         checked_at=now,
+        service_level=None
+        if ctx.stack.metrics is None
+        else service_level.read(ctx.stack.metrics.configuration, spec.model_name),
     )
     html_report = report.to_html(
         content, report.heatmap(drift, policy.drift_threshold), report.realized_figure(over_time)

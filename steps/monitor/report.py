@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from flywheel.contracts import layout
 from steps.monitor.policy import PolicyDecision, RetrainPolicy, count, moment
+from steps.monitor.service_level import ServiceLevel, met
 
 COUNT_KEYS = frozenset({"labels", "skipped_labels", "rows", "windows"})
 PRIMARY_METRIC = {"binary": "roc_auc", "multiclass": "accuracy", "regression": "rmse"}
@@ -304,6 +305,22 @@ def png(figure: Figure) -> tuple[str, int, int]:
 # --------------------------------------------------------------------------- assembling and rendering
 
 
+def service_level_table(level: ServiceLevel | None) -> Table | None:
+    """Each SLO's figure from Prometheus against its objective, the error budget left, alerts firing."""
+    if level is None:
+        return None
+    if level.note:
+        return Table("Service level", ["note"], [[level.note]])
+    rows = []
+    for name, objective in level.objectives.items():
+        value = level.figures.get(name)
+        shown = "no figure yet" if value is None else f"{value:.4g}"
+        verdict = "-" if value is None else ("met" if met(name, value, objective) else "BROKEN")
+        rows.append([name.replace("_", " "), shown, f"{objective:g}", verdict])
+    note = f"alerts firing: {', '.join(level.firing)}" if level.firing else "no alert firing"
+    return Table("Service level (Prometheus)", ["objective", "now", "target", "verdict"], rows, note)
+
+
 def build(
     model: str,
     version: str,
@@ -316,6 +333,7 @@ def build(
     over_time: pd.DataFrame | None = None,
     ignored: Sequence[str] = (),
     checked_at: datetime | None = None,
+    service_level: ServiceLevel | None = None,
 ) -> Report:
     report = Report(f"Monitoring {model} v{version}", decision.summary(), checked_at or datetime.now(UTC))
     if decision.fire or decision.suppressed_by:
@@ -327,6 +345,7 @@ def build(
         report.bullets.append(("What the policy waits for", list(decision.waiting)))
     tables = [
         realized_table(realized),
+        service_level_table(service_level),
         over_time_table(over_time if over_time is not None else pd.DataFrame()),
         windows_table(decision),
         drift_columns_table(drift, policy.drift_threshold),

@@ -150,6 +150,16 @@ def test_an_injected_slowdown_fires_the_latency_alert(running: dict[str, Any], h
     shown = CliRunner().invoke(app, ["metrics", "status", "--stack", str(stack)])
     assert shown.exit_code == 1, shown.output
     assert "FIRING FlywheelLatencySLO (flight-delay)" in shown.output and "p99_latency_ms" in shown.output
+    # what the monitoring report shows: each SLO against its target, the budget left, the alerts firing
+    from steps.monitor import report, service_level
+
+    level = service_level.read(config, MODEL)
+    assert level.figures["p99_latency_ms"] is not None and level.figures["p99_latency_ms"] > SLO_MS
+    assert level.figures["availability"] == 1.0 and level.figures["error_budget_left"] == 1.0
+    assert "FlywheelLatencySLO" in level.firing
+    table = report.service_level_table(level)
+    assert table is not None and ["availability", "1", "0.999", "met"] in table.rows
+    assert next(r for r in table.rows if r[0] == "p99 latency ms")[3] == "BROKEN"
 
 
 def test_the_guardrails_read_the_same_figures_from_prometheus(
