@@ -47,6 +47,7 @@ def status(
     """Each model's SLO figures (p99 latency, availability, error budget left, profiling loss, model age)
     and the alerts firing, from the stack's Prometheus. Exit 1 when an alert fires."""
     import json
+    import math
 
     from stacks.components import prometheus
 
@@ -70,7 +71,11 @@ def status(
         typer.echo(json.dumps({"models": figures, "firing": firing}, indent=2))
     else:
         for model, values in sorted(figures.items()):
-            shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(values.items()))
+            # NaN: a ratio of rates with no request in their window
+            shown = ", ".join(
+                f"{k} {'- (no requests lately)' if math.isnan(v) else f'{v:.4g}'}"
+                for k, v in sorted(values.items())
+            )
             typer.echo(f"{model}: {shown}")
         for alert in firing:
             labels = alert.get("labels", {})
