@@ -3,6 +3,7 @@ the stack's Prometheus (the recording rules of stacks/components/prometheus.py).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from stacks.components import prometheus
@@ -44,7 +45,8 @@ def read(config: PrometheusConfig, model: str) -> ServiceLevel:
     try:
         for name, expr in QUERIES.items():
             values = [v for labels, v in api.query(expr) if labels.get("model") == model]
-            level.figures[name] = values[0] if values else None
+            # NaN: a ratio of rates with no request in their window, no figure rather than a broken one
+            level.figures[name] = values[0] if values and not math.isnan(values[0]) else None
         level.firing = [
             str(a["labels"].get("alertname"))
             for a in api.alerts()
