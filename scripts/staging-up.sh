@@ -6,6 +6,7 @@
 #   mlflow server                  tracking + registry on PostgreSQL, artifacts proxied to s3://.../mlflow
 #   prefect server                 on PostgreSQL, with the stack's process work pool, deployments and a worker
 #   redis-server (Debian's)        the streams of `flywheel stream serve`, password-protected
+#   prometheus (Debian's)          scrapes the services with the SLO rules (flywheel metrics config)
 # Credentials are generated once into $STAGING/credentials.env (mode 600) unless the environment already
 # sets them, and reach the flows only through the stack's secret references (environment variables, or
 # the Prefect Secret blocks created here). `make staging-down` stops everything and wipes the state.
@@ -18,7 +19,7 @@ RUN="$STAGING/run"
 LOGS="$STAGING/logs"
 BIN="$ROOT/.venv/bin"
 # the ports stacks/staging.yaml names
-PG_PORT=5433 S3_PORT=5055 MLFLOW_PORT=5010 PREFECT_PORT=4210 REDIS_PORT=6390
+PG_PORT=5433 S3_PORT=5055 MLFLOW_PORT=5010 PREFECT_PORT=4210 REDIS_PORT=6390 PROM_PORT=9091
 BUCKET=flywheel-staging
 mkdir -p "$RUN" "$LOGS"
 # private, but traversable when root must hand PostgreSQL's folders to the `postgres` user
@@ -171,6 +172,13 @@ if [ "${FLYWHEEL_STAGING_DEPLOY:-1}" = 1 ]; then
   step "deployed training/P, monitoring/P, batch-inference/P, deployment/P per problem P (see $LOGS/deploy.log)"
 fi
 start worker "$BIN/prefect" worker start --pool staging-process --type process
+PROM_CFG=$("$BIN/flywheel" metrics config --stack staging)
+PROMETHEUS=$(bash scripts/apt-install.sh prometheus prometheus)
+mkdir -p "$STAGING/prometheus-data"
+start prometheus "$PROMETHEUS" --config.file="$PROM_CFG" --storage.tsdb.path="$STAGING/prometheus-data" \
+  --web.listen-address="127.0.0.1:$PROM_PORT"
+wait_http prometheus "http://127.0.0.1:$PROM_PORT/-/ready" 60
+step "Prometheus ready on http://127.0.0.1:$PROM_PORT (rules from the stack's SLOs)"
 "$BIN/flywheel" stack check staging
 
 cat <<MSG
@@ -181,6 +189,7 @@ Staging is up (state in $STAGING):
   S3 endpoint: http://127.0.0.1:$S3_PORT  (bucket $BUCKET)
   PostgreSQL:  127.0.0.1:$PG_PORT, user flywheel, databases mlflow, optuna, prefect, predictions
   Redis:       127.0.0.1:$REDIS_PORT (streams: flywheel stream serve --stack staging --problem P)
+  Prometheus:  http://127.0.0.1:$PROM_PORT (flywheel metrics status --stack staging)
 Use it:        set -a; . $CREDS; set +a
                FLYWHEEL_STACK=staging make run
 Stop and wipe: make staging-down

@@ -280,7 +280,7 @@ def test_same_flows_on_staging_keep_everything_in_postgres_and_s3(staging: Stagi
 
 def test_stack_check_names_the_broken_component(staging: Staging) -> None:
     healthy = staging.flywheel("stack", "check", "staging")
-    assert healthy.returncode == 0 and "all 9 components reachable" in healthy.stdout, healthy.stdout
+    assert healthy.returncode == 0 and "all 11 components reachable" in healthy.stdout, healthy.stdout
 
     started = time.monotonic()
     wrong_pw = staging.flywheel(
