@@ -13,3 +13,14 @@ stop_recorded() {
   fi
   rm -f "$pidfile"
 }
+
+# alive NAME / start NAME COMMAND...: whether RUN/NAME.pid names a live process; start COMMAND detached in
+# its own process group, its output in LOGS/NAME.log, its pid in RUN/NAME.pid (RUN and LOGS set by the caller)
+alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+start() {
+  local name=$1; shift
+  if alive "$name"; then echo "$name already running (pid $(cat "$RUN/$name.pid"))"; return; fi
+  setsid "$@" > "$LOGS/$name.log" 2>&1 < /dev/null &
+  echo $! > "$RUN/$name.pid"
+  echo "started $name (pid $!, log $LOGS/$name.log)"
+}

@@ -13,14 +13,7 @@ BIN="$PWD/.venv/bin"
 mkdir -p "$RUN" "$LOGS" "$HOME_DIR/redis"
 export FLYWHEEL_HOME="$HOME_DIR" MLFLOW_DISABLE_TELEMETRY=true WHYLOGS_NO_ANALYTICS=True
 
-alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
-start() {  # name, command...: detached, in its own process group, logging to .flywheel/logs
-  local name=$1; shift
-  if alive "$name"; then echo "$name already running (pid $(cat "$RUN/$name.pid"))"; return; fi
-  setsid "$@" > "$LOGS/$name.log" 2>&1 < /dev/null &
-  echo $! > "$RUN/$name.pid"
-  echo "started $name (pid $!, log $LOGS/$name.log)"
-}
+. scripts/lib.sh
 
 # host and port of the stack's stream (a loopback URL without a password: the local stack's)
 read -r HOST PORT < <("$BIN/python" - "$STACK" <<'EOF2'

@@ -15,14 +15,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true WHYL
 export PREFECT_API_URL="http://127.0.0.1:$PORT/api"
 BIN="$PWD/.venv/bin"
 
-alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
-start() {  # name, command...: detached, in its own process group, logging to .flywheel/logs
-  local name=$1; shift
-  if alive "$name"; then echo "$name already running (pid $(cat "$RUN/$name.pid"))"; return; fi
-  setsid "$@" > "$LOGS/$name.log" 2>&1 < /dev/null &
-  echo $! > "$RUN/$name.pid"
-  echo "started $name (pid $!, log $LOGS/$name.log)"
-}
+. scripts/lib.sh
 
 start prefect-server "$BIN/prefect" server start --host 127.0.0.1 --port "$PORT"
 for _ in $(seq 1 120); do curl -sf "$PREFECT_API_URL/health" > /dev/null && break; sleep 1; done
