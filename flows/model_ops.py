@@ -60,6 +60,9 @@ def rollback(model: str, reason: str, stack: str | None = None, by: str | None =
         reason=reason, at=datetime.now(UTC).isoformat(timespec="seconds"), to=previous.version, by=_who(by)
     )
     model_versions.roll_back(model, current, previous, record.to_tags())
+    from flows.rollout import refresh_card
+
+    refresh_card(model, current.version)  # its model card says it was rolled back, when and why
     logger.info("%s: champion v%s rolled back to v%s (%s)", model, current.version, previous.version, reason)
     create_markdown_artifact(
         f"# Rollback of {model}\n\nv{current.version} -> **v{previous.version}** by {record.by} at "

@@ -132,6 +132,7 @@ def rollout(
             answer = approval.ask(model, version, "promotion to champion", policy.approval_timeout_s)
             if not answer.approved:
                 return _rejected(model, version, champion.version, answer, [])
+            refresh_card(model, version)
         model_versions.make_champion(model, version)
         return {"model": model, "version": version, "promoted": True, "reason": "immediate", "steps": []}
     targets = urls if urls is not None else service_urls(ctx.stack, model)
@@ -182,6 +183,7 @@ def rollout(
             version,
             {ROLLOUT_RESULT_TAG: ROLLED_BACK, ROLLOUT_REASON_TAG: why, ROLLOUT_STEPS_TAG: steps_tag},
         )
+        refresh_card(model, version)
         _emit(
             events.MODEL_ROLLED_BACK,
             model,
@@ -209,6 +211,7 @@ def rollout(
     model_versions.set_tags(
         model, version, {ROLLOUT_RESULT_TAG: PROMOTED, ROLLOUT_REASON_TAG: why, ROLLOUT_STEPS_TAG: steps_tag}
     )
+    refresh_card(model, version)
     _emit(
         events.MODEL_ROLLOUT_STEP,
         model,
@@ -224,12 +227,24 @@ def rollout(
     return {"model": model, "version": version, "promoted": True, "reason": why, "steps": done}
 
 
+def refresh_card(model: str, version: str) -> None:
+    """The version's model card gets its approvals and rollout (a card that cannot be rewritten is a
+    warning, never a failed rollout)."""
+    from steps.model import card_log
+
+    try:
+        card_log.refresh_approvals(model, version)
+    except Exception as exc:  # any step of it: MLflow, the artifact store
+        get_run_logger().warning("model card of %s v%s not rewritten: %s", model, version, exc)
+
+
 def _rejected(
     model: str, version: str, champion: str, answer: Any, done: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """An approver (or the timeout) said no: the candidate stays the challenger, the champion serves."""
     why = f"{answer.what}: rejected by {answer.by}" + (f": {answer.comment}" if answer.comment else "")
     model_versions.set_tags(model, version, {ROLLOUT_RESULT_TAG: ROLLED_BACK, ROLLOUT_REASON_TAG: why})
+    refresh_card(model, version)
     _emit(events.MODEL_ROLLED_BACK, model, champion, {"from": version, "to": champion, "reason": why})
     create_markdown_artifact(
         f"# Rollout of {model} v{version}: REJECTED\n\nv{champion} keeps every request.\n\n{why}",

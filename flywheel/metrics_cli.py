@@ -87,3 +87,14 @@ def status(
             typer.echo("no figures yet: Prometheus has scraped no service")
     if firing:
         raise typer.Exit(1)
+
+
+@metrics_app.command("dashboard")
+def dashboard() -> None:
+    """Print the Grafana dashboard (JSON) for the stack's Prometheus: import it in Grafana with the
+    Prometheus data source (docs/grafana/flywheel-dashboard.json is this output)."""
+    import json
+
+    from stacks.components import grafana
+
+    typer.echo(json.dumps(grafana.dashboard(), indent=2))

@@ -17,8 +17,9 @@ import html
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -548,16 +549,74 @@ def _decision(f: CardFacts) -> Section:
     return Section("Promotion decision", paragraphs, tables)
 
 
+APPROVALS_TITLE = "Approvals and rollouts"
+
+
 def _approvals(f: CardFacts) -> Section:
-    return Section(
-        "Approvals and rollouts",
-        [
+    return approvals_section([], {}, None)
+
+
+def approvals_section(approvals: Sequence[Any], rollout: dict[str, Any], rollback: Any) -> Section:
+    """What people and rollouts decided about the version: each approval (who, when, why), how its rollout
+    ended and each step's figures, a rollback. Written at registration (none yet) and again when a
+    rollout or a rollback ends (steps.model.card_log.refresh_approvals)."""
+    paragraphs, tables = [], []
+    if approvals:
+        rows = [[a.what, a.decision, a.by, a.at, a.comment or "-"] for a in approvals]
+        tables.append(Table("Approvals", ["asked for", "decision", "by", "at", "comment"], rows))
+    else:
+        paragraphs.append(
             "Approvals: none recorded. The champion alias is set by the promotion gate alone; no person "
-            "has signed this version off.",
+            "has signed this version off."
+        )
+    if rollout.get("result"):
+        paragraphs.append(f"Rollout: {rollout['result']}. {rollout.get('reason', '')}".strip())
+        steps = rollout.get("steps") or []
+        rows = [
+            [
+                str(s.get("step")),
+                str(s.get("stage")),
+                f"{float(s.get('fraction', 0)):.0%}",
+                str(s.get("held_s")),
+                "held" if s.get("held") else "broken",
+                str(s.get("reason", "")),
+            ]
+            for s in steps
+        ]
+        if rows:
+            tables.append(
+                Table("Rollout steps", ["step", "stage", "share", "held s", "outcome", "why"], rows)
+            )
+    else:
+        paragraphs.append(
             "Rollouts: none recorded on this card. The deployment flow serves whichever version the "
-            "champion alias names and records where on the version's tags (flywheel.service.*).",
-        ],
-    )
+            "champion alias names and records where on the version's tags (flywheel.service.*)."
+        )
+    if rollback is not None:
+        paragraphs.append(
+            f"Rolled back to v{rollback.to} at {rollback.at} by {rollback.by}: {rollback.reason}."
+        )
+    return Section(APPROVALS_TITLE, paragraphs, tables)
+
+
+def card_to_dict(card: ModelCard) -> dict[str, Any]:
+    return asdict(card)
+
+
+def card_from_dict(raw: dict[str, Any]) -> ModelCard:
+    sections = [
+        Section(
+            s["title"],
+            list(s.get("paragraphs", [])),
+            [
+                Table(t["title"], list(t["headers"]), [list(r) for r in t["rows"]], t.get("note", ""))
+                for t in s.get("tables", [])
+            ],
+            s.get("code", ""),
+        )
+        for s in raw["sections"]
+    ]
+    return ModelCard(raw["title"], raw["summary"], sections)
 
 
 def _limitations(f: CardFacts) -> Section:

@@ -77,6 +77,14 @@ def test_list_show_force_and_roll_back(two: dict[str, Any]) -> None:
     assert model_versions.champion_history(MODEL)[-1] == champion
     shown = _cli("model", "show", f"{MODEL}/{other}")
     assert f"rolled back     to v{champion}" in shown.output and "(forced past the gate)" in shown.output
+    # its model card says so too: the approvals-and-rollouts section was rewritten from the tags
+    import mlflow
+
+    from flywheel.contracts.model_version import MODEL_CARD_MARKDOWN, runs_uri
+
+    run_id = model_versions.get_version(MODEL, other).run_id
+    card = mlflow.artifacts.load_text(runs_uri(run_id, MODEL_CARD_MARKDOWN))
+    assert f"Rolled back to v{champion}" in card and "live errors" in card
 
     gated = _cli("model", "promote", f"{MODEL}/{other}", "--reason", "second look")
     now = model_versions.alias_version(MODEL)

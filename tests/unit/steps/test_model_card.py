@@ -206,3 +206,47 @@ def test_a_first_version_without_fairness_or_intended_use_says_so(facts: card.Ca
     assert sections["Intended use"].paragraphs[0].startswith("Not stated")
     regression = card.calibration(np.array([1.0, 2.0]), np.array([1.5, 2.5]), "regression")
     assert regression.error is None and "Not applicable" in regression.note
+
+
+def test_the_approvals_section_tells_who_decided_and_how_the_rollout_went() -> None:
+    from flywheel.contracts.model_version import Rollback
+    from flywheel.contracts.rollout import Approval
+
+    approvals = [
+        Approval("promotion to champion", "approved", "ana", "2026-12-01T10:00:00+00:00", "looks right")
+    ]
+    steps = [
+        {
+            "step": 1,
+            "stage": "shadow",
+            "fraction": 0.0,
+            "held_s": 120.0,
+            "held": True,
+            "reason": "every guardrail held",
+        },
+        {
+            "step": 2,
+            "stage": "canary",
+            "fraction": 0.1,
+            "held_s": 31.0,
+            "held": False,
+            "reason": "error rate 4%",
+        },
+    ]
+    rollout = {"result": "rolled-back", "reason": "step 2 (canary): error rate 4%", "steps": steps}
+    back = Rollback("live errors", "2026-12-01T11:00:00+00:00", "3", "bo")
+    section = card.approvals_section(approvals, rollout, back)
+    assert section.title == card.APPROVALS_TITLE
+    (given, went) = section.tables
+    assert given.rows == [
+        ["promotion to champion", "approved", "ana", "2026-12-01T10:00:00+00:00", "looks right"]
+    ]
+    assert went.rows[1] == ["2", "canary", "10%", "31.0", "broken", "error rate 4%"]
+    text = " ".join(section.paragraphs)
+    assert "Rollout: rolled-back. step 2 (canary): error rate 4%" in text
+    assert "Rolled back to v3 at 2026-12-01T11:00:00+00:00 by bo: live errors." in text
+    empty = card.approvals_section([], {}, None)
+    assert "Approvals: none recorded" in empty.paragraphs[0] and not empty.tables
+    # a card survives its JSON round trip (what a later rollout rewrites it from)
+    whole = card.ModelCard("t", "s", [section, empty])
+    assert card.card_from_dict(card.card_to_dict(whole)) == whole
