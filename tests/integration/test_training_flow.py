@@ -144,7 +144,10 @@ def test_the_model_card_is_in_the_run_and_linked_from_model(first_run: dict[str,
     print({k: round(v, 2) for k, v in first_run["timings"].items() if "card" in k})
     assert first_run["timings"]["model-card"] < 15  # the bootstrap's budget is 10 s
     names = {a.path for a in client.list_artifacts(first_run["run_id"], "model_card")}
-    assert names == {"model_card/model_card.md", "model_card/model_card.html"}
+    from flywheel.contracts.model_version import MODEL_CARD_HTML, MODEL_CARD_JSON, MODEL_CARD_MARKDOWN
+
+    # the card twice (Markdown, HTML) and its sections as data (a rollout later rewrites one of them)
+    assert names == {MODEL_CARD_MARKDOWN, MODEL_CARD_HTML, MODEL_CARD_JSON}
     uri = client.get_model_version("flight-delay", "1").tags["flywheel.model_card"]
     assert uri == f"runs:/{first_run['run_id']}/model_card/model_card.html"
     import mlflow
