@@ -143,37 +143,50 @@ def rollout(
     done: list[dict[str, Any]] = []
     total = len(policy.steps) + 1  # the last: every request (the alias moves)
     outcome: dict[str, Any] = {"held": True}
-    for number, step in enumerate(policy.steps, start=1):
-        if policy.approval == "each_step":
-            what = f"step {number}/{total}: {step.stage} {100 * step.fraction:.0f}%"
-            answer = approval.ask(model, version, what, policy.approval_timeout_s)
-            if not answer.approved:
-                model_versions.set_rollout(model, None)
-                return _rejected(model, version, champion.version, answer, done)
-        state = RolloutState(
-            version, champion.version, step.stage, step.fraction, number, total, time.time(), key
-        )
-        model_versions.set_rollout(model, state)
-        _emit(
-            events.MODEL_ROLLOUT_STEP,
-            model,
-            version,
-            {
-                "step": number,
-                "of": total,
-                "stage": step.stage,
-                "fraction": step.fraction,
-                "champion": champion.version,
-            },
-        )
-        logger.info(
-            "%s v%s: step %d/%d, %s %.0f%%", model, version, number, total, step.stage, 100 * step.fraction
-        )
-        outcome = hold_step(model, version, champion.version, number, step, policy, targets, prometheus_url)
-        done.append(outcome)
-        _artifact(model, version, champion.version, done)
-        if not outcome["held"]:
-            break
+    try:
+        for number, step in enumerate(policy.steps, start=1):
+            if policy.approval == "each_step":
+                what = f"step {number}/{total}: {step.stage} {100 * step.fraction:.0f}%"
+                answer = approval.ask(model, version, what, policy.approval_timeout_s)
+                if not answer.approved:
+                    model_versions.set_rollout(model, None)
+                    return _rejected(model, version, champion.version, answer, done)
+            state = RolloutState(
+                version, champion.version, step.stage, step.fraction, number, total, time.time(), key
+            )
+            model_versions.set_rollout(model, state)
+            _emit(
+                events.MODEL_ROLLOUT_STEP,
+                model,
+                version,
+                {
+                    "step": number,
+                    "of": total,
+                    "stage": step.stage,
+                    "fraction": step.fraction,
+                    "champion": champion.version,
+                },
+            )
+            logger.info(
+                "%s v%s: step %d/%d, %s %.0f%%",
+                model,
+                version,
+                number,
+                total,
+                step.stage,
+                100 * step.fraction,
+            )
+            outcome = hold_step(
+                model, version, champion.version, number, step, policy, targets, prometheus_url
+            )
+            done.append(outcome)
+            _artifact(model, version, champion.version, done)
+            if not outcome["held"]:
+                break
+    except BaseException:
+        # whatever stopped the flow (a crash, a cancellation), no replica goes on routing to the candidate
+        model_versions.set_rollout(model, None)
+        raise
     model_versions.set_rollout(model, None)
     steps_tag = json.dumps(done, default=str)[:4900]
     if not outcome["held"]:
