@@ -15,7 +15,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from flows.runtime import resolve_stack
+from flows.runtime import emit_model_event, resolve_stack
 from flywheel.contracts import events
 from flywheel.contracts.model_version import (
     PROMOTION_BY_TAG,
@@ -30,19 +30,14 @@ from flywheel.contracts.model_version import (
 from stacks.components import model_versions
 
 
-def _who(by: str | None) -> str:
+def operator_name(by: str | None) -> str:
+    """``by``, else the OS user (``unknown`` where the uid has no name, as in some containers)."""
     if by:
         return by
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # no user name for this uid (a container)
         return "unknown"
-
-
-def _emit(event: str, model: str, version: str, payload: dict[str, Any]) -> None:
-    from prefect.events import emit_event
-
-    emit_event(event=event, resource=events.model_resource(model, version), payload=payload)
 
 
 def _key(model: str, what: str) -> str:
@@ -57,7 +52,10 @@ def rollback(model: str, reason: str, stack: str | None = None, by: str | None =
     resolve_stack(stack)
     current, previous = model_versions.previous_champion(model)
     record = Rollback(
-        reason=reason, at=datetime.now(UTC).isoformat(timespec="seconds"), to=previous.version, by=_who(by)
+        reason=reason,
+        at=datetime.now(UTC).isoformat(timespec="seconds"),
+        to=previous.version,
+        by=operator_name(by),
     )
     model_versions.roll_back(model, current, previous, record.to_tags())
     from flows.rollout import refresh_card
@@ -70,7 +68,7 @@ def rollback(model: str, reason: str, stack: str | None = None, by: str | None =
         key=_key(model, "rollback"),
         description="The champion given back to the previous one",
     )
-    _emit(
+    emit_model_event(
         events.MODEL_ROLLED_BACK,
         model,
         previous.version,
@@ -101,7 +99,7 @@ def promotion(
     ctx = resolve_stack(stack)
     mv = model_versions.get_version(model, version)
     champion = model_versions.by_alias(model)
-    who = _who(by)
+    who = operator_name(by)
     if champion is not None and champion.version == mv.version:
         return {
             "model": model,
@@ -118,7 +116,7 @@ def promotion(
         description="Promotion decision",
     )
     if outcome["promoted"]:
-        _emit(
+        emit_model_event(
             events.MODEL_PROMOTED,
             model,
             mv.version,

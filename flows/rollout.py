@@ -18,7 +18,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows import approval
-from flows.runtime import resolve_stack
+from flows.runtime import emit_model_event, resolve_stack
 from flywheel.contracts import events
 from flywheel.contracts.rollout import (
     PROMOTED,
@@ -47,12 +47,6 @@ def service_urls(stack: Stack, model: str) -> list[str]:
 
     info = deployer_for(stack).status(model)
     return [info.url] if info is not None and info.running else []
-
-
-def _emit(event: str, model: str, version: str, payload: dict[str, Any]) -> None:
-    from prefect.events import emit_event
-
-    emit_event(event=event, resource=events.model_resource(model, version), payload=payload)
 
 
 @task(name="rollout-step", task_run_name="step {number}: {step.stage} {step.fraction}")
@@ -155,7 +149,7 @@ def rollout(
                 version, champion.version, step.stage, step.fraction, number, total, time.time(), key
             )
             model_versions.set_rollout(model, state)
-            _emit(
+            emit_model_event(
                 events.MODEL_ROLLOUT_STEP,
                 model,
                 version,
@@ -197,7 +191,7 @@ def rollout(
             {ROLLOUT_RESULT_TAG: ROLLED_BACK, ROLLOUT_REASON_TAG: why, ROLLOUT_STEPS_TAG: steps_tag},
         )
         refresh_card(model, version)
-        _emit(
+        emit_model_event(
             events.MODEL_ROLLED_BACK,
             model,
             champion.version,
@@ -225,13 +219,13 @@ def rollout(
         model, version, {ROLLOUT_RESULT_TAG: PROMOTED, ROLLOUT_REASON_TAG: why, ROLLOUT_STEPS_TAG: steps_tag}
     )
     refresh_card(model, version)
-    _emit(
+    emit_model_event(
         events.MODEL_ROLLOUT_STEP,
         model,
         version,
         {"step": total, "of": total, "stage": "full", "fraction": 1.0, "champion": version},
     )
-    _emit(events.MODEL_PROMOTED, model, version, {"version": version, "reason": why})
+    emit_model_event(events.MODEL_PROMOTED, model, version, {"version": version, "reason": why})
     create_markdown_artifact(
         f"# Rollout of {model} v{version}: PROMOTED\n\n{why}",
         key=f"{model}-rollout-result".lower(),
@@ -258,7 +252,9 @@ def _rejected(
     why = f"{answer.what}: rejected by {answer.by}" + (f": {answer.comment}" if answer.comment else "")
     model_versions.set_tags(model, version, {ROLLOUT_RESULT_TAG: ROLLED_BACK, ROLLOUT_REASON_TAG: why})
     refresh_card(model, version)
-    _emit(events.MODEL_ROLLED_BACK, model, champion, {"from": version, "to": champion, "reason": why})
+    emit_model_event(
+        events.MODEL_ROLLED_BACK, model, champion, {"from": version, "to": champion, "reason": why}
+    )
     create_markdown_artifact(
         f"# Rollout of {model} v{version}: REJECTED\n\nv{champion} keeps every request.\n\n{why}",
         key=f"{model}-rollout-result".lower(),

@@ -148,3 +148,13 @@ def ingest_joins(timer: Any, ctx: StackContext, spec: Any) -> tuple[dict[str, An
             retries=2,
         )
     return frames, snapshots
+
+
+def emit_model_event(event: str, model: str, version: str, payload: dict[str, Any]) -> None:
+    """A Prefect event about one version of a model (flywheel.contracts.events names the event and the
+    resource), as the deployments' triggers match it."""
+    from prefect.events import emit_event
+
+    from flywheel.contracts import events
+
+    emit_event(event=event, resource=events.model_resource(model, version), payload=payload)

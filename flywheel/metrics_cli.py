@@ -55,13 +55,7 @@ def status(
     api = prometheus.PrometheusAPI(chosen.metrics.configuration)
     figures: dict[str, dict[str, float]] = {}
     try:
-        for name, expr in (
-            ("p99_latency_ms", f"max by (model) ({prometheus.LATENCY_P99}) * 1000"),
-            ("availability", f"min by (model) ({prometheus.AVAILABILITY})"),
-            ("error_budget_left", f"min by (model) ({prometheus.ERROR_BUDGET_LEFT})"),
-            ("profiling_loss", f"max by (model) ({prometheus.PROFILING_LOSS})"),
-            ("model_age_days", f"max by (model) ({prometheus.MODEL_AGE}) / 86400"),
-        ):
+        for name, expr in prometheus.SLO_QUERIES.items():
             for labels, value in api.query(expr):
                 figures.setdefault(labels.get("model", "?"), {})[name] = value
         firing = [a for a in api.alerts() if a.get("state") == "firing"]

@@ -182,8 +182,6 @@ def rollback(
 
 def _answer(name: str, approve: bool, comment: str, by: str | None) -> None:
     """Resume the model's rollout flow that waits for approval, with the same form the Prefect UI fills."""
-    import getpass
-
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowFilter,
@@ -209,7 +207,9 @@ def _answer(name: str, approve: bool, comment: str, by: str | None) -> None:
     if not waiting:
         fail(f"no rollout of {name} waits for approval")
     run = waiting[0]
-    who = by or getpass.getuser()
+    from flows.model_ops import operator_name
+
+    who = operator_name(by)
     resume_flow_run(run.id, run_input={"approve": approve, "approver": who, "comment": comment})
     version = run.parameters.get("version")
     typer.echo(f"{name} v{version}: {'approved' if approve else 'rejected'} by {who} (flow run {run.name})")

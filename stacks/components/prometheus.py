@@ -30,6 +30,14 @@ PROFILING_LOSS = "flywheel:profiling_loss:ratio"
 AVAILABILITY_WINDOW = "flywheel:predict_availability:ratio_window"
 ERROR_BUDGET_LEFT = "flywheel:error_budget_left:ratio"
 MODEL_AGE = "flywheel:model_age:seconds"
+SLO_QUERIES = {
+    "p99_latency_ms": f"max by (model) ({LATENCY_P99}) * 1000",
+    "availability": f"min by (model) ({AVAILABILITY})",
+    "error_budget_left": f"min by (model) ({ERROR_BUDGET_LEFT})",
+    "profiling_loss": f"max by (model) ({PROFILING_LOSS})",
+    "model_age_days": f"max by (model) ({MODEL_AGE}) / 86400",
+}
+"""Each SLO's figure per model, as `flywheel metrics status` and the monitoring report read it."""
 ALERTS = ("FlywheelLatencySLO", "FlywheelAvailabilitySLO", "FlywheelProfilingLoss", "FlywheelModelStale")
 
 

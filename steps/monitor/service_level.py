@@ -21,15 +21,6 @@ class ServiceLevel:
     note: str = ""
 
 
-QUERIES = {
-    "p99_latency_ms": f"max by (model) ({prometheus.LATENCY_P99}) * 1000",
-    "availability": f"min by (model) ({prometheus.AVAILABILITY})",
-    "error_budget_left": f"min by (model) ({prometheus.ERROR_BUDGET_LEFT})",
-    "profiling_loss": f"max by (model) ({prometheus.PROFILING_LOSS})",
-    "model_age_days": f"max by (model) ({prometheus.MODEL_AGE}) / 86400",
-}
-
-
 def read(config: PrometheusConfig, model: str) -> ServiceLevel:
     slos = config.slos
     level = ServiceLevel(
@@ -43,7 +34,7 @@ def read(config: PrometheusConfig, model: str) -> ServiceLevel:
     )
     api = prometheus.PrometheusAPI(config)
     try:
-        for name, expr in QUERIES.items():
+        for name, expr in prometheus.SLO_QUERIES.items():
             values = [v for labels, v in api.query(expr) if labels.get("model") == model]
             # NaN: a ratio of rates with no request in their window, no figure rather than a broken one
             level.figures[name] = values[0] if values and not math.isnan(values[0]) else None
