@@ -8,6 +8,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,6 +45,38 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float =
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+# ------------------------------------------------------------------------------------ processes a test starts
+
+
+def start_detached(
+    command: list[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``command`` in a process group of its own (so its children stop with it), output to ``log``."""
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+
+
+def stop_detached(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """SIGTERM to the process group of a :func:`start_detached` process, then wait for it."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout)
+
+
+def serve_model(model: str, port: int, log: Path, workers: int = 1, **env: str) -> subprocess.Popen[bytes]:
+    """``flywheel serve`` of ``model`` on ``port`` with ``workers``, the environment plus ``env``."""
+    flywheel = str(Path(sys.executable).parent / "flywheel")
+    command = [flywheel, "serve", "--model", model, "--port", str(port), "--workers", str(workers)]
+    return start_detached(command, log, {**os.environ, **env})
 
 
 # ---------------------------------------------------------------------------------------------- processes

@@ -4,11 +4,8 @@ alert fires; ``flywheel metrics status`` says so. promtool accepts the generated
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,13 +21,20 @@ from flywheel.cli import app
 from stacks.components import prometheus
 from stacks.config import PrometheusConfig, ServiceLevelObjectives
 from stacks.loader import load_stack
-from tests.e2e.support import Timeline, free_port, stop_everything_under, wait_for
+from tests.e2e.support import (
+    Timeline,
+    free_port,
+    serve_model,
+    start_detached,
+    stop_detached,
+    stop_everything_under,
+    wait_for,
+)
 from tests.unit.serving.conftest import local_home, record_from, train_and_register
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 MODEL = "flight-delay"
-FLYWHEEL = str(Path(sys.executable).parent / "flywheel")
 INSTALLER = Path(__file__).resolve().parents[2] / "scripts" / "apt-install.sh"
 SLO_MS = 2.0
 
@@ -55,19 +59,6 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     assert not killed, killed
 
 
-def _start(command: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(30)
-
-
 @pytest.fixture(scope="module")
 def running(home: Path, flights_sample: pd.DataFrame, weather: pd.DataFrame) -> Iterator[dict[str, Any]]:
     """A champion, its service, and a Prometheus scraping it every second with a 2 ms p99 SLO."""
@@ -86,11 +77,9 @@ def running(home: Path, flights_sample: pd.DataFrame, weather: pd.DataFrame) -> 
         [_binary("promtool"), "check", "config", str(path)], capture_output=True, text=True
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    env = {**os.environ, "FLYWHEEL_PROFILING": "off", "FLYWHEEL_WATCH_INTERVAL_S": "0.5"}
-    service = _start(
-        [FLYWHEEL, "serve", "--model", MODEL, "--port", str(service_port)], home / "service.log", env
-    )
-    server = _start(
+    log = home / "service.log"
+    service = serve_model(MODEL, service_port, log, FLYWHEEL_PROFILING="off", FLYWHEEL_WATCH_INTERVAL_S="0.5")
+    server = start_detached(
         [
             _binary("prometheus"),
             f"--config.file={path}",
@@ -106,8 +95,8 @@ def running(home: Path, flights_sample: pd.DataFrame, weather: pd.DataFrame) -> 
         wait_for(lambda: any(t["health"] == "up" for t in api.targets()), 60, "Prometheus to scrape it", 0.5)
         yield {"url": url, "api": api, "config": config, "champion": champion}
     finally:
-        _stop(server)
-        _stop(service)
+        stop_detached(server)
+        stop_detached(service)
 
 
 def _send(url: str, body: Any, path: str, seconds: float) -> None:

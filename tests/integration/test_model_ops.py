@@ -5,10 +5,6 @@ workers serve the old version within the watch interval (measured)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,13 +20,12 @@ from flows.training import training
 from flywheel.cli import app
 from flywheel.contracts.model_version import CHAMPION
 from stacks.components import model_versions
-from tests.e2e.support import Timeline, free_port, wait_for
+from tests.e2e.support import Timeline, free_port, serve_model, stop_detached, wait_for
 from tests.unit.serving.conftest import record_from
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 MODEL = "flight-delay"
-FLYWHEEL = str(Path(sys.executable).parent / "flywheel")
 WATCH_S = 1.0
 
 
@@ -117,15 +112,10 @@ def test_rollback_under_load_on_two_workers(two: dict[str, Any], module_home: Pa
     other = "2" if champion == "1" else "1"
     model_versions.make_champion(MODEL, other)  # the version that will be rolled back
     port = free_port()
-    env = {**os.environ, "FLYWHEEL_WATCH_INTERVAL_S": str(WATCH_S), "FLYWHEEL_PROFILING": "off"}
-    with (module_home / "service.log").open("wb") as log:
-        service = subprocess.Popen(
-            [FLYWHEEL, "serve", "--model", MODEL, "--port", str(port), "--workers", "2"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    log = module_home / "service.log"
+    service = serve_model(
+        MODEL, port, log, 2, FLYWHEEL_WATCH_INTERVAL_S=str(WATCH_S), FLYWHEEL_PROFILING="off"
+    )
     url = f"http://127.0.0.1:{port}"
     records = _records(200)
     seen: list[tuple[float, str]] = []  # (time, version) of each answer
@@ -178,8 +168,7 @@ def test_rollback_under_load_on_two_workers(two: dict[str, Any], module_home: Pa
         for t in threads:
             t.join(15)
     finally:
-        os.killpg(service.pid, signal.SIGTERM)
-        service.wait(30)
+        stop_detached(service)
     assert not failed, failed[:5]
     old_after = [t for t, v in seen if v == other and t > alias_moved]
     last_old = max(old_after) if old_after else alias_moved

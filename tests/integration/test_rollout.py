@@ -5,10 +5,6 @@ no request failed, the reason on the version, and the champion keeps every reque
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,13 +20,12 @@ from flows.rollout import rollout
 from flywheel.contracts.rollout import ROLLED_BACK, ROLLOUT_RESULT_TAG
 from stacks.components import model_versions
 from stacks.loader import load_stack
-from tests.e2e.support import Timeline, free_port, wait_for
+from tests.e2e.support import Timeline, free_port, serve_model, stop_detached, wait_for
 from tests.unit.serving.conftest import record_from, train_and_register
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 MODEL = "flight-delay"
-FLYWHEEL = str(Path(sys.executable).parent / "flywheel")
 WATCH_S = 0.5
 STEPS = [
     {"stage": "shadow", "hold_s": 3, "min_requests": 50},
@@ -52,22 +47,14 @@ def versions(module_home: Path, flights_sample: pd.DataFrame, weather: pd.DataFr
 @pytest.fixture(scope="module")
 def service(module_home: Path, versions: dict[str, Any]) -> Iterator[str]:
     port = free_port()
-    env = {**os.environ, "FLYWHEEL_WATCH_INTERVAL_S": str(WATCH_S), "FLYWHEEL_PROFILING": "off"}
-    with (module_home / "service.log").open("wb") as log:
-        process = subprocess.Popen(
-            [FLYWHEEL, "serve", "--model", MODEL, "--port", str(port), "--workers", "1"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    log = module_home / "service.log"
+    process = serve_model(MODEL, port, log, FLYWHEEL_WATCH_INTERVAL_S=str(WATCH_S), FLYWHEEL_PROFILING="off")
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: requests.get(f"{url}/ready", timeout=2).status_code == 200, 120, "the service")
         yield url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(30)
+        stop_detached(process)
 
 
 @pytest.fixture(scope="module")
