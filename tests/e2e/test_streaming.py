@@ -41,7 +41,7 @@ from serving.app import create_app
 from serving.settings import ServiceSettings
 from stacks.config import RedisStreamConfig
 from stacks.loader import load_stack
-from tests.e2e.support import Timeline, stop_everything_under, wait_for
+from tests.e2e.support import Timeline, start_detached, stop_everything_under, wait_for
 from tests.redis_server import redis_server
 from tests.unit.serving.conftest import local_home, record_from, train_and_register
 
@@ -85,16 +85,10 @@ def _stack_file(home: Path, url: str) -> Path:
 
 
 def _consumer(stack: Path, name: str, home: Path) -> subprocess.Popen[bytes]:
+    """A consumer in its own process group: the profiler child dies with it."""
     command = [FLYWHEEL, "stream", "serve", "--stack", str(stack), "--model", MODEL, "--name", name]
-    with (home / f"{name}.log").open("wb") as log:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            [*command, "--watch-interval", "0.5"],
-            env={**os.environ, "FLYWHEEL_HOME": str(home), "FLYWHEEL_PROFILE_WINDOW_S": "2"},
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: the profiler child dies with it
-        )
+    env = {**os.environ, "FLYWHEEL_HOME": str(home), "FLYWHEEL_PROFILE_WINDOW_S": "2"}
+    return start_detached([*command, "--watch-interval", "0.5"], home / f"{name}.log", env)
 
 
 def _consumers_in_group(r: Any, stream: str) -> set[str]:
