@@ -28,7 +28,10 @@ def _panel(
         "datasource": DATASOURCE,
         "gridPos": {"h": 8, "w": 12, "x": x, "y": y},
         "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-        "options": {"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi"}},
+        "options": {
+            "legend": {"calcs": [], "displayMode": "list", "placement": "bottom", "showLegend": True},
+            "tooltip": {"mode": "multi", "sort": "none"},
+        },
         "targets": [
             {"refId": chr(ord("A") + i), "expr": expr, "legendFormat": legend, "datasource": DATASOURCE}
             for i, (expr, legend) in enumerate(exprs)
@@ -141,7 +144,6 @@ def dashboard() -> dict[str, Any]:
                     "label": "Model",
                     "datasource": DATASOURCE,
                     "query": {"query": "label_values(flywheel_model_version, model)", "refId": "models"},
-                    "definition": "label_values(flywheel_model_version, model)",
                     "includeAll": True,
                     "multi": True,
                     "allValue": ".*",
