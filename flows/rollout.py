@@ -3,7 +3,9 @@ shares), each held while its guardrails hold, then takes the champion alias; a b
 the champion keeps (or takes back) every request.
 
 The flow writes the rollout state (a registered-model tag) and every replica follows at its watch tick
-(serving.rollout); the evidence is the replicas' ``/metrics`` (steps.rollout.guardrails). Each step is a
+(serving.rollout); the evidence is the replicas' ``/metrics`` (steps.rollout.guardrails) and, once labels
+come back through ``/feedback``, both versions' realized metrics from the prediction and shadow logs
+(steps.rollout.realized). Each step is a
 task in the Prefect UI, each decision a tag on the candidate, a Prefect artifact and an event
 (``flywheel.model.rollout-step``, ``flywheel.model.rolled-back``, ``flywheel.model.promoted``).
 """
@@ -16,10 +18,12 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NONE
 
 from flows import approval
 from flows.runtime import emit_model_event, resolve_stack
 from flywheel.contracts import events
+from flywheel.contracts.model_version import ModelVersion
 from flywheel.contracts.rollout import (
     PROMOTED,
     ROLLED_BACK,
@@ -29,8 +33,9 @@ from flywheel.contracts.rollout import (
     RolloutState,
 )
 from stacks.components import model_versions
+from stacks.components.artifact_store import ArtifactStore
 from stacks.config import RolloutPolicy, RolloutStep, Stack
-from steps.rollout import guardrails
+from steps.rollout import guardrails, realized
 
 EVIDENCE_WAIT = 10.0
 """A step without ``min_requests`` of evidence after this many times its hold ends as not proven."""
@@ -49,7 +54,32 @@ def service_urls(stack: Stack, model: str) -> list[str]:
     return [info.url] if info is not None and info.running else []
 
 
-@task(name="rollout-step", task_run_name="step {number}: {step.stage} {step.fraction}")
+def realized_inputs(stack: Stack, candidate: ModelVersion, champion: ModelVersion) -> realized.Inputs | None:
+    """What judging the step on labels needs: the candidate's task and classes (its feature schema), the
+    gate's metric, both thresholds; None (and a warning) when the schema cannot be read."""
+    try:
+        schema = model_versions.feature_schema(candidate.run_id)
+        thresholds = candidate.tags.threshold, champion.tags.threshold
+    except Exception as exc:  # MLflow, the artifact store, a damaged tag: the step goes on without labels
+        get_run_logger().warning("realized metrics not judged: %s", exc)
+        return None
+    promotion = candidate.tags.promotion
+    return realized.Inputs(
+        model=candidate.name,
+        task=schema.task,
+        classes=schema.classes,
+        metric=realized.realized_metric(schema.task, promotion.metric if promotion else ""),
+        candidate_threshold=thresholds[0] if thresholds[0] is not None else 0.5,
+        champion_threshold=thresholds[1] if thresholds[1] is not None else 0.5,
+        window_s=stack.data_validator_config().profile_window_seconds,
+    )
+
+
+@task(
+    name="rollout-step",
+    task_run_name="step {number}: {step.stage} {step.fraction}",
+    cache_policy=NONE,  # the artifact store is no cache key
+)
 def hold_step(
     model: str,
     candidate: str,
@@ -59,12 +89,16 @@ def hold_step(
     policy: RolloutPolicy,
     urls: list[str],
     prometheus_url: str | None = None,
+    store: ArtifactStore | None = None,
+    labels: realized.Inputs | None = None,
 ) -> dict[str, Any]:
     """Hold one step: until ``hold_s`` passed with ``min_requests`` of evidence, every check passing; or
     the first broken guardrail; or no evidence in time (not proven: the candidate does not go on). The
-    evidence comes from the stack's Prometheus (``prometheus_url``), else each service's ``/metrics``."""
+    evidence comes from the stack's Prometheus (``prometheus_url``), else each service's ``/metrics``; and
+    with ``store`` and ``labels``, the realized metrics of what both versions scored in the step."""
     logger = get_run_logger()
     started = time.monotonic()
+    step_started = time.time()
 
     def read() -> tuple[guardrails.Snapshot, list[str]]:
         if prometheus_url is not None:
@@ -81,6 +115,15 @@ def hold_step(
         now, unreachable = read()
         since = {key: figures - before.get(key, guardrails.Figures()) for key, figures in now.items()}
         verdict = guardrails.judge(step, policy.guardrails, since, candidate, champion)
+        if store is not None and labels is not None:
+            try:
+                found = realized.compare(store, labels, step.stage, candidate, champion, step_started)
+            except Exception as exc:  # the store unreachable for a moment: judged at the next check
+                logger.warning("realized metrics not read: %s", exc)
+            else:
+                on_labels = guardrails.judge_realized(found, policy.guardrails)
+                verdict.broken.extend(on_labels.broken)
+                verdict.measured.update(on_labels.measured)
         held = time.monotonic() - started
         logger.info(
             "step %d (%s %.0f%%): %.0f s, %.0f candidate rows, measured %s%s",
@@ -134,6 +177,7 @@ def rollout(
     metrics = ctx.stack.metrics
     prometheus_url = metrics.configuration.url if urls is None and metrics is not None else None
     model_versions.mark_challenger(model, version)
+    labels = realized_inputs(ctx.stack, model_versions.get_version(model, version), champion)
     done: list[dict[str, Any]] = []
     total = len(policy.steps) + 1  # the last: every request (the alias moves)
     outcome: dict[str, Any] = {"held": True}
@@ -171,7 +215,16 @@ def rollout(
                 100 * step.fraction,
             )
             outcome = hold_step(
-                model, version, champion.version, number, step, policy, targets, prometheus_url
+                model,
+                version,
+                champion.version,
+                number,
+                step,
+                policy,
+                targets,
+                prometheus_url,
+                ctx.store,
+                labels,
             )
             done.append(outcome)
             _artifact(model, version, champion.version, done)

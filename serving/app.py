@@ -93,6 +93,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     ctx.holder.start_watching(ctx.settings.watch_interval_s)
     if ctx.settings.profiling:
         ctx.recorder = start_recorder(ctx.settings, ctx.metrics)
+        ctx.shadow.recorder = ctx.recorder  # shadow predictions go to the shadow log beside the champion's
     gc.collect()
     gc.freeze()  # later collections skip the start-up heap (see the module docstring)
     yield

@@ -152,7 +152,7 @@ class ServiceContext:
                 served.categories,
             )
         if rollout is not None and rollout.state.stage == SHADOW and role == CHAMPION:
-            self.shadow.offer(rollout, served, matrix, predictions)
+            self.shadow.offer(rollout, served, matrix, predictions, request_id)
         return served, predictions
 
     def finish(self, endpoint: str, started: float, response: Response) -> Response:

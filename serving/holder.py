@@ -103,6 +103,12 @@ def prepare(model: LoadedModel, max_batch_size: int) -> Served:
     return served
 
 
+CANDIDATE_RETRY_FIRST_S = 5.0
+"""A rollout's candidate that failed to load is tried again after this, doubling up to the maximum: every
+replica downloading a broken version at every watch tick would load the registry for nothing."""
+CANDIDATE_RETRY_MAX_S = 300.0
+
+
 class ModelHolder:
     """The served model, the champion alias as last seen, and why the two differ when they do."""
 
@@ -119,6 +125,8 @@ class ModelHolder:
         self._load_failure: tuple[str, str] | None = None  # (version, why) of the champion, when it failed
         self._failed: dict[str, tuple[float, str]] = {}  # version -> (monotonic time, why), for the back-off
         self.rollout: Any = None  # serving.rollout.Rollout while one runs (read on every request)
+        # (version, retry after (monotonic), delay) of a candidate that failed to load
+        self._candidate_failure: tuple[str, float, float] | None = None
         self._lock = threading.Lock()  # the watcher writes the state that /ready reads as one
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -279,7 +287,7 @@ class ModelHolder:
     def refresh_rollout(self) -> None:
         """Follow the rollout state: load the candidate it names (once), or drop it when the rollout ended.
         Never raises; a registry or load failure keeps the champion answering alone."""
-        from serving.rollout import Rollout, same_features
+        from serving.rollout import Rollout
         from stacks.components.model_versions import rollout_state
 
         if self.registry_error is not None or self.current is None:
@@ -306,16 +314,28 @@ class ModelHolder:
                     state.stage,
                     100 * state.fraction,
                 )
-                self.rollout = Rollout(state, current.candidate, current.same_features)
+                self.rollout = Rollout.of(state, champion, current.candidate)
             return
+        failed = self._candidate_failure
+        if failed is not None and failed[0] == state.candidate and time.monotonic() < failed[1]:
+            return  # it failed to load a moment ago: tried again after the back-off, not at every tick
         try:
             candidate = prepare(load_model(self.model_name, state.candidate), self.max_batch_size)
         except Exception as exc:  # a candidate that cannot load takes no traffic
+            delay = CANDIDATE_RETRY_FIRST_S
+            if failed is not None and failed[0] == state.candidate:
+                delay = min(failed[2] * 2, CANDIDATE_RETRY_MAX_S)
+            self._candidate_failure = (state.candidate, time.monotonic() + delay, delay)
             log.warning(
-                "rollout of %s: v%s failed to load: %s", self.model_name, state.candidate, describe_error(exc)
+                "rollout of %s: v%s failed to load (tried again in %.0f s): %s",
+                self.model_name,
+                state.candidate,
+                delay,
+                describe_error(exc),
             )
             self.rollout = None
             return
+        self._candidate_failure = None
         log.info(
             "rollout of %s: v%s loaded beside v%s (%s, step %d/%d)",
             self.model_name,
@@ -325,7 +345,7 @@ class ModelHolder:
             state.step,
             state.steps,
         )
-        self.rollout = Rollout(state, candidate, same_features(champion, candidate))
+        self.rollout = Rollout.of(state, champion, candidate)
 
     def start_watching(self, interval_s: float) -> None:
         def loop() -> None:

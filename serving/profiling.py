@@ -225,6 +225,21 @@ class TrafficRecorder:
             with self._lock:
                 self._flush_locked()
 
+    def record_shadow(
+        self,
+        version: str,
+        champion: str,
+        ids: list[str],
+        predictions: np.ndarray,
+        champion_predictions: np.ndarray,
+    ) -> None:
+        """A shadow scoring's rows (``layout.SHADOW_LOG_COLUMNS``): the candidate's predictions beside the
+        champion's, by row id. Called by the shadow scorer's thread, once per scoring (every 20 ms at
+        most), so it is handed over at once; bounded and counted like traffic rows."""
+        with self._lock:
+            message = ("shadow", version, champion, ids, time.time(), predictions, champion_predictions)
+            self._send(message, len(ids))
+
     def feedback(self, request_id: str, labels: list[float]) -> None:
         with self._lock:
             self._send(("feedback", request_id, time.time(), labels), len(labels))

@@ -61,6 +61,8 @@ def rows_of(message: Any) -> int:
         return len(message[5])
     if message[0] == "feedback":
         return len(message[3])
+    if message[0] == "shadow":
+        return len(message[3])
     return 0
 
 
@@ -113,7 +115,8 @@ def _profile_traffic(config: ProfilerConfig, inbox: Any, state: Any, error: Any)
             return
         if message is not None:
             profiler.take(message)
-        if profiler.pending_rows >= config.batch_rows or time.monotonic() - last_flush > 5.0:
+        waiting = profiler.pending_rows + profiler.shadow_rows
+        if waiting >= config.batch_rows or time.monotonic() - last_flush > 5.0:
             profiler.flush(everything=False)
             last_flush = time.monotonic()
 
@@ -138,12 +141,15 @@ class _Profiler:  # pragma: no cover - runs in the child process
         self.pending_rows = 0
         self.windows: dict[tuple[str, int], _Window] = {}
         self.feedback: list[dict[str, Any]] = []
+        self.shadow: dict[tuple[str, int], list[Any]] = {}  # (version, window start) -> frames
+        self.shadow_rows = 0
         self.schemas: dict[str, tuple[list[str], dict[str, list[str]]]] = {}
         self.written = 0
 
     def held(self) -> int:
         """Rows taken and not yet in a written window profile (or, for labels, a written file)."""
-        return self.pending_rows + len(self.feedback) + sum(w.rows for w in self.windows.values())
+        windows = sum(w.rows for w in self.windows.values())
+        return self.pending_rows + self.shadow_rows + len(self.feedback) + windows
 
     def lost(self, rows: int, what: str, exc: BaseException) -> None:
         self.state[_FAILED] += rows
@@ -186,6 +192,14 @@ class _Profiler:  # pragma: no cover - runs in the child process
                 part = frame[starts == start]
                 self.pending.setdefault((version, int(start)), []).append(part)
             self.pending_rows += len(frame)
+        elif message[0] == "shadow":
+            _, version, champion, ids, ts, predictions, theirs = message
+            start = int(ts // self.config.window_s * self.config.window_s)
+            frame = pd.DataFrame(
+                {"request_id": ids, "ts": ts, "prediction": predictions, "champion": champion}
+            ).assign(champion_prediction=theirs)[list(layout.SHADOW_LOG_COLUMNS)]
+            self.shadow.setdefault((version, start), []).append(frame)
+            self.shadow_rows += len(frame)
         elif message[0] == "feedback":
             _, request_id, ts, labels = message
             ids = [request_id] if len(labels) == 1 else [f"{request_id}:{i}" for i in range(len(labels))]
@@ -219,6 +233,16 @@ class _Profiler:  # pragma: no cover - runs in the child process
                 self.lost(len(frame), f"writing the prediction log {path}", exc)
         self.pending.clear()
         self.pending_rows = 0
+        for (version, start), frames in self.shadow.items():
+            frame = pd.concat(frames, ignore_index=True)
+            path = layout.shadow_log_part(model, version, start, self.writer, uuid.uuid4().hex[:8])
+            try:
+                with self.store.open(path, "wb") as handle:
+                    frame.to_parquet(handle, index=False)
+            except Exception as exc:
+                self.lost(len(frame), f"writing the shadow log {path}", exc)
+        self.shadow.clear()
+        self.shadow_rows = 0
         if self.feedback:
             day = datetime.now(UTC).date()
             path = layout.feedback_part(model, day, self.writer, uuid.uuid4().hex[:8])

@@ -6,7 +6,9 @@ and loads the candidate once (:meth:`serving.holder.ModelHolder.refresh_rollout`
 candidate answers the requests whose key hashes under the step's fraction, and a candidate scoring that
 fails is answered by the champion (counted against the candidate, never a failed request). In ``shadow``
 the champion answers everything and :class:`ShadowScorer` scores a copy of each request's matrix on its own
-thread, off the request path: a full queue drops the copy (counted), never delays the answer.
+thread, off the request path: a full queue drops the copy (counted), never delays the answer. Its
+predictions go to the candidate's shadow log beside the champion's, under the answer's request id
+(``flywheel.contracts.layout.shadow_logs``), so they meet the labels that come back through ``/feedback``.
 """
 
 from __future__ import annotations
@@ -16,14 +18,19 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from flywheel.contracts.rollout import RolloutState
 from serving.holder import Served
 from serving.metrics import ServiceMetrics
+from serving.request_ids import row_ids
+
+if TYPE_CHECKING:
+    from serving.profiling import TrafficRecorder
 
 log = logging.getLogger("flywheel.serving.rollout")
 
@@ -45,11 +52,48 @@ class Rollout:
     candidate: Served
     same_features: bool
     """The candidate encodes requests as the champion does: a copy of the champion's matrix can be scored."""
+    to_candidate: Callable[[np.ndarray], np.ndarray] | None = None
+    """The champion's matrix as the candidate encodes it (None: other features, nothing to shadow)."""
+
+    @classmethod
+    def of(cls, state: RolloutState, champion: Served, candidate: Served) -> Rollout:
+        return cls(state, candidate, same_features(champion, candidate), translation(champion, candidate))
 
 
 def same_features(champion: Served, candidate: Served) -> bool:
     a, b = champion.model.schema, candidate.model.schema
     return a.names == b.names and [c.categories for c in a.columns] == [c.categories for c in b.columns]
+
+
+def translation(champion: Served, candidate: Served) -> Callable[[np.ndarray], np.ndarray] | None:
+    """How a matrix the champion encoded becomes the one the candidate would have encoded from the same
+    request: the same features in the same order, a categorical's codes mapped through the names (a value
+    the candidate never saw is missing to it, as its own encoder makes it). A candidate retrained on newer
+    data usually knows more categories, so this keeps its shadow step meaningful. None when the features
+    differ (names, order, or a numeric column that became categorical)."""
+    a, b = champion.model.schema, candidate.model.schema
+    if a.names != b.names:
+        return None
+    tables: dict[int, np.ndarray] = {}
+    for j, (ours, theirs) in enumerate(zip(a.columns, b.columns, strict=True)):
+        if ours.categories == theirs.categories:
+            continue
+        if ours.categories is None or theirs.categories is None:
+            return None
+        index = {name: float(i) for i, name in enumerate(theirs.categories)}
+        tables[j] = np.array([index.get(name, np.nan) for name in ours.categories], dtype=np.float32)
+    if not tables:
+        return lambda matrix: matrix
+
+    def translate(matrix: np.ndarray) -> np.ndarray:
+        out = matrix.copy()
+        for j, table in tables.items():
+            codes = matrix[:, j]
+            known = ~np.isnan(codes)
+            out[known, j] = table[codes[known].astype(np.int64)]
+        return out
+
+    return translate
 
 
 def rollout_key(payload: Any, key: str | None) -> object:
@@ -78,15 +122,17 @@ def decisions(served: Served, predictions: np.ndarray) -> np.ndarray:
 
 
 class ShadowScorer:
-    """Scores copies of the champion's requests with the candidate on one thread; metrics only.
+    """Scores copies of the champion's requests with the candidate on one thread: counted in the metrics and
+    written to the shadow log (through the traffic recorder, when profiling is on).
 
     The request path only appends to a deque (~0.1 us); every ``SHADOW_GATHER_S`` the thread takes what
     has gathered, up to ``SHADOW_BATCH`` requests, and scores it as one matrix, so its share of the GIL
     stays small however many requests arrive."""
 
-    def __init__(self, metrics: ServiceMetrics) -> None:
+    def __init__(self, metrics: ServiceMetrics, recorder: TrafficRecorder | None = None) -> None:
         self.metrics = metrics
-        self._pending: deque[tuple[Rollout, Served, np.ndarray, np.ndarray]] = deque()
+        self.recorder = recorder
+        self._pending: deque[tuple[Rollout, Served, np.ndarray, np.ndarray, str]] = deque()
         self._wake = threading.Event()
         self._closed = False
         self._thread: threading.Thread | None = None  # started by the first copy: most services never shadow
@@ -96,8 +142,15 @@ class ShadowScorer:
         self._full = metrics.shadow_dropped.labels(reason="queue_full")
         self._other = metrics.shadow_dropped.labels(reason="other_features")
 
-    def offer(self, rollout: Rollout, champion: Served, matrix: np.ndarray, predictions: np.ndarray) -> None:
-        if not rollout.same_features:
+    def offer(
+        self,
+        rollout: Rollout,
+        champion: Served,
+        matrix: np.ndarray,
+        predictions: np.ndarray,
+        request_id: str,
+    ) -> None:
+        if rollout.to_candidate is None:
             self._other.inc()
             return
         if self._thread is None:
@@ -109,7 +162,7 @@ class ShadowScorer:
         if len(pending) >= SHADOW_QUEUE:
             self._full.inc()
             return
-        pending.append((rollout, champion, matrix, predictions))
+        pending.append((rollout, champion, matrix, predictions, request_id))
 
     def _run(self) -> None:
         pending = self._pending
@@ -122,13 +175,16 @@ class ShadowScorer:
             for item in taken:
                 groups.setdefault((id(item[0].candidate), id(item[1])), []).append(item)
             for group in groups.values():
-                self._score(group[0][0].candidate, group[0][1], group)
+                self._score(group[0][0], group[0][1], group)
 
-    def _score(self, candidate: Served, champion: Served, taken: list[Any]) -> None:
-        matrix = np.concatenate([t[2] for t in taken])
+    def _score(self, rollout: Rollout, champion: Served, taken: list[Any]) -> None:
+        candidate = rollout.candidate
         theirs = np.concatenate([t[3] for t in taken])
         started = time.perf_counter()
         try:
+            matrix = np.concatenate([t[2] for t in taken])
+            if rollout.to_candidate is not None:
+                matrix = rollout.to_candidate(matrix)
             ours = candidate.predict(matrix)
         except Exception as exc:  # a broken candidate is what shadow is for: counted, never raised
             self.metrics.version_series(candidate.version, SHADOW)[1].inc(len(taken))
@@ -147,6 +203,11 @@ class ShadowScorer:
         agree = int((decisions(candidate, ours) == decisions(champion, theirs)).sum())
         self._agree.inc(agree)
         self._disagree.inc(len(ours) - agree)
+        if self.recorder is not None:
+            ids = [i for t in taken for i in row_ids(t[4], len(t[2]))]
+            self.recorder.record_shadow(
+                candidate.version, champion.version, ids, candidate.logged(ours), champion.logged(theirs)
+            )
 
     def close(self) -> None:
         self._closed = True

@@ -332,6 +332,10 @@ class Guardrails(_Config):
     max_p99_ms: float = Field(default=50.0, gt=0)  # the candidate's scoring latency
     max_p99_ratio: float = Field(default=3.0, gt=0)  # candidate p99 / champion p99 over the same step
     max_mean_shift: float = Field(default=0.15, ge=0.0)  # |mean prediction: candidate - champion|
+    # the realized metric (the gate's, from the labels /feedback brings back), once both versions have
+    # min_labels labelled rows in the step: the candidate may trail the champion by max_metric_drop at most
+    min_labels: int = Field(default=200, ge=1, le=10_000_000)
+    max_metric_drop: float = Field(default=0.02, ge=0.0)
 
 
 class RolloutPolicy(_Config):

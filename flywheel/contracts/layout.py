@@ -201,6 +201,25 @@ def parse_prediction_log_part(path: str) -> PredictionLogPart:
     return PredictionLogPart(model, _version(vdir, path), start, "-".join(pieces[1:-1]), pieces[-1])
 
 
+# -- serving: the shadow log ------------------------------------------------------------------------------
+SHADOW_LOG_COLUMNS = ("request_id", "ts", "prediction", "champion", "champion_prediction")
+"""A shadow log row: the candidate's prediction for a row the champion answered, beside the champion's
+(its version and prediction as logged), under the request id of the answer."""
+
+
+def shadow_logs(model_name: str, version: str) -> str:
+    """The folder of a version's shadow predictions: rows it scored during a rollout's shadow step, answered
+    by the champion. Kept apart from the prediction log, which holds what a version answered (monitoring's
+    traffic, the feedback that becomes training data)."""
+    return f"{SERVING}/{model_name}/v{version}/shadow"
+
+
+def shadow_log_part(model_name: str, version: str, start: datetime | float, writer: str, nonce: str) -> str:
+    """One flushed batch of shadow predictions of the window starting at ``start``."""
+    stamp = window_name(start)
+    return f"{shadow_logs(model_name, version)}/{stamp[:8]}/{stamp}-{writer}-{nonce}.parquet"
+
+
 # -- serving: feedback labels -----------------------------------------------------------------------------
 def feedback_labels(model_name: str) -> str:
     """The folder of a model's feedback labels: by request id, so not per version."""

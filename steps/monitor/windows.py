@@ -8,6 +8,7 @@ window are merged here.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -56,12 +57,14 @@ def load_reference(store: ArtifactStore, model_name: str, version: str) -> Any:
     return WhylogsValidator.from_bytes(store.read_bytes(layout.training_reference(model_name, version)))
 
 
-def _read_parquets(store: ArtifactStore, prefix: str) -> tuple[pd.DataFrame, int]:
-    """Every Parquet file under ``prefix`` concatenated, and how many could not be read (a file cut short by
-    a process that died, or not Parquet at all, is skipped, not fatal)."""
+def read_parquets(
+    store: ArtifactStore, prefix: str, keep: Callable[[str], bool] | None = None
+) -> tuple[pd.DataFrame, int]:
+    """Every Parquet file under ``prefix`` (those ``keep`` accepts) concatenated, and how many could not be
+    read (a file cut short by a process that died, or not Parquet at all, is skipped, not fatal)."""
     frames, unreadable = [], 0
     for path in store.list(prefix):
-        if not path.endswith(".parquet"):
+        if not path.endswith(".parquet") or (keep is not None and not keep(path)):
             continue
         try:
             frames.append(pd.read_parquet(io.BytesIO(store.read_bytes(path))))
@@ -99,23 +102,25 @@ def labelled_by_version(
     """:func:`labelled_predictions` of several versions, reading the model's label files once (labels are
     kept per model, by request id, not per version). ``classes`` is the monitored version's class order;
     it is used for every version (a multiclass label file holds indices into it)."""
-    feedback, bad_files = _read_parquets(store, layout.feedback_labels(model_name))
+    feedback, bad_files = read_parquets(store, layout.feedback_labels(model_name))
     labels = clean_labels(feedback, task, len(classes) if classes else None)
     out: dict[str, Labelled] = {}
     for version in versions:
-        predictions, bad_logs = _read_parquets(store, layout.prediction_logs(model_name, version))
+        predictions, bad_logs = read_parquets(store, layout.prediction_logs(model_name, version))
         skipped = dict(labels.skipped)
         if bad_files:
             skipped["unreadable label files"] = bad_files
         if bad_logs:
             skipped["unreadable prediction logs"] = bad_logs
-        out[version] = Labelled(_join(predictions, labels.frame, task, classes), skipped)
+        out[version] = Labelled(join_labels(predictions, labels.frame, task, classes), skipped)
     return out
 
 
-def _join(
+def join_labels(
     predictions: pd.DataFrame, labels: pd.DataFrame, task: str, classes: list[str] | None
 ) -> pd.DataFrame:
+    """Logged predictions (``request_id``, ``prediction``, ``ts``) with the label of each id; the first
+    logged prediction of an id; a multiclass prediction (a class name) as its index in ``classes``."""
     if predictions.empty or labels.empty or not {"request_id", "prediction"} <= set(predictions):
         return pd.DataFrame(columns=["request_id", "prediction", "label", "ts"])
     logged = predictions[["request_id", "prediction", "ts"]]

@@ -17,6 +17,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from stacks.config import Guardrails, RolloutStep
+from steps.rollout.realized import Realized
 
 ROWS, ERRORS, LATENCY, MEAN = (
     "flywheel_version_scored_rows",
@@ -209,3 +210,26 @@ def judge(
                 f"shift {shift:.4f} over {guardrails.max_mean_shift:g}"
             )
     return Verdict(broken, ours.rows, measured)
+
+
+def judge_realized(realized: Realized, guardrails: Guardrails) -> Verdict:
+    """The realized-metric guardrail: once both versions have ``min_labels`` labelled rows of the step, the
+    candidate's metric may trail the champion's by ``max_metric_drop`` at most. Before that (labels come
+    back late, or never) it measures and judges nothing."""
+    ours, theirs = realized.values()
+    measured: dict[str, float | None] = {
+        "labels": float(realized.labels),
+        f"candidate_{realized.metric}": ours if math.isfinite(ours) else None,
+        f"champion_{realized.metric}": theirs if math.isfinite(theirs) else None,
+    }
+    if realized.paired:
+        measured |= {"agreement": realized.agreement, "score_shift": realized.score_shift}
+    gain = realized.gain()
+    broken = []
+    if realized.labels >= guardrails.min_labels and gain is not None and gain < -guardrails.max_metric_drop:
+        rows = "the same" if realized.paired else "its own"
+        broken.append(
+            f"realized {realized.metric} {ours:.4f} against the champion's {theirs:.4f} on {rows} "
+            f"{realized.labels} labelled rows: {-gain:.4f} worse, over {guardrails.max_metric_drop:g}"
+        )
+    return Verdict(broken, 0.0, measured)

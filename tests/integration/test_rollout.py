@@ -1,7 +1,10 @@
 """A staged rollout on a real service under load: a good candidate goes shadow -> canary 30% -> canary 60%
--> every request with no request failed, the answers' versions following the steps; a candidate whose
-predictions are skewed (it learned inverted labels) passes nothing live: the shift guardrail rolls it back,
-no request failed, the reason on the version, and the champion keeps every request."""
+-> every request with no request failed, the answers' versions following the steps, its shadow predictions
+logged beside the champion's under the same request ids; a candidate whose predictions are skewed (it
+learned inverted labels) passes nothing live: the shift guardrail rolls it back, no request failed, the
+reason on the version, and the champion keeps every request; a candidate that learned noise (shuffled
+labels: its scores sit where the champion's do, so no /metrics guardrail can tell) is rolled back in shadow
+by its realized ROC AUC once the clients' labels come back through /feedback."""
 
 from __future__ import annotations
 
@@ -11,15 +14,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 import requests
 import yaml
 
 from flows.rollout import rollout
+from flywheel.contracts import layout
 from flywheel.contracts.rollout import ROLLED_BACK, ROLLOUT_RESULT_TAG
 from stacks.components import model_versions
+from stacks.components.artifact_store import ArtifactStore
 from stacks.loader import load_stack
+from steps.monitor.windows import read_parquets
 from tests.e2e.support import Timeline, free_port, serve_model, stop_detached, wait_for
 from tests.unit.serving.conftest import record_from, train_and_register
 
@@ -40,15 +47,25 @@ def versions(module_home: Path, flights_sample: pd.DataFrame, weather: pd.DataFr
     good = train_and_register(flights_sample, weather, rounds=34)
     skewed = flights_sample.assign(arr_delay=30 - flights_sample["arr_delay"])  # the labels inverted
     bad = train_and_register(skewed, weather, rounds=30)
+    shuffled = flights_sample.assign(
+        arr_delay=np.random.default_rng(7).permutation(flights_sample["arr_delay"].to_numpy())
+    )
+    noise = train_and_register(shuffled, weather, rounds=30)
     model_versions.make_champion(MODEL, first["version"])
-    return {"v1": first["version"], "good": good["version"], "bad": bad["version"], "test": first["test"]}
+    return {
+        "v1": first["version"],
+        "good": good["version"],
+        "bad": bad["version"],
+        "noise": noise["version"],
+        "test": first["test"],
+    }
 
 
 @pytest.fixture(scope="module")
 def service(module_home: Path, versions: dict[str, Any]) -> Iterator[str]:
     port = free_port()
     log = module_home / "service.log"
-    process = serve_model(MODEL, port, log, FLYWHEEL_WATCH_INTERVAL_S=str(WATCH_S), FLYWHEEL_PROFILING="off")
+    process = serve_model(MODEL, port, log, FLYWHEEL_WATCH_INTERVAL_S=str(WATCH_S))
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: requests.get(f"{url}/ready", timeout=2).status_code == 200, 120, "the service")
@@ -59,22 +76,28 @@ def service(module_home: Path, versions: dict[str, Any]) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def staged_stack(module_home: Path) -> str:
+    return _stack(module_home, "staged", STEPS)
+
+
+def _stack(home: Path, name: str, steps: list[dict[str, Any]], **guardrails: Any) -> str:
     doc = load_stack("local").to_dict()
     doc["components"]["model_deployer"]["configuration"]["rollout"] = {
         "strategy": "staged",
-        "steps": STEPS,
+        "steps": steps,
         "check_every_s": 1,
+        "guardrails": guardrails,
     }
-    path = module_home / "staged.yaml"
+    path = home / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc))
     return str(path)
 
 
 class Traffic:
-    """Four clients in a loop; every answer's time and version kept, every failure counted."""
+    """Four clients in a loop; every answer's time and version kept, every failure counted; with
+    ``labels`` (one per record), each answer's outcome posted to ``/feedback``."""
 
-    def __init__(self, url: str, records: list[dict[str, Any]]) -> None:
-        self.url, self.records = url, records
+    def __init__(self, url: str, records: list[dict[str, Any]], labels: list[float] | None = None) -> None:
+        self.url, self.records, self.labels = url, records, labels
         self.seen: list[tuple[float, str]] = []
         self.failed: list[str] = []
         self._stop = threading.Event()
@@ -87,7 +110,16 @@ class Traffic:
             try:
                 r = session.post(f"{self.url}/predict", json=self.records[i % len(self.records)], timeout=10)
                 if r.status_code == 200:
-                    self.seen.append((time.monotonic(), r.json()["model_version"]))
+                    answer = r.json()
+                    self.seen.append((time.monotonic(), answer["model_version"]))
+                    if self.labels is not None:
+                        label = {
+                            "request_id": answer["request_id"],
+                            "label": self.labels[i % len(self.labels)],
+                        }
+                        f = session.post(f"{self.url}/feedback", json=label, timeout=10)
+                        if f.status_code != 202:
+                            self.failed.append(f"feedback HTTP {f.status_code}: {f.text[:200]}")
                 else:
                     self.failed.append(f"HTTP {r.status_code}: {r.text[:200]}")
             except requests.RequestException as exc:
@@ -143,6 +175,17 @@ def test_a_good_candidate_goes_through_every_step(
     assert set(after) == {v2}
     shadow = result["steps"][0]["measured"]
     assert shadow["candidate_rows"] >= STEPS[0]["min_requests"]  # the shadow scored copies
+    # ... and logged them beside the champion's prediction, under the ids of the champion's answers
+    store = ArtifactStore.from_stack(load_stack("local"))
+    wait_for(lambda: store.list(layout.shadow_logs(MODEL, v2)), 30, "the shadow log")
+    logged, unreadable = read_parquets(store, layout.shadow_logs(MODEL, v2))
+    answered, _ = read_parquets(store, layout.prediction_logs(MODEL, v1))
+    say(f"shadow log: {len(logged)} rows; v{v1}'s prediction log: {len(answered)}")
+    assert unreadable == 0 and list(logged.columns) == list(layout.SHADOW_LOG_COLUMNS)
+    assert len(logged) >= STEPS[0]["min_requests"] and set(logged["champion"]) == {v1}
+    assert set(logged["request_id"]) <= set(answered["request_id"])
+    paired = logged.merge(answered[["request_id", "prediction"]], on="request_id", suffixes=("", "_logged"))
+    assert np.allclose(paired["champion_prediction"], paired["prediction_logged"])
 
 
 def test_a_skewed_candidate_is_rolled_back(versions: dict[str, Any], service: str, staged_stack: str) -> None:
@@ -222,3 +265,37 @@ def test_a_promotion_waits_for_a_person(versions: dict[str, Any], approval_stack
             not result["promoted"] and "rejected by ana" in result["reason"] and last.decision == "rejected"
         )
         assert model_versions.alias_version(MODEL) == champion
+
+
+def test_a_candidate_that_learned_noise_is_rolled_back_on_its_labels(
+    versions: dict[str, Any], service: str, module_home: Path
+) -> None:
+    """Scores like the champion's (the shift guardrail holds), ranks like a coin: the realized ROC AUC of
+    the shadow step, the same labelled rows for both, is what rolls it back."""
+    say = Timeline()
+    stack = _stack(
+        module_home,
+        "labels",
+        [{"stage": "shadow", "hold_s": 60, "min_requests": 50}, *STEPS[1:]],
+        min_labels=500,
+        max_metric_drop=0.05,
+    )
+    champion = model_versions.alias_version(MODEL)
+    test = versions["test"]
+    n = min(len(test.y), 3000)  # few distinct rows leave the two AUCs a few hundredths apart by chance
+    records = [record_from(test, i) for i in range(n)]
+    labels = [float(v) for v in test.y.to_numpy()[:n]]
+    with Traffic(service, records, labels) as traffic:
+        time.sleep(1)
+        result = rollout(model=MODEL, version=versions["noise"], stack=stack, urls=[service])
+    say(f"rollout: {result['reason']}")
+    measured = result["steps"][-1]["measured"]
+    say(f"measured: {measured}")
+    assert not traffic.failed, traffic.failed[:5]
+    assert not result["promoted"] and "realized roc_auc" in result["reason"], result["reason"]
+    assert result["steps"][-1]["stage"] == "shadow"
+    assert result["steps"][-1]["held_s"] < 60  # rolled back on the evidence, not at the end of the hold
+    assert measured["labels"] >= 500 and measured["champion_roc_auc"] > measured["candidate_roc_auc"] + 0.05
+    assert measured["mean_shift"] < 0.15  # the guardrail on /metrics saw nothing wrong
+    assert model_versions.alias_version(MODEL) == champion
+    assert set(traffic.versions_between(0, time.monotonic())) == {champion}
