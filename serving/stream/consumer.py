@@ -13,7 +13,10 @@ every consumer that took it) goes to the dead letters instead of killing the nex
 The model is the REST service's :class:`serving.holder.ModelHolder` (the champion, swapped when the alias
 moves: a read is scored by one version, the next by the new one, nothing in between is lost), and the
 traffic goes to the same profiler, so monitoring and feedback treat streamed predictions like served ones.
-A Redis that goes away is waited for (the loop backs off and retries), never a crash.
+In a rollout's shadow step the candidate scores a copy of each read as the REST service's shadow does
+(counted by version and role, logged beside the champion's); a canary step routes REST requests only: a
+stream keeps being answered by the champion. A Redis that goes away is waited for (the loop backs off and
+retries), never a crash.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from serving.holder import ModelHolder, Served
 from serving.metrics import ServiceMetrics
 from serving.profiling import TrafficRecorder
 from serving.request_ids import RequestIds
+from serving.rollout import CHAMPION, SHADOW, ShadowScorer
 from serving.stream.records import DeadLetter, Entry, Outcome, score
 from stacks.config import RedisStreamConfig
 
@@ -114,6 +118,7 @@ class StreamConsumer:
         self.metrics = metrics
         self.recorder = recorder
         self.counts = Counts()
+        self.shadow = ShadowScorer(metrics, recorder)
         self.redis = redis.Redis.from_url(
             url,
             socket_connect_timeout=config.timeout_s,
@@ -166,10 +171,11 @@ class StreamConsumer:
         if recovered:
             poison, entries = self._split_poison(entries)
         outcome = score(entries, served, self.config.max_record_bytes, self.ids.issue)
+        scored_s = time.perf_counter() - started
         outcome.dead.extend(poison)
         self._commit(outcome, [e[0] for e in entries] + [d.source_id.encode() for d in poison])
         self.metrics.stream_batch.observe(time.perf_counter() - started)
-        self._account(outcome, served)
+        self._account(outcome, served, scored_s)
         return len(entries) + len(poison)
 
     # ------------------------------------------------------------------ reading
@@ -278,7 +284,7 @@ class StreamConsumer:
         pipe.xack(self.input, self.config.group, *handled)
         pipe.execute()
 
-    def _account(self, outcome: Outcome, served: Served) -> None:
+    def _account(self, outcome: Outcome, served: Served, scored_s: float) -> None:
         self.counts.reads += 1
         self.counts.predicted += len(outcome.bodies)
         self.counts.dead_letters += len(outcome.dead)
@@ -297,6 +303,12 @@ class StreamConsumer:
                 served.encoder.names,
                 served.categories,
             )
+        rollout = self.holder.rollout
+        if rollout is not None:  # the champion's figures beside the candidate's, as the service keeps them
+            self.metrics.observe_version(served.version, CHAMPION, outcome.predictions, scored_s)
+            if rollout.state.stage == SHADOW:
+                self.shadow.offer(rollout, served, outcome.matrix, outcome.predictions, outcome.request_id)
 
     def close(self) -> None:
+        self.shadow.close()
         self.redis.close()

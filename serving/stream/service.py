@@ -85,6 +85,7 @@ def serve(
         return consumer.run(stop)
     finally:
         holder.stop()
+        consumer.shadow.close()  # its last copies handed to the recorder before that closes
         if recorder is not None:
             recorder.close()  # the last window and prediction log part written
         consumer.close()

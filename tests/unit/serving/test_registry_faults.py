@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 from serving.app import create_app
 from serving.settings import ServiceSettings
 from stacks.components.registry_health import describe_error
-from tests.unit.serving.conftest import wait_for
+from tests.unit.serving.conftest import record_from, wait_for
 
 MODEL = "flight-delay"
 
@@ -243,3 +243,37 @@ def test_an_mlflow_error_is_described_in_one_line_without_the_password(
     described = describe_error(raised.value)
     assert "hunter2" not in described and "\n" not in described
     assert described.startswith("MlflowException: ") and f"flywheel:***@127.0.0.1:{port}" in described
+
+
+def test_a_rollout_candidate_that_fails_to_load_is_retried_with_back_off(
+    good_db: Path, champion: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every replica downloading a broken candidate at every watch tick (0.2 s here) would hammer the
+    registry: it is tried once, then again after 5 s, and the champion answers throughout."""
+    from flywheel.contracts.rollout import RolloutState
+    from stacks.components import model_versions
+
+    good = champion["version"]
+    with TestClient(create_app(settings())) as c:
+        client = MlflowClient()
+        run_id = c.get("/model").json()["run_id"]
+        broken = str(
+            client.create_model_version(MODEL, source="file:///nonexistent/model", run_id=run_id).version
+        )
+        caplog.set_level(logging.WARNING, logger="flywheel.serving")
+        state = RolloutState(broken, good, "canary", 0.5, 1, 2, time.time())
+        model_versions.set_rollout(MODEL, state)
+        try:
+            assert wait_for(lambda: any("failed to load" in r.getMessage() for r in caplog.records))
+            time.sleep(2.0)  # ten watch ticks
+            tries = [r.getMessage() for r in caplog.records if "failed to load" in r.getMessage()]
+            assert len(tries) == 1 and f"v{broken} failed to load (tried again in 5 s)" in tries[0], tries
+            answered = c.post("/predict", json=record_from(champion["test"]))
+            assert answered.status_code == 200 and answered.json()["model_version"] == good
+            assert wait_for(
+                lambda: sum("failed to load" in r.getMessage() for r in caplog.records) == 2, timeout=10
+            )
+            tries = [r.getMessage() for r in caplog.records if "failed to load" in r.getMessage()]
+            assert "tried again in 10 s" in tries[-1], tries
+        finally:
+            model_versions.set_rollout(MODEL, None)

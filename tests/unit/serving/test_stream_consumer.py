@@ -264,3 +264,53 @@ def test_send_status_and_peek(
         app, ["stream", "status", "--stack", str(tmp_path / "no-stream.yaml"), "-m", MODEL]
     )
     assert no_stream.exit_code == 1 and "the stack names no stream component; add one" in no_stream.output
+
+
+def test_a_shadow_step_scores_a_copy_of_each_read(
+    champion: dict[str, Any],
+    client: Any,
+    redis_url: str,
+    serving_home: Path,
+    flights_sample: Any,
+    weather: Any,
+) -> None:
+    """During a rollout's shadow step the champion still answers every record, and the candidate scores the
+    same rows off the loop: counted by version and role as the REST service counts them."""
+    import time
+
+    from flywheel.contracts.rollout import RolloutState
+    from stacks.components import model_versions
+    from tests.unit.serving.conftest import train_and_register
+
+    candidate = train_and_register(flights_sample, weather, rounds=33)["version"]
+    model_versions.make_champion(MODEL, champion["version"])
+    consumer = _consumer(redis_url, champion, batch_size=50)
+    state = RolloutState(candidate, champion["version"], "shadow", 0.0, 1, 2, time.time())
+    model_versions.set_rollout(MODEL, state)
+    try:
+        consumer.holder.refresh_rollout()
+        assert consumer.holder.rollout is not None and consumer.holder.rollout.candidate.version == candidate
+        for i in range(200):
+            client.xadd(consumer.input, {RECORD_FIELD: orjson.dumps(record_from(champion["test"], i))})
+        stop, thread = _running(consumer)
+        try:
+            assert wait_for(lambda: client.xlen(consumer.output) >= 200, 30)
+            registry = consumer.metrics.registry
+
+            def rows(version: str, role: str) -> float:
+                labels = {"version": version, "role": role}
+                return registry.get_sample_value("flywheel_version_scored_rows_total", labels) or 0.0
+
+            assert wait_for(lambda: rows(candidate, "shadow") == 200, 10)
+        finally:
+            stop.set()
+            thread.join(10)
+            consumer.close()
+    finally:
+        model_versions.set_rollout(MODEL, None)
+        model_versions.make_champion(MODEL, champion["version"])
+    assert rows(champion["version"], "champion") == 200
+    answered = {o[MODEL_VERSION_FIELD].decode() for o in _entries(client, consumer.output)}
+    assert answered == {champion["version"]}
+    agreed = registry.get_sample_value("flywheel_shadow_decisions_total", {"agree": "true"}) or 0.0
+    assert agreed > 150  # two models of the same data mostly decide alike
