@@ -41,15 +41,21 @@ def is_json(content_type: str | None) -> bool:
     return media == JSON or (media.startswith("application/") and media.endswith("+json"))
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
+def too_large(max_bytes: int, record: bool) -> BodyRejected:
+    if record:
+        return BodyRejected(413, f"body over {max_bytes} bytes: no valid record of this model is that large")
+    return BodyRejected(413, f"request body over {max_bytes} bytes")
+
+
+async def read_body(request: Request, max_bytes: int, record: bool = False) -> bytes:
     """The whole body, or :class:`BodyRejected` (415, 413; 400 for a client that disconnected or whose body
-    timed out)."""
+    timed out). ``record``: ``max_bytes`` is the most a valid record can take, and the 413 says so."""
     headers = request.headers
     if not is_json(headers.get("content-type")):
         raise BodyRejected(415, f"send the body as {JSON} (Content-Type: {JSON})")
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise BodyRejected(413, f"request body over {max_bytes} bytes")
+        raise too_large(max_bytes, record)
     chunks: list[bytes] = []
     size = 0
     receive = request.receive  # the ASGI messages themselves: Request.stream()'s generator costs ~1 us more
@@ -61,7 +67,7 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > max_bytes:
-                raise BodyRejected(413, f"request body over {max_bytes} bytes")
+                raise too_large(max_bytes, record)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break

@@ -51,12 +51,23 @@ class ServiceContext:
         self.ids: RequestIds
         self.feedback: FeedbackChecker
 
-    async def read_json(self, request: Request) -> Any | Response:
-        """Auth, then the body under the size limit, then JSON: the decoded payload or the 4xx."""
+    async def read_json(self, request: Request, record: bool = False) -> Any | Response:
+        """Auth, then the body under the size limit (for one ``record``, the most a valid record of the
+        served versions can take), then JSON: the decoded payload or the 4xx."""
         if not authorized(request, self.token):
             return error(401, "missing or wrong bearer token")
+        limit = self.settings.max_body_bytes
+        served = self.holder.current
+        bounded = False
+        if record and served is not None:
+            rollout = self.holder.rollout
+            bound = served.record_max_bytes
+            if rollout is not None:
+                bound = max(bound, rollout.candidate.record_max_bytes)
+            if bound < limit:
+                limit, bounded = bound, True
         try:
-            body = await read_body(request, self.settings.max_body_bytes)
+            body = await read_body(request, limit, bounded)
         except BodyRejected as exc:
             # the rest of the body is never read: the connection cannot carry another request
             return error(exc.status, exc.message, headers={"connection": "close"})
@@ -80,7 +91,7 @@ class ServiceContext:
     async def parsed(self, request: Request, kind: str) -> tuple[Served, BaseModel] | Response:
         """Auth, size, JSON, a loaded model, then the served model's own request model (``record`` or
         ``batch``): the first failure is the response."""
-        payload = await self.read_json(request)
+        payload = await self.read_json(request, record=kind == "record")
         if isinstance(payload, Response):
             return payload
         served = self.served_or_error(payload)

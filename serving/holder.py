@@ -30,7 +30,7 @@ from serving.columns import BatchReader
 from serving.encoding import RowEncoder
 from serving.metrics import ServiceMetrics
 from serving.predictor import InplacePredictor
-from serving.schemas import batch_model, column_adapters, columns_model, record_model
+from serving.schemas import batch_model, column_adapters, columns_model, record_bytes_bound, record_model
 from stacks.components.model_registry import LoadedModel, load_model
 from stacks.components.model_versions import AliasNotSet, alias_target
 from stacks.components.registry_health import RegistryUnavailable, describe_error
@@ -73,6 +73,11 @@ class Served:
         schema = self.model.schema
         required = frozenset(c.name for c in schema.columns if not c.nullable)
         return column_adapters(schema, self.reader.max_batch), required
+
+    @cached_property
+    def record_max_bytes(self) -> int:
+        """The largest body a valid record of this version can be (serving.schemas.record_bytes_bound)."""
+        return record_bytes_bound(self.model.schema)
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         return self.predictor(matrix)
