@@ -665,10 +665,11 @@ def partial_body_client(port: int, path: str = "/predict") -> socket.socket:
 
 
 def disconnect_mid_body(port: int, path: str = "/predict", wait_s: float = 0.3) -> None:
-    """Send the headers and 100 of 10,000 announced body bytes, wait, and go away."""
+    """Send the headers and 100 of 3,000 announced body bytes (a record's size: under the bound a record's
+    body has, so the service waits for the rest), wait, and go away."""
     with socket.create_connection((HOST, port), timeout=HANG_S) as sock:
         sock.sendall(
-            request_bytes(port, "POST", path, None, JSON, {"Content-Length": "10000"}, close=False)
+            request_bytes(port, "POST", path, None, JSON, {"Content-Length": "3000"}, close=False)
             + b"{" * 100
         )
         time.sleep(wait_s)

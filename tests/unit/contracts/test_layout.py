@@ -56,6 +56,11 @@ def test_the_layout_stores_already_hold(utc_clock: None) -> None:
         layout.prediction_log_part("flight-delay", "3", int(start.timestamp()), "4242-a1b2c3", "0a1b2c3d")
         == "serving/flight-delay/v3/predictions/20260101/20260101T100000Z-4242-a1b2c3-0a1b2c3d.parquet"
     )
+    assert layout.shadow_logs("flight-delay", "4") == "serving/flight-delay/v4/shadow"
+    shadow = layout.shadow_log_part("flight-delay", "4", int(start.timestamp()), "4242-a1b2c3", "0a1b2c3d")
+    assert shadow == "serving/flight-delay/v4/shadow/20260101/20260101T100000Z-4242-a1b2c3-0a1b2c3d.parquet"
+    with pytest.raises(layout.LayoutError):  # never taken for a prediction log part (what a version answered)
+        layout.parse_prediction_log_part(shadow)
     assert layout.feedback_labels("flight-delay") == "serving/flight-delay/feedback"
     assert (
         layout.feedback_part("flight-delay", date(2026, 1, 2), "4242-a1b2c3", "0a1b2c3d")
