@@ -226,32 +226,28 @@ class _Profiler:  # pragma: no cover - runs in the child process
             except Exception as exc:
                 self.lost(len(frame), f"profiling a batch of v{version}", exc)
             path = layout.prediction_log_part(model, version, start, self.writer, uuid.uuid4().hex[:8])
-            try:
-                with self.store.open(path, "wb") as handle:
-                    frame.to_parquet(handle, index=False)
-            except Exception as exc:
-                self.lost(len(frame), f"writing the prediction log {path}", exc)
+            self.write_part(path, frame, "the prediction log")
         self.pending.clear()
         self.pending_rows = 0
         for (version, start), frames in self.shadow.items():
             frame = pd.concat(frames, ignore_index=True)
             path = layout.shadow_log_part(model, version, start, self.writer, uuid.uuid4().hex[:8])
-            try:
-                with self.store.open(path, "wb") as handle:
-                    frame.to_parquet(handle, index=False)
-            except Exception as exc:
-                self.lost(len(frame), f"writing the shadow log {path}", exc)
+            self.write_part(path, frame, "the shadow log")
         self.shadow.clear()
         self.shadow_rows = 0
         if self.feedback:
             day = datetime.now(UTC).date()
             path = layout.feedback_part(model, day, self.writer, uuid.uuid4().hex[:8])
-            try:
-                with self.store.open(path, "wb") as handle:
-                    pd.DataFrame(self.feedback).to_parquet(handle, index=False)
-            except Exception as exc:
-                self.lost(len(self.feedback), f"writing feedback labels {path}", exc)
+            self.write_part(path, pd.DataFrame(self.feedback), "feedback labels")
             self.feedback.clear()
+
+    def write_part(self, path: str, frame: Any, what: str) -> None:
+        """One Parquet file of the store; a failed write loses (and counts) its rows, never the process."""
+        try:
+            with self.store.open(path, "wb") as handle:
+                frame.to_parquet(handle, index=False)
+        except Exception as exc:
+            self.lost(len(frame), f"writing {what} {path}", exc)
 
     def close_windows(self, everything: bool) -> None:
         # rows of a window can still be in flight when it ends (buffered, queued): wait a grace period, and

@@ -170,16 +170,18 @@ def test_an_unreachable_tracking_server_is_named_without_its_password(
         assert "hunter2" not in r.text and "hunter2" not in c.get("/model").text
 
 
+def _version_without_files(client: MlflowClient, run_id: str) -> str:
+    """A registered version whose model files do not exist: it cannot load."""
+    return str(client.create_model_version(MODEL, source="file:///nonexistent/model", run_id=run_id).version)
+
+
 def test_a_champion_that_fails_to_load_is_said_plainly_and_cleared_when_the_alias_returns(
     good_db: Path, champion: dict[str, Any]
 ) -> None:
     good = champion["version"]
     with TestClient(create_app(settings())) as c:
         client = MlflowClient()
-        run_id = c.get("/model").json()["run_id"]
-        broken = str(
-            client.create_model_version(MODEL, source="file:///nonexistent/model", run_id=run_id).version
-        )
+        broken = _version_without_files(client, c.get("/model").json()["run_id"])
         client.set_registered_model_alias(MODEL, "champion", broken)
         try:
             assert wait_for(lambda: c.get("/ready").json()["load_error"] is not None)
@@ -256,10 +258,7 @@ def test_a_rollout_candidate_that_fails_to_load_is_retried_with_back_off(
     good = champion["version"]
     with TestClient(create_app(settings())) as c:
         client = MlflowClient()
-        run_id = c.get("/model").json()["run_id"]
-        broken = str(
-            client.create_model_version(MODEL, source="file:///nonexistent/model", run_id=run_id).version
-        )
+        broken = _version_without_files(client, c.get("/model").json()["run_id"])
         caplog.set_level(logging.WARNING, logger="flywheel.serving")
         state = RolloutState(broken, good, "canary", 0.5, 1, 2, time.time())
         model_versions.set_rollout(MODEL, state)
