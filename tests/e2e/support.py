@@ -246,6 +246,19 @@ def stop_everything_under(home: Path) -> list[str]:
     return killed
 
 
+@contextlib.contextmanager
+def isolated_home(tmp_path_factory: Any, name: str) -> Iterator[Path]:
+    """A fresh Flywheel home on the local stack for a module's tests; afterwards every process of it is
+    stopped, and the module fails if any had to be (a test stops what it starts)."""
+    from tests.unit.serving.conftest import local_home
+
+    home = tmp_path_factory.mktemp(name)
+    with local_home(home):
+        yield home
+    killed = stop_everything_under(home)
+    assert not killed, f"processes left running under {home}: {killed}"
+
+
 # ------------------------------------------------------------------------------------ the loop on a server
 # What a scenario on a real Prefect server needs beside the processes above: steady traffic whose every
 # failure is counted, the server's flow runs read back, and a teardown that lets the orchestrator go quiet.

@@ -24,13 +24,13 @@ from stacks.loader import load_stack
 from tests.e2e.support import (
     Timeline,
     free_port,
+    isolated_home,
     serve_model,
     start_detached,
     stop_detached,
-    stop_everything_under,
     wait_for,
 )
-from tests.unit.serving.conftest import local_home, record_from, train_and_register
+from tests.unit.serving.conftest import record_from, train_and_register
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -52,11 +52,8 @@ def _binary(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    home = tmp_path_factory.mktemp("prometheus-home")
-    with local_home(home):
+    with isolated_home(tmp_path_factory, "prometheus-home") as home:
         yield home
-    killed = stop_everything_under(home)
-    assert not killed, killed
 
 
 @pytest.fixture(scope="module")

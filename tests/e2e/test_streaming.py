@@ -41,9 +41,9 @@ from serving.app import create_app
 from serving.settings import ServiceSettings
 from stacks.config import RedisStreamConfig
 from stacks.loader import load_stack
-from tests.e2e.support import Timeline, start_detached, stop_everything_under, wait_for
+from tests.e2e.support import Timeline, isolated_home, start_detached, wait_for
 from tests.redis_server import redis_server
-from tests.unit.serving.conftest import local_home, record_from, train_and_register
+from tests.unit.serving.conftest import record_from, train_and_register
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -56,11 +56,8 @@ BAD_AT = 5_000
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    home = tmp_path_factory.mktemp("stream-home")
-    with local_home(home):
+    with isolated_home(tmp_path_factory, "stream-home") as home:
         yield home
-    killed = stop_everything_under(home)
-    assert not killed, f"processes left running under {home}: {killed}"
 
 
 @pytest.fixture(scope="module")
