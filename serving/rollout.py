@@ -50,19 +50,23 @@ class Rollout:
 
     state: RolloutState
     candidate: Served
-    same_features: bool
-    """The candidate encodes requests as the champion does: a copy of the champion's matrix can be scored."""
     to_candidate: Callable[[np.ndarray], np.ndarray] | None = None
     """The champion's matrix as the candidate encodes it (None: other features, nothing to shadow)."""
 
     @classmethod
     def of(cls, state: RolloutState, champion: Served, candidate: Served) -> Rollout:
-        return cls(state, candidate, same_features(champion, candidate), translation(champion, candidate))
+        return cls(state, candidate, translation(champion, candidate))
+
+    @property
+    def same_features(self) -> bool:
+        """The candidate encodes requests as the champion does: the champion's matrix is the candidate's
+        as it is (a failed canary scoring can be answered by the champion from it)."""
+        return self.to_candidate is unchanged
 
 
-def same_features(champion: Served, candidate: Served) -> bool:
-    a, b = champion.model.schema, candidate.model.schema
-    return a.names == b.names and [c.categories for c in a.columns] == [c.categories for c in b.columns]
+def unchanged(matrix: np.ndarray) -> np.ndarray:
+    """The translation between two versions that encode alike."""
+    return matrix
 
 
 def translation(champion: Served, candidate: Served) -> Callable[[np.ndarray], np.ndarray] | None:
@@ -83,7 +87,7 @@ def translation(champion: Served, candidate: Served) -> Callable[[np.ndarray], n
         index = {name: float(i) for i, name in enumerate(theirs.categories)}
         tables[j] = np.array([index.get(name, np.nan) for name in ours.categories], dtype=np.float32)
     if not tables:
-        return lambda matrix: matrix
+        return unchanged
 
     def translate(matrix: np.ndarray) -> np.ndarray:
         out = matrix.copy()
