@@ -90,11 +90,18 @@ def test_thousand_empty_records_get_a_small_422(service: Service) -> None:
 
 def test_rejecting_a_flood_costs_no_more_than_serving_one(service: Service, tmp_path: Path) -> None:
     """Eight clients sending 1,000 empty records (3 KB) once cut a normal client from 2,437 to 2.8 req/s
-    (0.001x). A rejected body must cost no more than a scored one: beside the 422 flood the normal client
-    keeps at least what it keeps beside eight clients of the cheapest valid request (one row), and more than
-    beside eight clients whose same-sized batches are valid. (Half its solo throughput is out of reach for
-    any request: a closed-loop client sharing one worker with eight others waits for theirs, and a 422 here
-    costs 0.3 ms of the worker against 0.4 ms for a prediction.)"""
+    (0.001x). A rejected body must cost no more than a scored one, measured twice:
+
+    - the serving process's CPU per request, each body alone on one connection: a 422 of 1,000 empty
+      records costs no more than scoring 1,000 valid rows (the body it would be), nor more than scoring the
+      cheapest valid request (one row) by half again (it costs about what one row does);
+    - beside the 422 flood a normal client keeps more than beside eight clients of valid 1,000-row batches,
+      and at least half of what it keeps beside eight clients of single rows (0.8 of it in the benchmark,
+      ``make bench ARGS="hardening"``, with longer phases: on two shared cores this ratio moves by a fifth
+      from run to run, 0.79x once in CI, when the amplification it guards against was 0.001x).
+
+    (Half its solo throughput is out of reach for any request: a closed-loop client sharing one worker with
+    eight others waits for theirs.)"""
     single = json.dumps(service.record).encode()
     bodies = {
         "empty": {"records": [{}] * 1000},
@@ -102,12 +109,25 @@ def test_rejecting_a_flood_costs_no_more_than_serving_one(service: Service, tmp_
         "valid row": service.record,
     }
     paths = {"empty": "/predict/batch", "valid batch": "/predict/batch", "valid row": "/predict"}
-    for name, body in bodies.items():
-        tmp_path.joinpath(f"{name}.json").write_text(json.dumps(body))
+    raw = {name: json.dumps(body).encode() for name, body in bodies.items()}
+    for name, body in raw.items():
+        tmp_path.joinpath(f"{name}.json").write_bytes(body)
     attacks.closed_loop(service.port, "/predict", single, 0.5)  # warm-up
+    cpu_ms: dict[str, list[float]] = {name: [] for name in bodies}
+    for _ in range(3):
+        for name in bodies:
+            cost, loop = attacks.server_cpu_ms(service.pid, service.port, paths[name], raw[name], 1.0)
+            expected = "422" if name == "empty" else "200"
+            assert set(loop.statuses) == {expected} and loop.hangs == 0 and loop.errors == 0, loop
+            cpu_ms[name].append(cost)
+    cost_ms = {name: statistics.median(values) for name, values in cpu_ms.items()}
+    costs = ", ".join(f"{n} {ms:.3f} ms" for n, ms in cost_ms.items())
+    assert cost_ms["empty"] <= cost_ms["valid batch"], f"server CPU per request: {costs}"
+    assert cost_ms["empty"] <= 1.5 * cost_ms["valid row"], f"server CPU per request: {costs}"
+
     alone = attacks.closed_loop(service.port, "/predict", single, 3)
     samples: dict[str, list[float]] = {name: [] for name in bodies}
-    for _ in range(3):  # interleaved rounds, medians: one 3 s sample per condition missed by 1% once in CI
+    for _ in range(3):  # interleaved rounds, medians
         for name in bodies:
             flood = attacks.start_flood(service.port, paths[name], tmp_path / f"{name}.json", 8, 4.5)
             time.sleep(1)
@@ -119,8 +139,9 @@ def test_rejecting_a_flood_costs_no_more_than_serving_one(service: Service, tmp_
             samples[name].append(beside.rps / alone.rps)
     kept = {name: statistics.median(values) for name, values in samples.items()}
     shown = ", ".join(f"beside {n}: {r:.2f}x" for n, r in kept.items())
-    assert kept["empty"] >= 0.8 * kept["valid row"], f"alone {alone.rps:,.0f} req/s; {shown}"
-    assert kept["empty"] > kept["valid batch"], f"alone {alone.rps:,.0f} req/s; {shown}"
+    context = f"alone {alone.rps:,.0f} req/s; {shown}; server CPU per request: {costs}"
+    assert kept["empty"] > kept["valid batch"], context
+    assert kept["empty"] >= 0.5 * kept["valid row"], context
 
 
 @pytest.mark.parametrize("path", ["/predict", "/feedback"])
