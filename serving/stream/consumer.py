@@ -14,9 +14,11 @@ The model is the REST service's :class:`serving.holder.ModelHolder` (the champio
 moves: a read is scored by one version, the next by the new one, nothing in between is lost), and the
 traffic goes to the same profiler, so monitoring and feedback treat streamed predictions like served ones.
 In a rollout's shadow step the candidate scores a copy of each read as the REST service's shadow does
-(counted by version and role, logged beside the champion's); a canary step routes REST requests only: a
-stream keeps being answered by the champion. A Redis that goes away is waited for (the loop backs off and
-retries), never a crash.
+(counted by version and role, logged beside the champion's). In a canary step the candidate answers the
+records whose key hashes under the step's fraction (the spec's ``rollout_key`` field, as the REST service
+hashes it, else the entry's id), judged by its own request model; each prediction names the version that
+answered, and records the candidate fails to score are answered by the champion (counted against the
+candidate). A Redis that goes away is waited for (the loop backs off and retries), never a crash.
 """
 
 from __future__ import annotations
@@ -32,13 +34,13 @@ from typing import Any
 import redis
 from prometheus_client import Counter, Histogram
 
-from flywheel.contracts.stream import POISON_STATUS
+from flywheel.contracts.stream import POISON_STATUS, SOURCE_ID_FIELD
 from serving.holder import ModelHolder, Served
 from serving.metrics import ServiceMetrics
 from serving.profiling import TrafficRecorder
 from serving.request_ids import RequestIds
-from serving.rollout import CHAMPION, SHADOW, ShadowScorer
-from serving.stream.records import DeadLetter, Entry, Outcome, score
+from serving.rollout import CANARY, CHAMPION, SHADOW, Rollout, ShadowScorer
+from serving.stream.records import DeadLetter, Entry, Outcome, score, split_canary, stream_order
 from stacks.config import RedisStreamConfig
 
 log = logging.getLogger("flywheel.stream")
@@ -170,13 +172,45 @@ class StreamConsumer:
         poison: list[DeadLetter] = []
         if recovered:
             poison, entries = self._split_poison(entries)
-        outcome = score(entries, served, self.config.max_record_bytes, self.ids.issue)
-        scored_s = time.perf_counter() - started
+        rollout = self.holder.rollout
+        limit = self.config.max_record_bytes
+        theirs: list[Entry] = []
+        if rollout is not None and rollout.state.stage == CANARY:
+            entries, theirs = split_canary(entries, rollout.state, limit)
+        t0 = time.perf_counter()
+        outcome = score(entries, served, limit, self.ids.issue)
+        scored = [(outcome, served, CHAMPION, time.perf_counter() - t0)]
         outcome.dead.extend(poison)
-        self._commit(outcome, [e[0] for e in entries] + [d.source_id.encode() for d in poison])
+        if theirs and rollout is not None:
+            scored.append(self._score_canary(theirs, rollout, served))
+        handled = [e[0] for e in entries + theirs] + [d.source_id.encode() for d in poison]
+        self._commit([o for o, *_ in scored], handled)
         self.metrics.stream_batch.observe(time.perf_counter() - started)
-        self._account(outcome, served, scored_s)
-        return len(entries) + len(poison)
+        self.counts.reads += 1
+        for done, by, role, scored_s in scored:
+            self._account(done, by, role, scored_s)
+        return len(handled)
+
+    def _score_canary(
+        self, entries: list[Entry], rollout: Rollout, champion: Served
+    ) -> tuple[Outcome, Served, str, float]:
+        """The candidate's share of a read, or the champion's answers to it when the candidate fails to score
+        it (counted against the candidate: the records are answered either way)."""
+        candidate = rollout.candidate
+        limit = self.config.max_record_bytes
+        t0 = time.perf_counter()
+        try:
+            return (
+                score(entries, candidate, limit, self.ids.issue),
+                candidate,
+                CANARY,
+                time.perf_counter() - t0,
+            )
+        except Exception as exc:  # a broken candidate is what a canary finds out: never a lost record
+            self.metrics.version_series(candidate.version, CANARY)[1].inc(len(entries))
+            log.warning("canary scoring of v%s failed (the champion answers): %s", candidate.version, exc)
+        t0 = time.perf_counter()
+        return score(entries, champion, limit, self.ids.issue), champion, CHAMPION, time.perf_counter() - t0
 
     # ------------------------------------------------------------------ reading
 
@@ -273,19 +307,24 @@ class StreamConsumer:
 
     # ------------------------------------------------------------------ writing
 
-    def _commit(self, outcome: Outcome, handled: list[bytes]) -> None:
-        """Predictions and dead letters written and the records acknowledged, all or nothing."""
+    def _commit(self, outcomes: list[Outcome], handled: list[bytes]) -> None:
+        """Predictions and dead letters written (in the order read) and the records acknowledged, all or
+        nothing."""
         pipe = self.redis.pipeline(transaction=True)
         trim = {"maxlen": self.config.max_len, "approximate": True}
-        for fields in outcome.prediction_fields():
+        predictions = [fields for o in outcomes for fields in o.prediction_fields()]
+        dead = [d for o in outcomes for d in o.dead]
+        if len(outcomes) > 1:  # a canary's read: two versions' answers, merged back into the read's order
+            predictions.sort(key=lambda fields: stream_order(str(fields[SOURCE_ID_FIELD])))
+            dead.sort(key=lambda d: stream_order(d.source_id))
+        for fields in predictions:
             pipe.xadd(self.output, fields, **trim)  # type: ignore[arg-type]
-        for dead in outcome.dead:
-            pipe.xadd(self.dead_letters, dead.fields(), **trim)  # type: ignore[arg-type]
+        for letter in dead:
+            pipe.xadd(self.dead_letters, letter.fields(), **trim)  # type: ignore[arg-type]
         pipe.xack(self.input, self.config.group, *handled)
         pipe.execute()
 
-    def _account(self, outcome: Outcome, served: Served, scored_s: float) -> None:
-        self.counts.reads += 1
+    def _account(self, outcome: Outcome, served: Served, role: str, scored_s: float) -> None:
         self.counts.predicted += len(outcome.bodies)
         self.counts.dead_letters += len(outcome.dead)
         self.metrics.stream_records.labels(outcome="predicted").inc(len(outcome.bodies))
@@ -304,9 +343,9 @@ class StreamConsumer:
                 served.categories,
             )
         rollout = self.holder.rollout
-        if rollout is not None:  # the champion's figures beside the candidate's, as the service keeps them
-            self.metrics.observe_version(served.version, CHAMPION, outcome.predictions, scored_s)
-            if rollout.state.stage == SHADOW:
+        if rollout is not None:  # each version's figures, as the service keeps them for the guardrails
+            self.metrics.observe_version(served.version, role, outcome.predictions, scored_s)
+            if rollout.state.stage == SHADOW and role == CHAMPION:
                 self.shadow.offer(rollout, served, outcome.matrix, outcome.predictions, outcome.request_id)
 
     def close(self) -> None:

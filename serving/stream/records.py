@@ -3,7 +3,9 @@ a body: the same size limit, JSON decoding, the served model's own request model
 
 Pure (no Redis, no clock): :mod:`serving.stream.consumer` reads the entries, hands them here with the model
 being served and writes what comes back. Valid records of one read are scored as one matrix (one booster
-call), under one request id whose rows ``/feedback`` accepts (``serving.request_ids.row_ids``).
+call), under one request id whose rows ``/feedback`` accepts (``serving.request_ids.row_ids``). In a canary
+step :func:`split_canary` first sets aside the records the candidate answers, by the same stable hash as
+the REST service's.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from flywheel.contracts.rollout import RolloutState
 from flywheel.contracts.stream import (
     ERROR_FIELD,
     MODEL_VERSION_FIELD,
@@ -26,6 +29,7 @@ from flywheel.contracts.stream import (
 from serving.errors import unprocessable_body
 from serving.holder import Served
 from serving.request_ids import row_ids
+from serving.rollout import rollout_key
 from serving.routes.predict import prediction_body
 from serving.validation import Invalid, validate
 
@@ -122,3 +126,36 @@ def score(
     rows = row_ids(rid, len(records))
     outcome.bodies = [prediction_body(served, p, row) for p, row in zip(predictions, rows, strict=True)]
     return outcome
+
+
+def canary_key(entry: Entry, key: str | None, max_record_bytes: int) -> object:
+    """What a canary step hashes for a stream record: the spec's ``rollout_key`` field of the record, as the
+    REST service hashes it (the same key gets the same version on both), else the entry's id, so a record
+    delivered again is answered by the same version."""
+    raw = entry[1].get(_RECORD)
+    if key is not None and raw is not None and len(raw) <= max_record_bytes:
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            payload = None
+        if isinstance(payload, dict) and key in payload:
+            return rollout_key(payload, key)
+    return entry[0].decode()
+
+
+def split_canary(
+    entries: Sequence[Entry], state: RolloutState, max_record_bytes: int
+) -> tuple[list[Entry], list[Entry]]:
+    """(the champion's records, the candidate's) of a read in a canary step."""
+    champion: list[Entry] = []
+    candidate: list[Entry] = []
+    for entry in entries:
+        answers = state.answers(canary_key(entry, state.key, max_record_bytes))
+        (candidate if answers else champion).append(entry)
+    return champion, candidate
+
+
+def stream_order(source_id: str) -> tuple[int, int]:
+    """A stream id (``<ms>-<seq>``) as a sortable pair: outputs of a read are written in the order read."""
+    ms, _, seq = source_id.partition("-")
+    return (int(ms), int(seq or 0)) if ms.isdigit() and (seq or "0").isdigit() else (0, 0)

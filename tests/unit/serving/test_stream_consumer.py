@@ -314,3 +314,83 @@ def test_a_shadow_step_scores_a_copy_of_each_read(
     assert answered == {champion["version"]}
     agreed = registry.get_sample_value("flywheel_shadow_decisions_total", {"agree": "true"}) or 0.0
     assert agreed > 150  # two models of the same data mostly decide alike
+
+
+def test_a_canary_step_answers_its_share_with_the_candidate(
+    champion: dict[str, Any],
+    client: Any,
+    redis_url: str,
+    serving_home: Path,
+    flights_sample: Any,
+    weather: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a canary step the candidate answers the records whose key hashes under the fraction (the spec's
+    key field: one carrier, one version), each prediction names its version and the read's order is kept;
+    a candidate that fails to score is answered for by the champion, counted against the candidate."""
+    import time
+
+    from flywheel.contracts.rollout import RolloutState
+    from stacks.components import model_versions
+    from tests.unit.serving.conftest import train_and_register
+
+    candidate = train_and_register(flights_sample, weather, rounds=33)["version"]
+    model_versions.make_champion(MODEL, champion["version"])
+    consumer = _consumer(redis_url, champion, batch_size=50)
+    state = RolloutState(candidate, champion["version"], "canary", 0.5, 2, 3, time.time(), key="carrier")
+    model_versions.set_rollout(MODEL, state)
+    records = [record_from(champion["test"], i) for i in range(300)]
+    try:
+        consumer.holder.refresh_rollout()
+        rollout = consumer.holder.rollout
+        assert rollout is not None and rollout.candidate.version == candidate
+        sent = [client.xadd(consumer.input, {RECORD_FIELD: orjson.dumps(r)}).decode() for r in records]
+        stop, thread = _running(consumer)
+        try:
+            assert wait_for(lambda: client.xlen(consumer.output) >= 300, 30)
+        finally:
+            stop.set()
+            thread.join(10)
+        outputs = _entries(client, consumer.output)
+        assert [o[SOURCE_ID_FIELD].decode() for o in outputs] == sent  # in the order read
+        by_carrier: dict[str, set[str]] = {}
+        for record, out in zip(records, outputs, strict=True):
+            version = out[MODEL_VERSION_FIELD].decode()
+            assert orjson.loads(out[PREDICTION_FIELD])["model_version"] == version
+            by_carrier.setdefault(str(record["carrier"]), set()).add(version)
+            assert version == (candidate if state.answers(record["carrier"]) else champion["version"])
+        assert all(len(versions) == 1 for versions in by_carrier.values())  # a stable hash of the key
+        answered = {v for versions in by_carrier.values() for v in versions}
+        assert answered == {candidate, champion["version"]}, by_carrier
+        registry = consumer.metrics.registry
+
+        def series(name: str, version: str, role: str) -> float:
+            labels = {"version": version, "role": role}
+            return registry.get_sample_value(name, labels) or 0.0
+
+        canary_rows = series("flywheel_version_scored_rows_total", candidate, "canary")
+        champion_rows = series("flywheel_version_scored_rows_total", champion["version"], "champion")
+        assert canary_rows > 0 and canary_rows + champion_rows == 300
+
+        def broken(matrix: Any) -> Any:
+            raise RuntimeError("injected fault in the candidate")
+
+        monkeypatch.setattr(rollout.candidate, "predict", broken)
+        client.delete(consumer.output)
+        for r in records:
+            client.xadd(consumer.input, {RECORD_FIELD: orjson.dumps(r)})
+        stop, thread = _running(consumer)
+        try:
+            assert wait_for(lambda: client.xlen(consumer.output) >= 300, 30)
+        finally:
+            stop.set()
+            thread.join(10)
+            consumer.close()
+    finally:
+        model_versions.set_rollout(MODEL, None)
+        model_versions.make_champion(MODEL, champion["version"])
+    again = {o[MODEL_VERSION_FIELD].decode() for o in _entries(client, consumer.output)}
+    assert again == {champion["version"]}  # every record answered, by the champion
+    failed = series("flywheel_version_errors_total", candidate, "canary")
+    assert failed == canary_rows  # the same records hash to the candidate, each counted as its failure
+    assert client.xlen(consumer.dead_letters) == 0
