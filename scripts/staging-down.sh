@@ -12,8 +12,9 @@ RUN="$STAGING/run"
 export FLYWHEEL_HOME="$HOME_DIR"
 [ -d "$STAGING" ] || { echo "nothing to stop: $STAGING does not exist"; exit 0; }
 if [ -f "$STAGING/credentials.env" ]; then set -a; . "$STAGING/credentials.env"; set +a; fi
+stop_recorded "$RUN" worker  # first: a flow run of its could start a service after they were stopped
 .venv/bin/flywheel service stop --stack staging --all 2>/dev/null || true
-for name in worker prefect-server mlflow s3 redis prometheus; do stop_recorded "$RUN" "$name"; done
+for name in prefect-server mlflow s3 redis prometheus; do stop_recorded "$RUN" "$name"; done
 PG_CTL=$(find /usr/lib/postgresql -maxdepth 3 -name pg_ctl -path '*/bin/*' 2>/dev/null | sort -V | tail -n 1)
 if [ -n "$PG_CTL" ] && [ -f "$STAGING/pgdata/PG_VERSION" ]; then
   as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
