@@ -1,5 +1,5 @@
 """`make bench` / `python -m benchmarks [training] [serving] [scale] [hardening] [before-after] [flywheel]
-[options]`:
+[monitoring] [options]`:
 every part when none is named."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import typer
 
 app = typer.Typer(add_completion=False, help="Flywheel benchmarks: tables and ratios against the baselines.")
 
-PARTS = ("training", "serving", "scale", "hardening", "before-after", "flywheel")
+PARTS = ("training", "serving", "scale", "hardening", "before-after", "flywheel", "monitoring")
 
 
 @app.command()
@@ -33,7 +33,8 @@ def main(
         bool,
         typer.Option(
             help="serving: a short check (small model, 3 s phases, 30k-row batch flow); "
-            "scale: 4 trials, 30k flights at 1x and 2x; hardening: a small model, 2 s phases, 1 repeat"
+            "scale: 4 trials, 30k flights at 1x and 2x; hardening: a small model, 2 s phases, 1 repeat; "
+            "monitoring: a 40,000-request log"
         ),
     ] = False,
     scales: Annotated[
@@ -101,6 +102,10 @@ def main(
         from benchmarks import flywheel
 
         flywheel.main(quick=quick, trials=flywheel_trials, keep_home=keep_home)
+    if "monitoring" in chosen:
+        from benchmarks import monitoring
+
+        monitoring.main(quick=quick)
 
 
 if __name__ == "__main__":

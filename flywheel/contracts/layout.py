@@ -173,6 +173,11 @@ def prediction_logs(model_name: str, version: str) -> str:
     return f"{SERVING}/{model_name}/v{version}/predictions"
 
 
+PREDICTION_LOG_KEYS = ("request_id", "prediction", "ts")
+"""A prediction log row's own columns; the request's features sit beside them under their names. What
+joining predictions with labels reads (only these: the features are most of a part's bytes)."""
+
+
 def prediction_log_part(
     model_name: str, version: str, start: datetime | float, writer: str, nonce: str
 ) -> str:

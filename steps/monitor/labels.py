@@ -51,11 +51,8 @@ def clean_labels(raw: pd.DataFrame, task: str, n_classes: int | None = None) -> 
             skipped[reason] = skipped.get(reason, 0) + count
             frame = frame[~mask]
 
-    ids = frame["request_id"]
-    drop(~ids.map(lambda v: isinstance(v, str) and 0 < len(v) <= 300), "bad request id")
-    # a bool is a number to pandas: a label file written with True/False is not ground truth of a number
-    frame["label"] = frame["label"].map(lambda v: np.nan if isinstance(v, bool | np.bool_) else v)
-    frame["label"] = pd.to_numeric(frame["label"], errors="coerce")
+    drop(~_good_ids(frame["request_id"]), "bad request id")
+    frame["label"] = pd.to_numeric(_no_bools(frame["label"]), errors="coerce")
     drop(~np.isfinite(frame["label"].to_numpy(dtype="float64")), "label not a finite number")
     if task == "binary":
         drop(~frame["label"].isin([0, 1]), "label not 0 or 1")
@@ -67,3 +64,21 @@ def clean_labels(raw: pd.DataFrame, task: str, n_classes: int | None = None) -> 
     frame = frame.sort_values("ts", kind="stable")
     drop(frame["request_id"].duplicated(keep="first"), "repeated request id")
     return CleanLabels(frame.reset_index(drop=True).astype({"label": "float64", "ts": "float64"}), skipped)
+
+
+def _good_ids(ids: pd.Series) -> pd.Series:
+    """A request id is a string of 1 to 300 characters. Vectorised when every value is a string (what the
+    service writes: the per-value check took a third of joining a million labels), else value by value."""
+    if pd.api.types.infer_dtype(ids, skipna=False) == "string":
+        return ids.str.len().between(1, 300)
+    return ids.map(lambda v: isinstance(v, str) and 0 < len(v) <= 300).astype(bool)
+
+
+def _no_bools(labels: pd.Series) -> pd.Series:
+    """A bool is a number to pandas: a label file written with True/False is not ground truth of a number
+    (numeric columns, what the service writes, pass as they are)."""
+    if pd.api.types.is_bool_dtype(labels):
+        return pd.Series(np.nan, index=labels.index)
+    if pd.api.types.is_numeric_dtype(labels):
+        return labels
+    return labels.map(lambda v: np.nan if isinstance(v, bool | np.bool_) else v)

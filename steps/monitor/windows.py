@@ -8,7 +8,7 @@ window are merged here.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -58,19 +58,34 @@ def load_reference(store: ArtifactStore, model_name: str, version: str) -> Any:
 
 
 def read_parquets(
-    store: ArtifactStore, prefix: str, keep: Callable[[str], bool] | None = None
+    store: ArtifactStore,
+    prefix: str,
+    keep: Callable[[str], bool] | None = None,
+    columns: Sequence[str] | None = None,
 ) -> tuple[pd.DataFrame, int]:
     """Every Parquet file under ``prefix`` (those ``keep`` accepts) concatenated, and how many could not be
-    read (a file cut short by a process that died, or not Parquet at all, is skipped, not fatal)."""
+    read (a file cut short by a process that died, or not Parquet at all, is skipped, not fatal).
+
+    ``columns``: only those of them a file has are read (Parquet is columnar: a prediction log's features,
+    most of its bytes, are never decoded when the join needs its ids, predictions and times)."""
     frames, unreadable = [], 0
     for path in store.list(prefix):
         if not path.endswith(".parquet") or (keep is not None and not keep(path)):
             continue
         try:
-            frames.append(pd.read_parquet(io.BytesIO(store.read_bytes(path))))
+            frames.append(_read_part(store.read_bytes(path), columns))
         except Exception:  # pyarrow raises several types for a damaged file
             unreadable += 1
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), unreadable
+
+
+def _read_part(data: bytes, columns: Sequence[str] | None) -> pd.DataFrame:
+    if columns is None:
+        return pd.read_parquet(io.BytesIO(data))
+    import pyarrow.parquet as pq
+
+    present = set(pq.read_schema(io.BytesIO(data)).names)
+    return pd.read_parquet(io.BytesIO(data), columns=[c for c in columns if c in present])
 
 
 @dataclass(frozen=True)
@@ -106,7 +121,9 @@ def labelled_by_version(
     labels = clean_labels(feedback, task, len(classes) if classes else None)
     out: dict[str, Labelled] = {}
     for version in versions:
-        predictions, bad_logs = read_parquets(store, layout.prediction_logs(model_name, version))
+        predictions, bad_logs = read_parquets(
+            store, layout.prediction_logs(model_name, version), columns=layout.PREDICTION_LOG_KEYS
+        )
         skipped = dict(labels.skipped)
         if bad_files:
             skipped["unreadable label files"] = bad_files

@@ -125,7 +125,8 @@ def compare(
     written = _written_since(since, inputs.window_s)
     agreement = shift = None
     if stage == "shadow":
-        frame, bad = read_parquets(store, layout.shadow_logs(inputs.model, candidate), written)
+        shadow_logs = layout.shadow_logs(inputs.model, candidate)
+        frame, bad = read_parquets(store, shadow_logs, written, layout.SHADOW_LOG_COLUMNS)
         if set(layout.SHADOW_LOG_COLUMNS) <= set(frame):
             shadow = _logged(frame, since)
             shadow = shadow[shadow["champion"].astype(str) == champion]
@@ -136,9 +137,12 @@ def compare(
         agreement, shift = _agreement(shadow, inputs)
         rows = len(shadow)
     else:
-        frame, bad = read_parquets(store, layout.prediction_logs(inputs.model, candidate), written)
+        keys = layout.PREDICTION_LOG_KEYS
+        frame, bad = read_parquets(store, layout.prediction_logs(inputs.model, candidate), written, keys)
         ours = _logged(frame, since)
-        frame, bad_theirs = read_parquets(store, layout.prediction_logs(inputs.model, champion), written)
+        frame, bad_theirs = read_parquets(
+            store, layout.prediction_logs(inputs.model, champion), written, keys
+        )
         theirs, bad, rows = _logged(frame, since), bad + bad_theirs, 0
     if bad:
         skipped["unreadable prediction logs"] = bad

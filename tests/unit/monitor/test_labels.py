@@ -100,3 +100,18 @@ def test_multiclass_predicted_classes_join_as_indices(tmp_path: Path) -> None:
     metrics = realized_metrics(labelled.frame, "multiclass")
     assert metrics == {"labels": 3.0, "accuracy": 2 / 3, "f1_macro": metrics["f1_macro"]}
     assert 0 < metrics["f1_macro"] < 1
+
+
+def test_a_column_of_string_ids_and_numeric_labels_is_checked_column_wise_alike() -> None:
+    """What the service writes (string ids, float labels) takes the vectorised checks; they keep and count
+    exactly what the value-by-value checks do (the same rows with one non-string id among them)."""
+    ids = ["a", "", "x" * 301, "x" * 300, "b", "c"]
+    numeric = pd.DataFrame({"request_id": ids, "label": [1.0, 1.0, 0.0, 0.0, 2.0, 0.0], "ts": 1.0})
+    mixed = numeric.astype({"request_id": object, "label": object})
+    mixed.loc[len(mixed)] = [7, 1.0, 1.0]
+    fast, slow = clean_labels(numeric, "binary"), clean_labels(mixed, "binary")
+    assert fast.frame["request_id"].tolist() == slow.frame["request_id"].tolist() == ["a", "x" * 300, "c"]
+    assert fast.skipped == {"bad request id": 2, "label not 0 or 1": 1}
+    assert slow.skipped == {"bad request id": 3, "label not 0 or 1": 1}
+    flags = pd.DataFrame({"request_id": ["a", "b"], "label": [True, False], "ts": 1.0})
+    assert clean_labels(flags, "binary").skipped == {"label not a finite number": 2}
