@@ -47,11 +47,14 @@ def policy_of(stack: Stack) -> RolloutPolicy:
 
 
 def service_urls(stack: Stack, model: str) -> list[str]:
-    """The URL of the model's service as the stack's deployer recorded it ([] when none is recorded)."""
+    """Where the model's figures are served: its service as the stack's deployer recorded it, and each of
+    its running stream consumers that serves metrics (a canary answers stream records too)."""
+    from stacks.components import stream_endpoints
     from stacks.components.deployers import deployer_for
 
     info = deployer_for(stack).status(model)
-    return [info.url] if info is not None and info.running else []
+    services = [info.url] if info is not None and info.running else []
+    return services + [c.url for c in stream_endpoints.recorded(stack.name, model)]
 
 
 def realized_inputs(stack: Stack, candidate: ModelVersion, champion: ModelVersion) -> realized.Inputs | None:

@@ -531,7 +531,7 @@ class RedisStreamConfig(_Config):
     max_deliveries: int = Field(default=5, ge=1, le=1000)
     max_record_bytes: int = Field(default=1_048_576, ge=64, le=64 * 1_048_576)
     max_len: int = Field(default=1_000_000, ge=1000, le=1_000_000_000)
-    metrics_port: int | None = Field(default=None, ge=1, le=65535)  # Prometheus /metrics of the consumer
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)  # the consumer's /metrics; 0: a free port
     timeout_s: float = Field(default=5.0, gt=0, le=300)  # connect and command timeout (reads add block_ms)
 
     @field_validator("url")

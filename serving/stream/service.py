@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from pathlib import Path
 from typing import Any
 
 from serving.holder import ModelHolder
@@ -14,6 +15,7 @@ from serving.profiling import start_recorder
 from serving.request_ids import RequestIds, stack_key
 from serving.settings import ServiceSettings
 from serving.stream.consumer import Counts, StreamConsumer, StreamMetrics
+from stacks.components import stream_endpoints
 
 log = logging.getLogger("flywheel.stream")
 FEEDBACK_WINDOW_S = 90 * 86400
@@ -66,11 +68,12 @@ def serve(
     holder.refresh(retry_after_s=0)
     holder.start_watching(settings.watch_interval_s)
     recorder = start_recorder(settings, metrics) if settings.profiling else None
-    server = None
-    if config.metrics_port is not None:
-        server, _ = start_http_server(config.metrics_port, addr="0.0.0.0", registry=metrics.registry)
     ids = RequestIds(stack_key(stack), FEEDBACK_WINDOW_S, model_name)
     consumer = StreamConsumer(config, url, model_name, holder, ids, metrics, recorder, consumer_name)
+    server, endpoint = None, None
+    if config.metrics_port is not None:
+        server, _ = start_http_server(config.metrics_port, addr="0.0.0.0", registry=metrics.registry)
+        endpoint = _announce(stack, model_name, consumer.name, server.server_port)
     log.info(
         "consumer %s of %s: %s -> %s (dead letters: %s), group %r, profiling %s",
         consumer.name,
@@ -91,3 +94,23 @@ def serve(
         consumer.close()
         if server is not None:
             server.shutdown()
+        if endpoint is not None:
+            stream_endpoints.forget(endpoint)
+            _refresh_prometheus(stack)
+
+
+def _announce(stack: Any, model_name: str, consumer: str, port: int) -> Path:
+    """Record where this consumer's metrics are, and tell the stack's Prometheus (its targets file)."""
+    path = stream_endpoints.record(stack.name, model_name, consumer, "127.0.0.1", port)
+    log.info("metrics of consumer %s at http://127.0.0.1:%d/metrics", consumer, port)
+    _refresh_prometheus(stack)
+    return path
+
+
+def _refresh_prometheus(stack: Any) -> None:
+    from stacks.components import prometheus
+
+    try:
+        prometheus.refresh(stack)
+    except Exception as exc:  # the consumer serves without Prometheus; its /metrics is still there
+        log.warning("Prometheus targets not rewritten: %s", exc)

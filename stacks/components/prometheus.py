@@ -177,9 +177,11 @@ def folder_of(stack: Any) -> Path:
 
 
 def recorded_targets(stack: Any) -> list[Target]:
-    """Every model service the stack's deployer recorded, as scrape targets (``host:port`` of its URL)."""
+    """Every model service the stack's deployer recorded, as scrape targets (``host:port`` of its URL), and
+    every running stream consumer that serves its metrics (``stacks.components.stream_endpoints``)."""
     from urllib.parse import urlparse
 
+    from stacks.components import stream_endpoints
     from stacks.components.deployers import deployer_for
 
     infos, _ = deployer_for(stack).statuses()
@@ -188,6 +190,8 @@ def recorded_targets(stack: Any) -> list[Target]:
         where = urlparse(info.url)
         if where.hostname and where.port:
             found.append(Target(f"{where.hostname}:{where.port}", info.model_name, stack.name))
+    for consumer in stream_endpoints.recorded(stack.name):
+        found.append(Target(consumer.address, consumer.model, stack.name))
     return found
 
 
@@ -196,7 +200,10 @@ def refresh(stack: Any) -> Path | None:
     when the stack names no metrics component."""
     if stack.metrics is None:
         return None
-    return write_config(stack.metrics.configuration, folder_of(stack), recorded_targets(stack))
+    folder = folder_of(stack)
+    path = write_config(stack.metrics.configuration, folder)
+    write_targets(folder, recorded_targets(stack))  # always: the last target gone is an empty file
+    return path
 
 
 class PrometheusUnavailable(RuntimeError):

@@ -3,10 +3,13 @@ a steady rate, one bad record among them, the first consumer killed (SIGKILL, it
 container dies) mid-stream and a second one started, and the champion moved to another version while the
 stream runs. Every record gets a prediction (duplicates allowed, counted), the bad one a dead letter with
 the API's 422 body, predictions switch version once and for good, and the streamed predictions reach the
-prediction log (``flywheel explain-request`` finds one)."""
+prediction log (``flywheel explain-request`` finds one). Each consumer serves its metrics on a free port
+(``metrics_port: 0``), recorded while it runs and written to the stack's Prometheus targets; the killed
+one's record is dropped, the stopped one's removed."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -22,6 +25,7 @@ import orjson
 import pandas as pd
 import pytest
 import redis
+import requests as requests_lib
 import yaml
 from fastapi.testclient import TestClient
 from mlflow import MlflowClient
@@ -39,6 +43,7 @@ from flywheel.contracts.stream import (
 )
 from serving.app import create_app
 from serving.settings import ServiceSettings
+from stacks.components import prometheus, stream_endpoints
 from stacks.config import RedisStreamConfig
 from stacks.loader import load_stack
 from tests.e2e.support import Timeline, isolated_home, start_detached, wait_for
@@ -74,7 +79,13 @@ def _stack_file(home: Path, url: str) -> Path:
     doc["components"]["stream"] = {
         "name": "redis-test",
         "flavor": "redis",
-        "configuration": {"url": url, "claim_idle_ms": 1000, "block_ms": 100, "batch_size": 100},
+        "configuration": {
+            "url": url,
+            "claim_idle_ms": 1000,
+            "block_ms": 100,
+            "batch_size": 100,
+            "metrics_port": 0,
+        },
     }
     path = home / "stream-stack.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -106,6 +117,7 @@ def test_a_stream_survives_a_killed_consumer_and_a_model_swap(home: Path, versio
     bad_record = {**record_from(test, 0), "distance": "far"}
     with redis_server() as url:
         stack = _stack_file(home, url)
+        stack_name = load_stack(str(stack)).name
         requests, predictions, dead_letters = RedisStreamConfig(url=url).stream_names(MODEL)
         r: Any = redis.Redis.from_url(url)
         first = _consumer(stack, "c1", home)
@@ -116,6 +128,11 @@ def test_a_stream_survives_a_killed_consumer_and_a_model_swap(home: Path, versio
             # the consumer joins the group on its first read; records sent before that are served too
             wait_for(lambda: "c1" in _consumers_in_group(r, requests), 90, "consumer c1 to join", every=0.2)
             say("c1 reading")
+            (c1,) = stream_endpoints.recorded(stack_name, MODEL)
+            scraped = requests_lib.get(f"{c1.url}/metrics", timeout=5).text
+            assert c1.consumer == "c1" and "flywheel_stream_records_total" in scraped
+            targets = json.loads((prometheus.folder_of(load_stack(str(stack))) / "targets.json").read_text())
+            assert {"targets": [c1.address], "labels": {"model": MODEL, "stack": stack_name}} in targets
 
             def produce() -> None:
                 start = time.monotonic()
@@ -137,6 +154,9 @@ def test_a_stream_survives_a_killed_consumer_and_a_model_swap(home: Path, versio
             os.killpg(first.pid, signal.SIGKILL)
             first.wait(10)
             say(f"c1 killed (SIGKILL) holding {held} records, {r.xlen(predictions):,} predictions written")
+            assert [
+                c.consumer for c in stream_endpoints.recorded(stack_name, MODEL)
+            ] == []  # c1's was dropped
             second = _consumer(stack, "c2", home)
             wait_for(lambda: r.xlen(predictions) >= 6_500, 120, "6,500 predictions", every=0.1)
             MlflowClient().set_registered_model_alias(MODEL, CHAMPION, versions["v2"])
@@ -156,6 +176,8 @@ def test_a_stream_survives_a_killed_consumer_and_a_model_swap(home: Path, versio
                     os.killpg(proc.pid, signal.SIGTERM)
         assert second is not None
         assert second.wait(60) == 0
+        assert stream_endpoints.recorded(stack_name) == []  # c2 removed its record as it stopped
+        assert not list(stream_endpoints.folder(stack_name).glob("*.json"))
         summary = (home / "c2.log").read_text().strip().splitlines()[-1]
         say(f"c2: {summary}")
         out = [(i.decode(), {k.decode(): v for k, v in f.items()}) for i, f in r.xrange(predictions)]
