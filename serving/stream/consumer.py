@@ -207,7 +207,9 @@ class StreamConsumer:
                 time.perf_counter() - t0,
             )
         except Exception as exc:  # a broken candidate is what a canary finds out: never a lost record
-            self.metrics.version_series(candidate.version, CANARY)[1].inc(len(entries))
+            # one failed scoring, as a failed batch request is one: the guardrail's error rate is failed
+            # scorings over scorings, and a read is one scoring
+            self.metrics.version_series(candidate.version, CANARY)[1].inc()
             log.warning("canary scoring of v%s failed (the champion answers): %s", candidate.version, exc)
         t0 = time.perf_counter()
         return score(entries, champion, limit, self.ids.issue), champion, CHAMPION, time.perf_counter() - t0
