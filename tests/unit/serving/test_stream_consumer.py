@@ -4,10 +4,12 @@ keeps killing its consumers set aside, and a Redis restart waited out."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pytest
@@ -16,6 +18,7 @@ import yaml
 from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 
+from flywheel.contracts.rollout import RolloutState
 from flywheel.contracts.stream import (
     ERROR_FIELD,
     MODEL_VERSION_FIELD,
@@ -31,11 +34,12 @@ from serving.request_ids import RequestIds, stack_key
 from serving.settings import ServiceSettings
 from serving.stream.consumer import StreamConsumer, StreamMetrics
 from serving.stream.records import judge
+from stacks.components import model_versions
 from stacks.config import RedisStreamConfig
 from stacks.loader import load_stack
 from steps.rollout import guardrails
 from tests.redis_server import free_port, redis_server
-from tests.unit.serving.conftest import record_from, wait_for
+from tests.unit.serving.conftest import record_from, train_and_register, wait_for
 
 MODEL = "flight-delay"
 
@@ -44,6 +48,12 @@ MODEL = "flight-delay"
 def redis_url() -> Iterator[str]:
     with redis_server() as url:
         yield url
+
+
+@pytest.fixture
+def training_data(flights_sample: Any, weather: Any) -> tuple[Any, Any]:
+    """What a second version of the champion's model learns from (a rollout's candidate)."""
+    return flights_sample, weather
 
 
 @pytest.fixture
@@ -78,18 +88,63 @@ def _api(champion: dict[str, Any]) -> TestClient:
     return TestClient(create_app(ServiceSettings(stack=None, model_name=MODEL, profiling=False)))
 
 
+def _serve_until(
+    consumer: StreamConsumer, client: Any, outputs: int, then: Callable[[], bool] | None = None
+) -> None:
+    """Run ``consumer`` on a thread until ``outputs`` predictions are written (and ``then`` holds), then
+    stop it."""
+    stop, thread = _running(consumer)
+    try:
+        assert wait_for(lambda: client.xlen(consumer.output) >= outputs, 30)
+        if then is not None:
+            assert wait_for(then, 10)
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+@contextlib.contextmanager
+def _rollout(
+    consumer: StreamConsumer,
+    champion: dict[str, Any],
+    data: tuple[Any, Any],
+    stage: Literal["shadow", "canary"],
+    fraction: float,
+    key: str | None = None,
+) -> Iterator[RolloutState]:
+    """A second version in a rollout step beside the champion, loaded by ``consumer``'s holder; the
+    champion alone again afterwards."""
+    candidate = train_and_register(*data, rounds=33)["version"]
+    model_versions.make_champion(MODEL, champion["version"])
+    state = RolloutState(candidate, champion["version"], stage, fraction, 1, 2, time.time(), key=key)
+    model_versions.set_rollout(MODEL, state)
+    try:
+        consumer.holder.refresh_rollout()
+        rollout = consumer.holder.rollout
+        assert rollout is not None and rollout.candidate.version == candidate
+        yield state
+    finally:
+        model_versions.set_rollout(MODEL, None)
+        model_versions.make_champion(MODEL, champion["version"])
+
+
+def _series(consumer: StreamConsumer, name: str, version: str, role: str) -> float:
+    labels = {"version": version, "role": role}
+    return consumer.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+ROWS = "flywheel_version_scored_rows_total"
+
+
 def test_records_are_answered_as_the_api_answers_them(
     champion: dict[str, Any], client: Any, redis_url: str, serving_home: Path
 ) -> None:
     consumer = _consumer(redis_url, champion, batch_size=64)
     records = [record_from(champion["test"], i) for i in range(300)]
     ids = [client.xadd(consumer.input, {RECORD_FIELD: orjson.dumps(r)}).decode() for r in records]
-    stop, thread = _running(consumer)
     try:
-        assert wait_for(lambda: client.xlen(consumer.output) >= 300, 30)
+        _serve_until(consumer, client, 300)
     finally:
-        stop.set()
-        thread.join(10)
         consumer.close()
     out = _entries(client, consumer.output)
     assert [o[SOURCE_ID_FIELD].decode() for o in out] == ids  # one each, in the order sent
@@ -273,49 +328,25 @@ def test_a_shadow_step_scores_a_copy_of_each_read(
     client: Any,
     redis_url: str,
     serving_home: Path,
-    flights_sample: Any,
-    weather: Any,
+    training_data: tuple[Any, Any],
 ) -> None:
     """During a rollout's shadow step the champion still answers every record, and the candidate scores the
     same rows off the loop: counted by version and role as the REST service counts them."""
-    import time
-
-    from flywheel.contracts.rollout import RolloutState
-    from stacks.components import model_versions
-    from tests.unit.serving.conftest import train_and_register
-
-    candidate = train_and_register(flights_sample, weather, rounds=33)["version"]
-    model_versions.make_champion(MODEL, champion["version"])
     consumer = _consumer(redis_url, champion, batch_size=50)
-    state = RolloutState(candidate, champion["version"], "shadow", 0.0, 1, 2, time.time())
-    model_versions.set_rollout(MODEL, state)
-    try:
-        consumer.holder.refresh_rollout()
-        assert consumer.holder.rollout is not None and consumer.holder.rollout.candidate.version == candidate
+    with _rollout(consumer, champion, training_data, "shadow", 0.0) as state:
         for i in range(200):
             client.xadd(consumer.input, {RECORD_FIELD: orjson.dumps(record_from(champion["test"], i))})
-        stop, thread = _running(consumer)
         try:
-            assert wait_for(lambda: client.xlen(consumer.output) >= 200, 30)
-            registry = consumer.metrics.registry
-
-            def rows(version: str, role: str) -> float:
-                labels = {"version": version, "role": role}
-                return registry.get_sample_value("flywheel_version_scored_rows_total", labels) or 0.0
-
-            assert wait_for(lambda: rows(candidate, "shadow") == 200, 10)
+            _serve_until(
+                consumer, client, 200, lambda: _series(consumer, ROWS, state.candidate, "shadow") == 200
+            )
         finally:
-            stop.set()
-            thread.join(10)
             consumer.close()
-    finally:
-        model_versions.set_rollout(MODEL, None)
-        model_versions.make_champion(MODEL, champion["version"])
-    assert rows(champion["version"], "champion") == 200
+    assert _series(consumer, ROWS, champion["version"], "champion") == 200
     answered = {o[MODEL_VERSION_FIELD].decode() for o in _entries(client, consumer.output)}
     assert answered == {champion["version"]}
-    agreed = registry.get_sample_value("flywheel_shadow_decisions_total", {"agree": "true"}) or 0.0
-    assert agreed > 150  # two models of the same data mostly decide alike
+    agreed = consumer.metrics.registry.get_sample_value("flywheel_shadow_decisions_total", {"agree": "true"})
+    assert (agreed or 0.0) > 150  # two models of the same data mostly decide alike
 
 
 def test_a_canary_step_answers_its_share_with_the_candidate(
@@ -323,36 +354,18 @@ def test_a_canary_step_answers_its_share_with_the_candidate(
     client: Any,
     redis_url: str,
     serving_home: Path,
-    flights_sample: Any,
-    weather: Any,
+    training_data: tuple[Any, Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """In a canary step the candidate answers the records whose key hashes under the fraction (the spec's
     key field: one carrier, one version), each prediction names its version and the read's order is kept;
     a candidate that fails to score is answered for by the champion, counted against the candidate."""
-    import time
-
-    from flywheel.contracts.rollout import RolloutState
-    from stacks.components import model_versions
-    from tests.unit.serving.conftest import train_and_register
-
-    candidate = train_and_register(flights_sample, weather, rounds=33)["version"]
-    model_versions.make_champion(MODEL, champion["version"])
     consumer = _consumer(redis_url, champion, batch_size=50)
-    state = RolloutState(candidate, champion["version"], "canary", 0.5, 2, 3, time.time(), key="carrier")
-    model_versions.set_rollout(MODEL, state)
     records = [record_from(champion["test"], i) for i in range(300)]
-    try:
-        consumer.holder.refresh_rollout()
-        rollout = consumer.holder.rollout
-        assert rollout is not None and rollout.candidate.version == candidate
+    with _rollout(consumer, champion, training_data, "canary", 0.5, key="carrier") as state:
+        candidate = state.candidate
         sent = [client.xadd(consumer.input, {RECORD_FIELD: orjson.dumps(r)}).decode() for r in records]
-        stop, thread = _running(consumer)
-        try:
-            assert wait_for(lambda: client.xlen(consumer.output) >= 300, 30)
-        finally:
-            stop.set()
-            thread.join(10)
+        _serve_until(consumer, client, 300)
         outputs = _entries(client, consumer.output)
         assert [o[SOURCE_ID_FIELD].decode() for o in outputs] == sent  # in the order read
         by_carrier: dict[str, set[str]] = {}
@@ -364,38 +377,28 @@ def test_a_canary_step_answers_its_share_with_the_candidate(
         assert all(len(versions) == 1 for versions in by_carrier.values())  # a stable hash of the key
         answered = {v for versions in by_carrier.values() for v in versions}
         assert answered == {candidate, champion["version"]}, by_carrier
-        registry = consumer.metrics.registry
-
-        def series(name: str, version: str, role: str) -> float:
-            labels = {"version": version, "role": role}
-            return registry.get_sample_value(name, labels) or 0.0
-
-        canary_rows = series("flywheel_version_scored_rows_total", candidate, "canary")
-        champion_rows = series("flywheel_version_scored_rows_total", champion["version"], "champion")
-        assert canary_rows > 0 and canary_rows + champion_rows == 300
+        canary_rows = _series(consumer, ROWS, candidate, "canary")
+        assert (
+            canary_rows > 0 and canary_rows + _series(consumer, ROWS, champion["version"], "champion") == 300
+        )
 
         def broken(matrix: Any) -> Any:
             raise RuntimeError("injected fault in the candidate")
 
-        monkeypatch.setattr(rollout.candidate, "predict", broken)
+        assert consumer.holder.rollout is not None
+        monkeypatch.setattr(consumer.holder.rollout.candidate, "predict", broken)
         client.delete(consumer.output)
         for r in records:
             client.xadd(consumer.input, {RECORD_FIELD: orjson.dumps(r)})
-        stop, thread = _running(consumer)
         try:
-            assert wait_for(lambda: client.xlen(consumer.output) >= 300, 30)
+            _serve_until(consumer, client, 300)
         finally:
-            stop.set()
-            thread.join(10)
             consumer.close()
-    finally:
-        model_versions.set_rollout(MODEL, None)
-        model_versions.make_champion(MODEL, champion["version"])
     again = {o[MODEL_VERSION_FIELD].decode() for o in _entries(client, consumer.output)}
     assert again == {champion["version"]}  # every record answered, by the champion
-    failed = series("flywheel_version_errors_total", candidate, "canary")
+    failed = _series(consumer, "flywheel_version_errors_total", candidate, "canary")
     assert failed >= 1  # one per read whose canary share failed, as a failed batch request counts once
     assert client.xlen(consumer.dead_letters) == 0
-    page = guardrails.parse(generate_latest(registry).decode())
+    page = guardrails.parse(generate_latest(consumer.metrics.registry).decode())
     figures = page[(candidate, "canary")]
     assert figures.errors == failed and figures.error_rate > 0.3  # the guardrail sees the broken canary
