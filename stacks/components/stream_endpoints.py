@@ -21,8 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from stacks.components.deployers.base import services_dir
-from stacks.components.deployers.state import model_slug
+from stacks.components.deployers.state import model_slug, stack_dir
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,8 @@ class ConsumerEndpoint:
 
 
 def folder(stack_name: str) -> Path:
-    return services_dir() / stack_name / "streams"
+    """Beside the stack's service records (``stacks.components.deployers.state``)."""
+    return stack_dir(stack_name) / "streams"
 
 
 def _file(stack_name: str, model: str, consumer: str) -> Path:
