@@ -58,6 +58,10 @@ SUPERVISE_EVERY_S = 0.2
 STARTUP_LIMIT_S = 180.0
 
 
+DISCARD_WAIT_S = 1.0
+"""How long a discarded queue's feeder thread may take to exit by itself before its pipe is broken."""
+
+
 class _Inbox(mpq.Queue):  # type: ignore[type-arg]
     """A profiling process's queue. Once that process is gone, the feeder thread's broken pipes are
     expected (what it still holds is counted as dropped), not worth a traceback per message."""
@@ -70,13 +74,21 @@ class _Inbox(mpq.Queue):  # type: ignore[type-arg]
         if not getattr(self, "discarded", False):
             log.warning("profiling: a message could not be handed to the profiling process (%s)", e)
 
-    def discard(self) -> None:
-        """Abandon the queue without blocking: the feeder thread may be stuck writing into a full pipe
-        whose reader died. Closing our copy of the reader (the stdlib has no public way) breaks that
-        pipe, so the thread drops what it buffers and exits, and the memory goes with it."""
+    def discard(self, wait_s: float = DISCARD_WAIT_S) -> None:
+        """Abandon the queue without blocking for long: the feeder thread may be stuck writing into a full
+        pipe whose reader died. It is given ``wait_s`` to finish by itself (it closes the reader as it
+        exits); only a thread still stuck then has the pipe broken under it by closing our copy of the
+        reader (the stdlib has no public way), so it drops what it buffers and exits, and the memory goes
+        with it. Closing the reader while the thread closes it too raced: a second close of a descriptor
+        number that may already be another file's (seen as "Bad file descriptor" in the feeder thread)."""
         self.discarded = True
         self.cancel_join_thread()
         self.close()
+        feeder = getattr(self, "_thread", None)  # private; without it, the reader is closed at once
+        if feeder is not None:
+            feeder.join(wait_s)
+            if not feeder.is_alive():
+                return
         with contextlib.suppress(Exception):
             self._reader.close()  # type: ignore[attr-defined]
 
