@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from prometheus_client import Counter, Histogram
@@ -96,6 +96,15 @@ class Counts:
     dead_letters: int = 0
     claimed: int = 0
     reads: int = 0
+
+
+class Scored(NamedTuple):
+    """One version's share of a read: what it gave, who answered in which role, and its scoring time."""
+
+    outcome: Outcome
+    served: Served
+    role: str
+    seconds: float
 
 
 class StreamConsumer:
@@ -179,40 +188,35 @@ class StreamConsumer:
             entries, theirs = split_canary(entries, rollout.state, limit)
         t0 = time.perf_counter()
         outcome = score(entries, served, limit, self.ids.issue)
-        scored = [(outcome, served, CHAMPION, time.perf_counter() - t0)]
+        scored = [Scored(outcome, served, CHAMPION, time.perf_counter() - t0)]
         outcome.dead.extend(poison)
         if theirs and rollout is not None:
             scored.append(self._score_canary(theirs, rollout, served))
         handled = [e[0] for e in entries + theirs] + [d.source_id.encode() for d in poison]
-        self._commit([o for o, *_ in scored], handled)
+        self._commit([s.outcome for s in scored], handled)
         self.metrics.stream_batch.observe(time.perf_counter() - started)
         self.counts.reads += 1
-        for done, by, role, scored_s in scored:
-            self._account(done, by, role, scored_s)
+        for share in scored:
+            self._account(share)
         return len(handled)
 
-    def _score_canary(
-        self, entries: list[Entry], rollout: Rollout, champion: Served
-    ) -> tuple[Outcome, Served, str, float]:
+    def _score_canary(self, entries: list[Entry], rollout: Rollout, champion: Served) -> Scored:
         """The candidate's share of a read, or the champion's answers to it when the candidate fails to score
         it (counted against the candidate: the records are answered either way)."""
         candidate = rollout.candidate
         limit = self.config.max_record_bytes
         t0 = time.perf_counter()
         try:
-            return (
-                score(entries, candidate, limit, self.ids.issue),
-                candidate,
-                CANARY,
-                time.perf_counter() - t0,
-            )
+            outcome = score(entries, candidate, limit, self.ids.issue)
+            return Scored(outcome, candidate, CANARY, time.perf_counter() - t0)
         except Exception as exc:  # a broken candidate is what a canary finds out: never a lost record
             # one failed scoring, as a failed batch request is one: the guardrail's error rate is failed
             # scorings over scorings, and a read is one scoring
             self.metrics.version_series(candidate.version, CANARY)[1].inc()
             log.warning("canary scoring of v%s failed (the champion answers): %s", candidate.version, exc)
         t0 = time.perf_counter()
-        return score(entries, champion, limit, self.ids.issue), champion, CHAMPION, time.perf_counter() - t0
+        outcome = score(entries, champion, limit, self.ids.issue)
+        return Scored(outcome, champion, CHAMPION, time.perf_counter() - t0)
 
     # ------------------------------------------------------------------ reading
 
@@ -326,7 +330,8 @@ class StreamConsumer:
         pipe.xack(self.input, self.config.group, *handled)
         pipe.execute()
 
-    def _account(self, outcome: Outcome, served: Served, role: str, scored_s: float) -> None:
+    def _account(self, share: Scored) -> None:
+        outcome, served, role, scored_s = share
         self.counts.predicted += len(outcome.bodies)
         self.counts.dead_letters += len(outcome.dead)
         self.metrics.stream_records.labels(outcome="predicted").inc(len(outcome.bodies))
